@@ -1,0 +1,33 @@
+# The commands the README shows. CI runs `make test` through .ci/run.
+GO        ?= go
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+MODULES   := ./auth/... ./registration/... ./shared/...
+TESTFLAGS ?= -race -count=1 -timeout 15m
+
+.PHONY: build test lint run bench fuzz clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o bin/auth ./auth
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o bin/registration ./registration
+
+## test: lint, then every test of every module against real redis-server,
+## SMTP, proxies and browser (see .ci/run for what they need installed).
+test: lint
+	$(GO) test $(TESTFLAGS) $(MODULES)
+
+lint:
+	@out=$$(gofmt -l auth registration shared); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(MODULES)
+	staticcheck $(MODULES)
+
+## run: both services on this machine against the local redis-server
+## (auth on :3000, registration on :3001). The container stack: docker compose up.
+run: build
+	@trap 'kill 0' INT TERM EXIT; \
+	PORT=3000 ./bin/auth & \
+	PORT=3001 ./bin/registration & \
+	wait
+
+clean:
+	rm -rf bin

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"path"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"pesto/shared/config"
+)
+
+// Defaults of SPEC §5 that only auth has.
+const (
+	defaultCacheTTL  = 60 * time.Second
+	defaultUnmetered = "trial*@pesto.teknologiumum.com"
+)
+
+type authConfig struct {
+	config.Common
+	// CacheTTL is how long a token record may be served from the
+	// client-side cache; 0 turns the cache off.
+	CacheTTL time.Duration
+	// Unmetered is a lower-case path.Match pattern of emails allowed
+	// without counting; "" meters everyone.
+	Unmetered string
+}
+
+func loadConfig(lookupEnv func(string) (string, bool)) (authConfig, error) {
+	e := config.New(lookupEnv)
+	c := authConfig{
+		Common:    config.LoadCommon(e),
+		CacheTTL:  e.Duration("TOKEN_CACHE_TTL", defaultCacheTTL),
+		Unmetered: defaultUnmetered,
+	}
+	if e.IsSet("UNMETERED_EMAILS") {
+		c.Unmetered, _ = e.Lookup("UNMETERED_EMAILS")
+		c.Unmetered = strings.ToLower(c.Unmetered)
+		if _, err := path.Match(c.Unmetered, ""); err != nil {
+			e.Fail("UNMETERED_EMAILS", "bad pattern %q: %v", c.Unmetered, err)
+		}
+	}
+	return c, e.Err()
+}
+
+// Per-connection budgets of the Redis client. rueidis's defaults (128 MiB of
+// cache and 1 MiB of buffers per connection) would dwarf the service.
+const (
+	cacheBytesEachConn = 2 << 20
+	bufferEachConn     = 64 << 10
+)
+
+func (c authConfig) redisOptions() rueidis.ClientOption {
+	opt := c.Redis
+	opt.ClientName = "pesto-auth"
+	opt.DisableCache = c.CacheTTL == 0
+	opt.CacheSizeEachConn = cacheBytesEachConn
+	opt.ReadBufferEachConn = bufferEachConn
+	opt.WriteBufferEachConn = bufferEachConn
+	return opt
+}

@@ -1,0 +1,7 @@
+module pesto/registration
+
+go 1.26
+
+require pesto/shared v0.0.0
+
+replace pesto/shared => ../shared

@@ -1,0 +1,172 @@
+// Package config reads the environment of both services (SPEC §5). Every
+// variable is parsed and checked in one place; the first bad one is returned
+// as an *Error that names it, and the program exits 2 with that one line.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// Error names the variable whose value is bad.
+type Error struct {
+	Var string
+	Msg string
+}
+
+func (e *Error) Error() string { return e.Var + ": " + e.Msg }
+
+// Env reads variables through lookup (os.LookupEnv in production, a map in
+// tests) and keeps the first error.
+type Env struct {
+	lookup func(string) (string, bool)
+	err    error
+}
+
+// New returns an Env that reads through lookup.
+func New(lookup func(string) (string, bool)) *Env { return &Env{lookup: lookup} }
+
+// Err returns the first error, or nil.
+func (e *Env) Err() error { return e.err }
+
+// Fail records err for variable name unless an earlier error is kept.
+func (e *Env) Fail(name, format string, args ...any) {
+	if e.err == nil {
+		e.err = &Error{Var: name, Msg: fmt.Sprintf(format, args...)}
+	}
+}
+
+// Lookup returns the value of name, trimmed, and whether it is set and not
+// empty: an empty variable means its default.
+func (e *Env) Lookup(name string) (string, bool) {
+	v, _ := e.lookup(name)
+	v = strings.TrimSpace(v)
+	return v, v != ""
+}
+
+// IsSet reports whether name is set, even to "".
+func (e *Env) IsSet(name string) bool {
+	_, ok := e.lookup(name)
+	return ok
+}
+
+// String returns the value of name, or def when it is unset or empty.
+func (e *Env) String(name, def string) string {
+	if v, ok := e.Lookup(name); ok {
+		return v
+	}
+	return def
+}
+
+// Int returns the integer value of name within [lo, hi], or def.
+func (e *Env) Int(name string, def, lo, hi int64) int64 {
+	v, ok := e.Lookup(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < lo || n > hi {
+		e.Fail(name, "want an integer from %d to %d, got %q", lo, hi, v)
+		return def
+	}
+	return n
+}
+
+// Duration returns the non-negative duration value of name (Go syntax:
+// "10s", "1m30s"), or def.
+func (e *Env) Duration(name string, def time.Duration) time.Duration {
+	v, ok := e.Lookup(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		e.Fail(name, "want a duration such as 10s or 1m, got %q", v)
+		return def
+	}
+	return d
+}
+
+// Common is the configuration both services share.
+type Common struct {
+	Port            int
+	Redis           rueidis.ClientOption
+	RedisURL        string // with any password masked, for logs
+	Environment     string
+	LogLevel        slog.Level
+	SentryDSN       string
+	ShutdownTimeout time.Duration
+}
+
+// LoadCommon reads the variables both services share.
+func LoadCommon(e *Env) Common {
+	c := Common{
+		Port:            int(e.Int("PORT", 3000, 0, 65535)),
+		Environment:     e.String("ENVIRONMENT", "development"),
+		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 10*time.Second),
+	}
+	c.Redis, c.RedisURL = redisURL(e, e.String("REDIS_URL", "redis://localhost:6379"))
+	c.LogLevel = logLevel(e, e.String("LOG_LEVEL", "info"))
+	c.SentryDSN = sentryDSN(e, e.String("SENTRY_DSN", ""))
+	return c
+}
+
+func redisURL(e *Env, v string) (rueidis.ClientOption, string) {
+	opt, err := rueidis.ParseURL(v)
+	if err != nil {
+		e.Fail("REDIS_URL", "%s", strings.ReplaceAll(err.Error(), v, Mask(v)))
+		return opt, ""
+	}
+	if len(opt.InitAddress) == 0 || opt.InitAddress[0] == "" {
+		e.Fail("REDIS_URL", "no host in %q", Mask(v))
+	}
+	return opt, Mask(v)
+}
+
+// Mask returns a URL with its password replaced by "xxxxx", for logs. A
+// value that does not parse is replaced whole.
+func Mask(v string) string {
+	u, err := url.Parse(v)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+func logLevel(e *Env, v string) slog.Level {
+	switch strings.ToLower(v) {
+	case "debug":
+		return slog.LevelDebug
+	case "info":
+		return slog.LevelInfo
+	case "warn", "warning":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	e.Fail("LOG_LEVEL", "want debug, info, warn or error, got %q", v)
+	return slog.LevelInfo
+}
+
+// sentryDSN checks the form https://KEY@HOST/PROJECT.
+func sentryDSN(e *Env, v string) string {
+	if v == "" {
+		return ""
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
+		u.User == nil || u.User.Username() == "" || strings.Trim(u.Path, "/") == "" {
+		e.Fail("SENTRY_DSN", "want https://KEY@HOST/PROJECT")
+		return ""
+	}
+	return v
+}

@@ -1,0 +1,218 @@
+package wire
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"testing"
+	"time"
+)
+
+type tokenFixtures struct {
+	Cases []struct {
+		Name string          `json:"name"`
+		Raw  string          `json:"raw"`
+		Want json.RawMessage `json:"want"`
+	} `json:"cases"`
+	Written struct {
+		Record TokenRecord `json:"record"`
+		Bytes  string      `json:"bytes"`
+	} `json:"written"`
+}
+
+type signupFixtures struct {
+	Cases []struct {
+		Name string `json:"name"`
+		Raw  string `json:"raw"`
+		Want Signup `json:"want"`
+	} `json:"cases"`
+	SamePerson [][2]string `json:"same_person"`
+	Written    struct {
+		Record Signup `json:"record"`
+		Bytes  string `json:"bytes"`
+	} `json:"written"`
+}
+
+func load(t testing.TB, name string, v any) {
+	t.Helper()
+	b, err := os.ReadFile("testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDecodeTokenRecordFixtures(t *testing.T) {
+	var f tokenFixtures
+	load(t, "token-records.json", &f)
+	if len(f.Cases) == 0 {
+		t.Fatal("no cases in fixture")
+	}
+	for _, c := range f.Cases {
+		t.Run(c.Name, func(t *testing.T) {
+			got, err := DecodeTokenRecord(c.Raw)
+			if string(c.Want) == `"corrupt"` {
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("got %+v, %v; want ErrCorrupt", got, err)
+				}
+				return
+			}
+			var want TokenRecord
+			if err := json.Unmarshal(c.Want, &want); err != nil {
+				t.Fatal(err)
+			}
+			if err != nil || got != want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, want)
+			}
+		})
+	}
+}
+
+func TestTokenRecordEncode(t *testing.T) {
+	var f tokenFixtures
+	load(t, "token-records.json", &f)
+	if got := string(f.Written.Record.Encode()); got != f.Written.Bytes {
+		t.Fatalf("got  %s\nwant %s", got, f.Written.Bytes)
+	}
+	for _, c := range []struct {
+		rec  TokenRecord
+		want string
+	}{
+		{TokenRecord{"a@example.com", 0, true}, `{"UserEmail":"a@example.com","MonthlyLimit":0,"Revoked":true}`},
+		{TokenRecord{"a&b@example.com", -1, false}, `{"UserEmail":"a&b@example.com","MonthlyLimit":-1,"Revoked":false}`},
+		{TokenRecord{`q"\@example.com`, 9223372036854775807, false}, `{"UserEmail":"q\"\\@example.com","MonthlyLimit":9223372036854775807,"Revoked":false}`},
+		{TokenRecord{"ü@example.com", 1, false}, `{"UserEmail":"ü@example.com","MonthlyLimit":1,"Revoked":false}`},
+	} {
+		got := c.rec.Encode()
+		if string(got) != c.want {
+			t.Errorf("got  %s\nwant %s", got, c.want)
+		}
+		back, err := DecodeTokenRecord(string(got))
+		if err != nil || back != c.rec {
+			t.Errorf("round trip of %s: got %+v, %v", got, back, err)
+		}
+	}
+}
+
+// The fast path must agree with the full decoder on every input.
+func TestDecodeCanonicalAgrees(t *testing.T) {
+	for _, raw := range []string{
+		`{"UserEmail":"a@b.c","MonthlyLimit":1,"Revoked":false}`,
+		`{"UserEmail":"a@b.c","MonthlyLimit":-5,"Revoked":true}`,
+		`{"UserEmail":"a@b.c","MonthlyLimit":01,"Revoked":false}`,
+		`{"UserEmail":"a@b.c","MonthlyLimit":-0,"Revoked":false}`,
+		`{"UserEmail":"a@b.c","MonthlyLimit":1.5,"Revoked":false}`,
+		`{"UserEmail":"a@b.c","MonthlyLimit":1,"Revoked":false}x`,
+		`{"UserEmail":"a@b.c","MonthlyLimit":1,"Revoked":null}`,
+		`{"UserEmail":"","MonthlyLimit":1,"Revoked":false}`,
+		`{"UserEmail":"a\u0040b.c","MonthlyLimit":1,"Revoked":false}`,
+		`{"UserEmail":"a@b.c","MonthlyLimit":99999999999999999999,"Revoked":false}`,
+	} {
+		fast, ok := decodeCanonical(raw)
+		if !ok {
+			continue
+		}
+		full, err := DecodeTokenRecord(raw[:len(raw)-1] + " }") // defeats the fast path
+		if err != nil || full != fast {
+			t.Errorf("%s: fast %+v, full %+v %v", raw, fast, full, err)
+		}
+	}
+}
+
+func TestDecodeSignupFixtures(t *testing.T) {
+	var f signupFixtures
+	load(t, "waiting-list.json", &f)
+	if len(f.Cases) == 0 {
+		t.Fatal("no cases in fixture")
+	}
+	for _, c := range f.Cases {
+		t.Run(c.Name, func(t *testing.T) {
+			got, err := DecodeSignup(c.Raw)
+			if err != nil || got != c.Want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, c.Want)
+			}
+		})
+	}
+	for _, p := range f.SamePerson {
+		if !SamePerson(p[0], p[1]) {
+			t.Errorf("SamePerson(%q, %q) = false", p[0], p[1])
+		}
+	}
+	if SamePerson("jane@example.com", "jane@example.org") {
+		t.Error("different emails are the same person")
+	}
+	if got := string(f.Written.Record.Encode()); got != f.Written.Bytes {
+		t.Fatalf("got  %s\nwant %s", got, f.Written.Bytes)
+	}
+}
+
+func TestDecodeSignupCorrupt(t *testing.T) {
+	for _, raw := range []string{"", "null", "[]", `"x"`, `{"name":"a"}`, `{"name":"a","email":"b","calls":"1"}`} {
+		if _, err := DecodeSignup(raw); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%q: got %v, want ErrCorrupt", raw, err)
+		}
+	}
+}
+
+func TestSignupEncodeEscapes(t *testing.T) {
+	s := Signup{Name: "Reinaldy 👋 <b>", Email: "r@example.com", Building: "line\nbreak \"q\"", Calls: 0}
+	want := `{"name":"Reinaldy 👋 <b>","email":"r@example.com","building":"line\nbreak \"q\"","calls":0}`
+	if got := string(s.Encode()); got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	back, err := DecodeSignup(want)
+	if err != nil || back != s {
+		t.Fatalf("round trip: %+v %v", back, err)
+	}
+}
+
+func TestKeys(t *testing.T) {
+	at := time.Date(2026, 2, 28, 23, 59, 59, 0, time.FixedZone("x", -3600)) // 2026-03-01 00:59:59 UTC
+	if got, want := CounterKey(at, "Jane@example.com"), "counter/2026-03/Jane@example.com"; got != want {
+		t.Errorf("CounterKey = %q, want %q", got, want)
+	}
+	if got, want := CounterKey(time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), "a"), "counter/2026-11/a"; got != want {
+		t.Errorf("CounterKey = %q, want %q", got, want)
+	}
+	if got, want := NextMonth(time.Date(2026, 12, 31, 23, 0, 0, 0, time.UTC)), time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC); !got.Equal(want) {
+		t.Errorf("NextMonth = %v, want %v", got, want)
+	}
+	for key, want := range map[string]bool{
+		"waiting-list": true, "counter/2026-01/a": true, "pesto:outbox": true,
+		"waiting-list2": false, "counter": false, "pesto": false, "abc": false,
+	} {
+		if got := IsOwnKey(key); got != want {
+			t.Errorf("IsOwnKey(%q) = %v", key, got)
+		}
+	}
+	if CounterTTL != 3456000*time.Second || TrialTTL != 86400*time.Second {
+		t.Error("TTLs differ from SPEC §1")
+	}
+}
+
+func BenchmarkDecodeTokenRecord(b *testing.B) {
+	for _, c := range []struct{ name, raw string }{
+		{"canonical", `{"UserEmail":"johndoe@example.com","MonthlyLimit":100,"Revoked":false}`},
+		{"legacy", `{"email":"johndoe@example.com","limit":100,"token":"abc"}`},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := DecodeTokenRecord(c.raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkAppendCounterKey(b *testing.B) {
+	b.ReportAllocs()
+	buf := make([]byte, 0, 128)
+	now := time.Now()
+	for b.Loop() {
+		buf = AppendCounterKey(buf[:0], now, "johndoe@example.com")
+	}
+}
