@@ -2,7 +2,7 @@
 GO        ?= go
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
-MODULES   := ./auth/... ./registration/... ./shared/...
+MODULES   := ./auth/... ./registration/... ./shared/... ./deploy/... ./bench/...
 TESTFLAGS ?= -race -count=1 -timeout 15m
 
 .PHONY: build test lint run bench fuzz clean
@@ -28,6 +28,16 @@ run: build
 	PORT=3000 ./bin/auth & \
 	PORT=3001 ./bin/registration & \
 	wait
+
+## bench: builds, starts its own redis-server, loads both services with wrk
+## next to a do-nothing fiber handler, and writes docs/performance.md.
+bench: build
+	$(GO) run ./bench/harness
+
+## fuzz: each fuzz target for $(FUZZTIME).
+FUZZTIME ?= 60s
+fuzz:
+	@echo "no fuzz targets yet"
 
 clean:
 	rm -rf bin

@@ -1,0 +1,3 @@
+module pesto/bench
+
+go 1.26

@@ -1,0 +1,3 @@
+module pesto/deploy
+
+go 1.26
