@@ -1,0 +1,552 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v3"
+
+	"pesto/shared/metrics"
+	"pesto/shared/redisconn"
+	"pesto/shared/redistest"
+)
+
+// TestMain lets a test run the real main in a child process (exit codes,
+// signals): the child is this test binary with PESTO_AUTH_MAIN=1.
+func TestMain(m *testing.M) {
+	if os.Getenv("PESTO_AUTH_MAIN") == "1" {
+		os.Args = append(os.Args[:1], strings.Fields(os.Getenv("PESTO_AUTH_ARGS"))...)
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// syncBuffer collects a service's log lines for assertions.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type authInstance struct {
+	URL  string
+	Port string
+	Logs *syncBuffer
+}
+
+// startAuth runs the whole program (run) on a free port until the test ends.
+func startAuth(t *testing.T, env map[string]string) *authInstance {
+	t.Helper()
+	env = withDefaults(env)
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	addrc := make(chan net.Addr, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, nil, lookup(env), logs, func(a net.Addr) { addrc <- a })
+	}()
+	var addr net.Addr
+	select {
+	case addr = <-addrc:
+	case err := <-errc:
+		cancel()
+		t.Fatalf("run: %v\n%s", err, logs)
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("auth did not start within 10s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Errorf("run returned %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("run did not return within 15s of cancel")
+		}
+	})
+	port := strconv.Itoa(addr.(*net.TCPAddr).Port)
+	return &authInstance{URL: "http://127.0.0.1:" + port, Port: port, Logs: logs}
+}
+
+func withDefaults(env map[string]string) map[string]string {
+	out := map[string]string{"PORT": "0", "LOG_LEVEL": "debug", "SHUTDOWN_TIMEOUT": "2s"}
+	for k, v := range env {
+		out[k] = v
+	}
+	return out
+}
+
+func lookup(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	}
+}
+
+var httpClient = &http.Client{Timeout: 5 * time.Second}
+
+type answer struct {
+	Status int
+	Body   string
+	Header http.Header
+}
+
+// call sends the hook request; token "-" sends no header at all.
+func call(t testing.TB, method, url, token string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "-" {
+		req.Header.Set(headerToken, token)
+	}
+	res, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answer{res.StatusCode, string(body), res.Header}
+}
+
+// pollUntil calls f until it returns true or the deadline passes.
+func pollUntil(t testing.TB, within time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+const validRecord = `{"UserEmail":"jane@example.com","MonthlyLimit":100,"Revoked":false}`
+
+func TestRedisKilledAndBack(t *testing.T) {
+	rs := redistest.Start(t)
+	rs.Do("SET", "tok-ok", validRecord)
+	a := startAuth(t, map[string]string{"REDIS_URL": rs.URL})
+	if got := call(t, "GET", a.URL, "tok-ok"); got.Status != 200 {
+		t.Fatalf("before: %+v", got)
+	}
+
+	rs.Stop()
+	for _, token := range []string{"tok-ok", "tok-unknown"} { // a cached and an uncached key
+		start := time.Now()
+		got := call(t, "GET", a.URL, token)
+		if elapsed := time.Since(start); elapsed > time.Second {
+			t.Errorf("%s: answered in %v, want within 1s", token, elapsed)
+		}
+		if got.Status != 500 || got.Body != `{"message":"Internal server error"}` || got.Header.Get("Retry-After") != "1" {
+			t.Errorf("%s with redis down: %+v", token, got)
+		}
+	}
+	if got := call(t, "GET", a.URL+"/healthz", "-"); got.Status != 503 {
+		t.Errorf("healthz with redis down: %+v", got)
+	}
+
+	rs.Restart()
+	rs.Do("SET", "tok-ok", validRecord)
+	pollUntil(t, 10*time.Second, "allowed again after redis is back", func() bool {
+		return call(t, "GET", a.URL, "tok-ok").Status == 200
+	})
+	if got := call(t, "GET", a.URL+"/healthz", "-"); got.Status != 200 || got.Body != "OK" {
+		t.Errorf("healthz after: %+v", got)
+	}
+	if got := call(t, "GET", a.URL, "tok-unknown"); got.Status != 401 || got.Body != `{"message":"Token not registered"}` {
+		t.Errorf("unknown key after: %+v", got)
+	}
+}
+
+func TestStartsWhileRedisDown(t *testing.T) {
+	rs := redistest.Start(t)
+	rs.Stop()
+	a := startAuth(t, map[string]string{"REDIS_URL": rs.URL})
+	start := time.Now()
+	got := call(t, "GET", a.URL, "tok-ok")
+	if time.Since(start) > time.Second || got.Status != 500 || got.Body != `{"message":"Internal server error"}` || got.Header.Get("Retry-After") != "1" {
+		t.Fatalf("before redis is up: %+v after %v", got, time.Since(start))
+	}
+	if got := call(t, "GET", a.URL+"/healthz", "-"); got.Status != 503 {
+		t.Fatalf("healthz: %+v", got)
+	}
+	rs.Restart()
+	rs.Do("SET", "tok-ok", validRecord)
+	pollUntil(t, 10*time.Second, "allowed once redis is up", func() bool {
+		return call(t, "GET", a.URL, "tok-ok").Status == 200
+	})
+	if got := call(t, "GET", a.URL+"/healthz", "-"); got.Status != 200 {
+		t.Fatalf("healthz after: %+v", got)
+	}
+}
+
+// A limit of N allows exactly N calls, whatever the races across replicas.
+func TestExactQuotaAcrossInstances(t *testing.T) {
+	const limit, calls, workers = 500, 2000, 64
+	rs := redistest.Start(t)
+	rs.Do("SET", "tok-quota", `{"UserEmail":"quota@example.com","MonthlyLimit":500,"Revoked":false}`)
+	env := map[string]string{"REDIS_URL": rs.URL, "LOG_LEVEL": "warn"}
+	instances := []*authInstance{startAuth(t, env), startAuth(t, env)}
+
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				req, _ := http.NewRequest("GET", instances[i%2].URL, nil)
+				req.Header.Set(headerToken, "tok-quota")
+				res, err := client.Do(req)
+				status := -1
+				if err == nil {
+					_, _ = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					status = res.StatusCode
+				}
+				mu.Lock()
+				statuses[status]++
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < calls; i++ {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+
+	if statuses[200] != limit || statuses[429] != calls-limit || len(statuses) != 2 {
+		t.Fatalf("statuses %v, want %d×200 and %d×429", statuses, limit, calls-limit)
+	}
+	key := "counter/" + time.Now().UTC().Format("2006-01") + "/quota@example.com"
+	if got := rs.Do("GET", key); got != "500" {
+		t.Fatalf("counter = %q, want 500", got)
+	}
+	if ttl, _ := strconv.Atoi(rs.Do("TTL", key)); ttl < 3456000-60 || ttl > 3456000 {
+		t.Fatalf("counter TTL = %d, want 3456000", ttl)
+	}
+}
+
+// A record rewritten by anyone (a legacy registration, redis-cli) takes
+// effect at once through the client-side cache.
+func TestCacheInvalidation(t *testing.T) {
+	rs := redistest.Start(t)
+	rs.Do("SET", "tok-cached", validRecord)
+	a := startAuth(t, map[string]string{"REDIS_URL": rs.URL, "TOKEN_CACHE_TTL": "1h"})
+	for i := 0; i < 5; i++ {
+		if got := call(t, "GET", a.URL, "tok-cached"); got.Status != 200 {
+			t.Fatalf("warm-up: %+v", got)
+		}
+	}
+	if hits := metricValue(t, a.URL, `pesto_auth_token_cache_total{result="hit"}`); hits < 4 {
+		t.Fatalf("cache hits = %d after 5 calls, want >= 4", hits)
+	}
+
+	rs.Do("SET", "tok-cached", `{"UserEmail":"jane@example.com","MonthlyLimit":100,"Revoked":true}`)
+	n := 0
+	pollUntil(t, time.Second, "revocation seen through the cache", func() bool {
+		n++
+		return call(t, "GET", a.URL, "tok-cached").Body == `{"message":"Token has been revoked"}`
+	})
+	t.Logf("revocation seen on call %d after the write", n)
+
+	// An unknown key is cached as missing; its creation is seen too.
+	if got := call(t, "GET", a.URL, "tok-new"); got.Status != 401 {
+		t.Fatalf("unknown: %+v", got)
+	}
+	rs.Do("SET", "tok-new", validRecord)
+	pollUntil(t, time.Second, "new key seen through the cache", func() bool {
+		return call(t, "GET", a.URL, "tok-new").Status == 200
+	})
+	rs.Do("DEL", "tok-new")
+	pollUntil(t, time.Second, "deleted key seen through the cache", func() bool {
+		return call(t, "GET", a.URL, "tok-new").Status == 401
+	})
+}
+
+func TestCacheOff(t *testing.T) {
+	rs := redistest.Start(t)
+	rs.Do("SET", "tok", validRecord)
+	a := startAuth(t, map[string]string{"REDIS_URL": rs.URL, "TOKEN_CACHE_TTL": "0"})
+	for i := 0; i < 3; i++ {
+		if got := call(t, "GET", a.URL, "tok"); got.Status != 200 {
+			t.Fatalf("call %d: %+v", i, got)
+		}
+	}
+	if hits := metricValue(t, a.URL, `pesto_auth_token_cache_total{result="hit"}`); hits != 0 {
+		t.Fatalf("cache hits = %d with the cache off", hits)
+	}
+}
+
+func metricValue(t *testing.T, base, series string) int {
+	t.Helper()
+	got := call(t, "GET", base+"/metrics", "-")
+	for _, line := range strings.Split(got.Body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("%s: %q", series, v)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no %s in /metrics:\n%s", series, got.Body)
+	return 0
+}
+
+func TestMetricsAndHealthz(t *testing.T) {
+	rs := redistest.Start(t)
+	rs.Do("SET", "tok", validRecord)
+	a := startAuth(t, map[string]string{"REDIS_URL": rs.URL})
+	call(t, "GET", a.URL, "tok")
+	call(t, "GET", a.URL, "tok")
+	call(t, "GET", a.URL, "-")
+	call(t, "GET", a.URL, "nope")
+	for series, want := range map[string]int{
+		`pesto_auth_decisions_total{outcome="allowed"}`:        2,
+		`pesto_auth_decisions_total{outcome="no_token"}`:       1,
+		`pesto_auth_decisions_total{outcome="not_registered"}`: 1,
+		`pesto_http_requests_total{route="/",status="200"}`:    2,
+		`pesto_http_requests_total{route="/",status="401"}`:    2,
+	} {
+		if got := metricValue(t, a.URL, series); got != want {
+			t.Errorf("%s = %d, want %d", series, got, want)
+		}
+	}
+	if got := call(t, "GET", a.URL+"/healthz", "-"); got.Status != 200 || got.Body != "OK" {
+		t.Fatalf("healthz: %+v", got)
+	}
+	if strings.Contains(a.Logs.String(), "/healthz") || strings.Contains(a.Logs.String(), "/metrics") {
+		t.Errorf("healthz or metrics logged:\n%s", a.Logs)
+	}
+}
+
+func TestLogsNeverHoldTheToken(t *testing.T) {
+	rs := redistest.Start(t)
+	const token = "SECRETTOKEN0123456789abcdefghijklmnopqrstuvwxyz"
+	rs.Do("SET", token, "not json")
+	a := startAuth(t, map[string]string{"REDIS_URL": rs.URL, "LOG_LEVEL": "debug"})
+	if got := call(t, "GET", a.URL, token); got.Status != 500 || got.Header.Get("Retry-After") != "" {
+		t.Fatalf("corrupt record: %+v", got)
+	}
+	rs.Stop()
+	call(t, "GET", a.URL, token)
+	logs := a.Logs.String()
+	if strings.Contains(logs, token[:12]) {
+		t.Fatalf("logs hold the token:\n%s", logs)
+	}
+	if !strings.Contains(logs, `"token":"SECRET…#`) || !strings.Contains(logs, "corrupt token record") {
+		t.Fatalf("corrupt record not logged with a token hint:\n%s", logs)
+	}
+}
+
+func TestSubcommands(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, lookup(nil), &out, nil); err != nil || out.String() != "auth dev\n" {
+		t.Fatalf("version: %q, %v", out.String(), err)
+	}
+	rs := redistest.Start(t)
+	a := startAuth(t, map[string]string{"REDIS_URL": rs.URL})
+	if err := run(context.Background(), []string{"healthcheck"}, lookup(map[string]string{"PORT": a.Port}), io.Discard, nil); err != nil {
+		t.Fatalf("healthcheck of a healthy service: %v", err)
+	}
+	rs.Stop()
+	err := run(context.Background(), []string{"healthcheck"}, lookup(map[string]string{"PORT": a.Port}), io.Discard, nil)
+	if exitCode(err, io.Discard) != 1 {
+		t.Fatalf("healthcheck with redis down: %v", err)
+	}
+	free := strconv.Itoa(redistest.FreePort(t))
+	err = run(context.Background(), []string{"healthcheck"}, lookup(map[string]string{"PORT": free}), io.Discard, nil)
+	if exitCode(err, io.Discard) != 1 {
+		t.Fatalf("healthcheck of nothing: %v", err)
+	}
+}
+
+// runMain runs the real main in a child process.
+func runMain(t *testing.T, env map[string]string, args string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = []string{"PESTO_AUTH_MAIN=1", "PESTO_AUTH_ARGS=" + args}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	return cmd
+}
+
+func TestConfigErrorsExit2(t *testing.T) {
+	for _, c := range []struct{ name, value string }{
+		{"PORT", "abc"},
+		{"PORT", "70000"},
+		{"REDIS_URL", "http://localhost:6379"},
+		{"REDIS_URL", "redis://user:hunter2@[::1"},
+		{"SHUTDOWN_TIMEOUT", "10"},
+		{"SHUTDOWN_TIMEOUT", "-1s"},
+		{"TOKEN_CACHE_TTL", "soon"},
+		{"LOG_LEVEL", "loud"},
+		{"UNMETERED_EMAILS", "trial[@x"},
+		{"SENTRY_DSN", "not a url"},
+	} {
+		t.Run(c.name+"="+c.value, func(t *testing.T) {
+			var stderr bytes.Buffer
+			cmd := runMain(t, map[string]string{c.name: c.value}, "")
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+				t.Fatalf("exit: %v, stderr %q", err, stderr.String())
+			}
+			msg := stderr.String()
+			if strings.Count(msg, "\n") != 1 || !strings.HasPrefix(msg, "auth: "+c.name+": ") {
+				t.Fatalf("stderr = %q, want one line naming %s", msg, c.name)
+			}
+			if strings.Contains(msg, "hunter2") {
+				t.Fatalf("stderr shows the password: %q", msg)
+			}
+		})
+	}
+	t.Run("unknown subcommand", func(t *testing.T) {
+		err := runMain(t, nil, "frobnicate").Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Fatalf("exit: %v", err)
+		}
+	})
+}
+
+// SIGTERM stops accepting, drains, and exits 0.
+func TestSIGTERM(t *testing.T) {
+	rs := redistest.Start(t)
+	port := strconv.Itoa(redistest.FreePort(t))
+	var stdout syncBuffer
+	cmd := runMain(t, map[string]string{"PORT": port, "REDIS_URL": rs.URL}, "")
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	url := "http://127.0.0.1:" + port
+	pollUntil(t, 10*time.Second, "auth ready", func() bool {
+		res, err := httpClient.Get(url + "/healthz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == 200
+	})
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, stdout.String())
+		}
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("no exit within 10s of SIGTERM")
+	}
+	if !strings.Contains(stdout.String(), `"msg":"shutting down"`) {
+		t.Fatalf("no shutdown log:\n%s", stdout.String())
+	}
+}
+
+// newTestApp is the app on a real Redis with a fixed clock, for app.Test.
+func newTestApp(t *testing.T, rs *redistest.Server, env map[string]string, now time.Time) (*fiber.App, *countingStore) {
+	t.Helper()
+	cfg, err := loadConfig(lookup(withDefaults(mergeEnv(map[string]string{"REDIS_URL": rs.URL}, env))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	conn := redisconn.Dial(cfg.redisOptions(), log)
+	t.Cleanup(conn.Close)
+	store := &countingStore{tokenStore: &redisStore{conn: conn, cacheTTL: cfg.CacheTTL}}
+	return newApp(log, cfg, store, metrics.NewRegistry(), func() time.Time { return now }), store
+}
+
+func mergeEnv(a, b map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
+
+// countingStore counts the Redis lookups, to prove some answers need none.
+type countingStore struct {
+	tokenStore
+	mu      sync.Mutex
+	records int
+}
+
+func (s *countingStore) Record(ctx context.Context, token string) (string, bool, error) {
+	s.mu.Lock()
+	s.records++
+	s.mu.Unlock()
+	return s.tokenStore.Record(ctx, token)
+}
+
+func (s *countingStore) lookups() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.records
+}
+
+func testCall(t *testing.T, app *fiber.App, method string, header http.Header) answer {
+	t.Helper()
+	req, _ := http.NewRequest(method, "/", nil)
+	req.Header = header
+	res, err := app.Test(req, fiber.TestConfig{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return answer{res.StatusCode, string(body), res.Header}
+}
+
+func tokenHeader(token string) http.Header {
+	h := http.Header{}
+	h.Set(headerToken, token)
+	return h
+}
