@@ -14,7 +14,7 @@ import (
 // checks them against the embedded files); the script may only fetch this
 // origin and the form may only post to it.
 const CSP = "default-src 'none'; " +
-	"style-src 'sha256-VBIdpoPUSgpq4qa0y1UIzNcoZnmgQ1OC27zQcHD9J1g='; " +
+	"style-src 'sha256-ssSmUA5ACdp56vXBppjj+bC9Ry4BrppHOx7t8CGsq3E='; " +
 	"script-src 'sha256-gAB11sSCPbfvbTuAp7KlS3ioj8EZe5zHlAOjRJwnSPQ='; " +
 	"img-src data:; connect-src 'self'; form-action 'self'; " +
 	"base-uri 'none'; frame-ancestors 'none'"
