@@ -1,0 +1,316 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// The targets of SPEC §7.
+const (
+	minThroughputRatio = 0.70
+	maxP99Ratio        = 1.5
+	maxIdleRSS         = 8 << 20
+	maxLoadRSS         = 25 << 20
+	maxBinary          = 12_000_000 // "12 MB", read strictly as 10^6 bytes
+	maxReady           = 100 * time.Millisecond
+)
+
+// serviceStats is the footprint of one server.
+type serviceStats struct {
+	name       string
+	na         string          // why it was not measured, or ""
+	binary     int64           // bytes
+	readies    []time.Duration // start to /healthz 200, one per start
+	idle       memory          // once ready
+	afterCalls memory          // after idleCalls calls
+	callsNote  string          // what the idle calls were, when not the usual
+	load       memory          // after the load; hwm is the peak
+}
+
+func (s serviceStats) ready() time.Duration { return median(s.readies) }
+
+// exactResult is the quota-exactness run.
+type exactResult struct {
+	limit        int64
+	requests     int64 // answered, as wrk counts them
+	allowed      int64 // 200s
+	overQuota    int64 // 429s
+	other        int64 // any other answer
+	socketErrors int64
+	counter      int64 // the counter in Redis afterwards
+}
+
+// exact reports whether the counter equals the 200s served, exactly the
+// limit was allowed, and the load did go beyond it.
+func (e exactResult) exact() bool {
+	return e.counter == e.allowed && e.allowed == e.limit && e.overQuota > 0 && e.other == 0 && e.socketErrors == 0
+}
+
+// routeLoad is the load of one registration route.
+type routeLoad struct {
+	na                    string
+	res                   wrkResult
+	listBefore, listAfter int64 // waiting-list length, for /api/register
+}
+
+type report struct {
+	o                             options
+	date                          time.Time
+	cpu                           string
+	nproc                         int
+	goVersion, authVersion        string
+	wrkVersion, redisVersion      string
+	loadStart, loadEnd            string
+	auth, registration, reference serviceStats
+	authRuns, refRuns             []wrkResult
+	exact                         exactResult
+	register, trial               routeLoad
+}
+
+func newReport(o options) *report {
+	return &report{
+		o:            o,
+		date:         time.Now().UTC(),
+		cpu:          cpuModel(),
+		nproc:        runtime.NumCPU(),
+		wrkVersion:   strings.TrimPrefix(strings.Fields(firstLine(commandOutput("wrk", "-v")) + " ? ?")[1], "debian/"),
+		redisVersion: redisVersion(),
+		loadStart:    loadAverage(),
+		auth:         serviceStats{name: "auth"},
+		registration: serviceStats{name: "registration"},
+		reference:    serviceStats{name: "reference"},
+	}
+}
+
+func redisVersion() string {
+	for f := range strings.FieldsSeq(commandOutput("redis-server", "--version")) {
+		if v, ok := strings.CutPrefix(f, "v="); ok {
+			return v
+		}
+	}
+	return "unknown"
+}
+
+// target is one line of the verdict table.
+type target struct {
+	name, measured string
+	status         string // "met", "not met" or "n/a"
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**not met**"
+}
+
+func (r *report) targets() []target {
+	authRPS, refRPS := median(rpsOf(r.authRuns)), median(rpsOf(r.refRuns))
+	authP99, refP99 := median(p99Of(r.authRuns)), median(p99Of(r.refRuns))
+	ts := []target{
+		{
+			name:     "auth throughput ≥ 70% of the reference's",
+			measured: fmt.Sprintf("%.0f vs %.0f req/s = %.0f%%", authRPS, refRPS, 100*ratio(authRPS, refRPS)),
+			status:   verdict(ratio(authRPS, refRPS) >= minThroughputRatio),
+		},
+		{
+			name:     "auth p99 ≤ 1.5× the reference's p99",
+			measured: fmt.Sprintf("%s vs %s = %.2f×", us(authP99), us(refP99), ratio(float64(authP99), float64(refP99))),
+			status:   verdict(ratio(float64(authP99), float64(refP99)) <= maxP99Ratio),
+		},
+		{
+			name: "zero lost or extra counts (counter = 200s served = limit)",
+			measured: fmt.Sprintf("limit %d: %d × 200, counter %d, %d × 429, %d other, %d socket errors",
+				r.exact.limit, r.exact.allowed, r.exact.counter, r.exact.overQuota, r.exact.other, r.exact.socketErrors),
+			status: verdict(r.exact.exact()),
+		},
+	}
+	for _, s := range []serviceStats{r.auth, r.registration} {
+		if s.na != "" {
+			for _, what := range []string{"idle RSS ≤ 8 MiB", "RSS under load ≤ 25 MiB", "start to ready ≤ 100 ms"} {
+				ts = append(ts, target{name: s.name + " " + what, measured: s.na, status: "n/a"})
+			}
+		} else {
+			idle := max(s.idle.rss, s.afterCalls.rss)
+			ts = append(ts,
+				target{
+					name:     s.name + " idle RSS ≤ 8 MiB",
+					measured: fmt.Sprintf("%s after start, %s after %d calls", mib(s.idle.rss), mib(s.afterCalls.rss), idleCalls),
+					status:   verdict(idle <= maxIdleRSS),
+				},
+				r.loadTarget(s),
+				target{
+					name:     s.name + " start to ready ≤ 100 ms",
+					measured: fmt.Sprintf("%s (median of %d starts)", ms(s.ready()), len(s.readies)),
+					status:   verdict(s.ready() <= maxReady),
+				})
+		}
+		if s.binary == 0 {
+			ts = append(ts, target{name: s.name + " binary ≤ 12 MB", measured: "n/a: not built", status: "n/a"})
+		} else {
+			ts = append(ts, target{name: s.name + " binary ≤ 12 MB", measured: mb(s.binary), status: verdict(s.binary <= maxBinary)})
+		}
+	}
+	return ts
+}
+
+// loadTarget: a service is measured under load only for the routes it
+// serves; registration with none served is n/a.
+func (r *report) loadTarget(s serviceStats) target {
+	name := s.name + " RSS under load ≤ 25 MiB"
+	if s.load.hwm == 0 {
+		return target{name: name, measured: "n/a: no route served to load", status: "n/a"}
+	}
+	return target{name: name, measured: "peak " + mib(s.load.hwm), status: verdict(s.load.hwm <= maxLoadRSS)}
+}
+
+func (r *report) missed() bool {
+	for _, t := range r.targets() {
+		if t.status != "met" && t.status != "n/a" {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("# Performance")
+	p("")
+	p("Written by `make bench` (bench/harness); do not edit by hand. SPEC §7 sets the targets.")
+	p("")
+	p("- Date: %s", r.date.Format("2006-01-02 15:04 UTC"))
+	p("- Machine: %d × %s; load average %s at the start, %s at the end", r.nproc, r.cpu, r.loadStart, r.loadEnd)
+	p("- Build: %s, %s; wrk %s; redis-server %s (no persistence); all on loopback", r.goVersion, r.authVersion, r.wrkVersion, r.redisVersion)
+	p("- Load: `wrk -t%d -c%d -d%s`, auth (`X-Pesto-Token` of a metered key with a limit never reached: every call is counted) and a do-nothing fiber v3 handler (bench/reference) alternately, rounds: %d each after a %s warm-up; medians of the rounds",
+		r.o.threads, r.o.conns, r.o.duration, r.o.rounds, r.o.warmup)
+	p("")
+	p("## Targets")
+	p("")
+	p("| target | measured | |")
+	p("|---|---|---|")
+	for _, t := range r.targets() {
+		p("| %s | %s | %s |", t.name, t.measured, t.status)
+	}
+	p("")
+	p("## auth against the reference")
+	p("")
+	p("| run | auth req/s | auth p50 | auth p99 | reference req/s | reference p50 | reference p99 |")
+	p("|---|---|---|---|---|---|---|")
+	for i := range max(len(r.authRuns), len(r.refRuns)) {
+		var a, f wrkResult
+		if i < len(r.authRuns) {
+			a = r.authRuns[i]
+		}
+		if i < len(r.refRuns) {
+			f = r.refRuns[i]
+		}
+		p("| round %d | %.0f | %s | %s | %.0f | %s | %s |", i+1, a.RPS(), us(a.P50US), us(a.P99US), f.RPS(), us(f.P50US), us(f.P99US))
+	}
+	authRPS, refRPS := median(rpsOf(r.authRuns)), median(rpsOf(r.refRuns))
+	p("| **median** | **%.0f** | **%s** | **%s** | **%.0f** | **%s** | **%s** |",
+		authRPS, us(median(p50Of(r.authRuns))), us(median(p99Of(r.authRuns))),
+		refRPS, us(median(p50Of(r.refRuns))), us(median(p99Of(r.refRuns))))
+	p("| **auth / reference** | **%.0f%%** | **%.2f×** | **%.2f×** | | | |",
+		100*ratio(authRPS, refRPS),
+		ratio(float64(median(p50Of(r.authRuns))), float64(median(p50Of(r.refRuns)))),
+		ratio(float64(median(p99Of(r.authRuns))), float64(median(p99Of(r.refRuns)))))
+	p("")
+	p("Quota exactness: a key with limit %d, hammered through two auth replicas at once (wrk -t1 -c%d -d%s on each) "+
+		"well beyond its limit; wrk counted the answers by status in a Lua `response()` callback.", r.exact.limit, max(r.o.conns/2, 1), exactRun)
+	p("")
+	p("## Footprint")
+	p("")
+	p("RSS is VmRSS of /proc/<pid>/status, with its anonymous part (RssAnon: heap, stacks, runtime) in brackets; the rest is mostly the binary's mapped pages.")
+	p("")
+	p("| server | binary | start to ready (median) | RSS after start | RSS after %d calls | peak RSS (VmHWM) after load |", idleCalls)
+	p("|---|---|---|---|---|---|")
+	for _, s := range []serviceStats{r.auth, r.registration, r.reference} {
+		if s.na != "" {
+			p("| %s | %s | %s | | | |", s.name, mb(s.binary), s.na)
+			continue
+		}
+		peak := "n/a"
+		if s.load.hwm > 0 {
+			peak = mib(s.load.hwm)
+		}
+		calls := withAnon(s.afterCalls)
+		if s.callsNote != "" {
+			calls += " (" + s.callsNote + ")"
+		}
+		p("| %s | %s | %s | %s | %s | %s |", s.name, mb(s.binary), ms(s.ready()), withAnon(s.idle), calls, peak)
+	}
+	p("")
+	p("## registration")
+	p("")
+	p("Per-IP limits set out of the way (`REGISTER_RATE` and `TRIAL_RATE` %s), `wrk -t%d -c%d -d%s`.", benchRate, r.o.threads, r.o.conns, r.o.duration)
+	p("")
+	p("| route | req/s | p50 | p99 | answers |")
+	p("|---|---|---|---|---|")
+	r.routeRow(p, fmt.Sprintf("POST /api/register (unique emails, %d signups already listed)", r.o.signups), r.register, 201)
+	r.routeRow(p, "POST /api/trial", r.trial, 200)
+	if r.register.na == "" {
+		created := r.register.res.Code(201)
+		p("")
+		p("Waiting list: %d entries before the load, %d after; %d × 201 answered (%s).", r.register.listBefore, r.register.listAfter, created,
+			map[bool]string{true: "every signup stored", false: "**mismatch**"}[r.register.listAfter-r.register.listBefore == created])
+	}
+	return b.String()
+}
+
+func (r *report) routeRow(p func(string, ...any), name string, l routeLoad, want int) {
+	if l.na != "" {
+		p("| %s | %s | | | |", name, l.na)
+		return
+	}
+	answers := fmt.Sprintf("%d × %d", l.res.Code(want), want)
+	if n := l.res.Requests - l.res.Code(want); n > 0 {
+		answers += fmt.Sprintf(", **%d other** %v", n, l.res.Codes)
+	}
+	if n := l.res.SocketErrors(); n > 0 {
+		answers += fmt.Sprintf(", %d socket errors", n)
+	}
+	p("| %s | %.0f | %s | %s | %s |", name, l.res.RPS(), us(l.res.P50US), us(l.res.P99US), answers)
+}
+
+func p50Of(rs []wrkResult) []int64 {
+	out := make([]int64, len(rs))
+	for i, r := range rs {
+		out[i] = r.P50US
+	}
+	return out
+}
+
+func p99Of(rs []wrkResult) []int64 {
+	out := make([]int64, len(rs))
+	for i, r := range rs {
+		out[i] = r.P99US
+	}
+	return out
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// us formats microseconds as milliseconds.
+func us(v int64) string { return fmt.Sprintf("%.2f ms", float64(v)/1000) }
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+func withAnon(m memory) string { return fmt.Sprintf("%s (%s)", mib(m.rss), mib(m.anon)) }
+
+func mib(v int64) string { return fmt.Sprintf("%.1f MiB", float64(v)/(1<<20)) }
+
+func mb(v int64) string {
+	if v == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f MB", float64(v)/1e6)
+}
