@@ -2,4 +2,131 @@
 // keys, and lets an admin approve or revoke keys.
 package main
 
-func main() {}
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"pesto/shared/config"
+	"pesto/shared/logging"
+	"pesto/shared/metrics"
+	"pesto/shared/redisconn"
+	"pesto/shared/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, nil)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitCode prints err as one line and returns the process exit code: 2 for
+// a configuration or usage error, 1 for any other, 0 for none.
+func exitCode(err error, stderr io.Writer) int {
+	var ec exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ec):
+		return int(ec)
+	}
+	fmt.Fprintln(stderr, "registration:", err)
+	var cfgErr *config.Error
+	if errors.As(err, &cfgErr) || errors.Is(err, errUsage) {
+		return 2
+	}
+	return 1
+}
+
+// exitError ends the program with a code and no message (healthcheck).
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", int(e)) }
+
+var errUsage = errors.New("usage: registration [healthcheck|version|admin-token]")
+
+// run is the whole program. ready, when not nil, is called with the
+// listening address (tests use port 0).
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout io.Writer, ready func(net.Addr)) error {
+	cfg, err := loadConfig(lookupEnv)
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Fprintln(stdout, "registration", version)
+			return nil
+		case "healthcheck":
+			port := "3000"
+			if err == nil {
+				port = fmt.Sprint(cfg.Port)
+			}
+			if code := server.Healthcheck(port); code != 0 {
+				return exitError(code)
+			}
+			return nil
+		case "admin-token":
+			return adminToken(args[1:], cfg, err, stdout, time.Now())
+		default:
+			return errUsage
+		}
+	}
+	if err != nil {
+		return err
+	}
+
+	log := logging.New(stdout, cfg.LogLevel, "registration", cfg.Environment)
+	log.Info("starting", "version", version, "redis", cfg.RedisURL,
+		"register_rate", cfg.RegisterRate.String(), "trial_rate", cfg.TrialRate.String(),
+		"admin_api", len(cfg.AdminSecret) > 0 || len(cfg.AdminPublicKey) > 0)
+	conn := redisconn.Dial(cfg.redisOptions(), log)
+	defer conn.Close()
+
+	reg := metrics.NewRegistry()
+	var send sendFunc
+	if m := newMailer(cfg.Mail); m != nil {
+		send = m.Send
+	} else {
+		log.Warn("SMTP_URL is empty: key emails wait in the outbox")
+	}
+	ob := newOutbox(conn, send, log, reg, cfg.Mail.MaxAttempts, consumerName())
+	obCtx, stopOutbox := context.WithCancel(context.Background())
+	obDone := make(chan error, 1)
+	go func() { obDone <- ob.Run(obCtx) }()
+
+	app := newApp(log, cfg, conn, reg)
+	err = server.Serve(ctx, app, fmt.Sprintf(":%d", cfg.Port), cfg.ShutdownTimeout, log, ready)
+	// The outbox stops after the HTTP drain: an approve answered during
+	// the drain has queued its email, which stays in the stream anyway.
+	stopOutbox()
+	if oerr := <-obDone; oerr != nil && !errors.Is(oerr, context.Canceled) {
+		log.Error("outbox stopped", "err", oerr.Error())
+	}
+	return err
+}
+
+// sendFunc sends one key email.
+type sendFunc = func(context.Context, keyEmail) error
+
+// consumerName names this process in the outbox's consumer group: the host
+// name (the container's, under Compose) and a random suffix, unique even
+// when a restarted container keeps its name.
+func consumerName() string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "registration"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/redis/rueidis"
+
+	"pesto/shared/config"
+)
+
+// Defaults of SPEC §3–§5 that only registration has.
+const (
+	defaultTrialDomain  = "pesto.teknologiumum.com"
+	defaultRegisterRate = "10/m"
+	defaultTrialRate    = "5/h"
+	defaultMaxBody      = 16 << 10
+	// minAdminSecret is the shortest ADMIN_JWT_SECRET accepted (HS256 wants
+	// a key at least as long as its hash).
+	minAdminSecret = 32
+)
+
+type regConfig struct {
+	config.Common
+	// TrialDomain is the domain of trial records' emails.
+	TrialDomain string
+	// RegisterRate and TrialRate are the per-client-IP limits of the two
+	// public POST routes.
+	RegisterRate, TrialRate rate
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	// MaxBody is the largest request body read, in bytes.
+	MaxBody int
+	// CORSOrigins are the origins allowed to call the public routes from a
+	// browser; none means no CORS headers at all.
+	CORSOrigins []string
+	// AdminSecret (HS256) and AdminPublicKey (EdDSA) verify admin JWTs;
+	// with neither the admin API answers 503.
+	AdminSecret    []byte
+	AdminPublicKey ed25519.PublicKey
+	Mail           mailConfig
+}
+
+// rate is a limit of Count requests per Per.
+type rate struct {
+	Count int64
+	Per   time.Duration
+}
+
+func (r rate) String() string {
+	unit := map[time.Duration]string{time.Second: "s", time.Minute: "m", time.Hour: "h"}[r.Per]
+	return strconv.FormatInt(r.Count, 10) + "/" + unit
+}
+
+func loadConfig(lookupEnv func(string) (string, bool)) (regConfig, error) {
+	e := config.New(lookupEnv)
+	c := regConfig{
+		Common:         config.LoadCommon(e),
+		TrialDomain:    trialDomain(e, e.String("TRIAL_EMAIL_DOMAIN", defaultTrialDomain)),
+		RegisterRate:   parseRate(e, "REGISTER_RATE", defaultRegisterRate),
+		TrialRate:      parseRate(e, "TRIAL_RATE", defaultTrialRate),
+		TrustedProxies: trustedProxies(e),
+		MaxBody:        int(e.Int("MAX_BODY_BYTES", defaultMaxBody, 256, 64<<20)),
+		CORSOrigins:    corsOrigins(e),
+		AdminSecret:    adminSecret(e),
+		AdminPublicKey: adminPublicKey(e),
+		Mail:           loadMailConfig(e),
+	}
+	return c, e.Err()
+}
+
+// trialDomain checks that trial-<x>@domain is an address net/mail accepts.
+func trialDomain(e *config.Env, d string) string {
+	if _, err := parseEmail("trial-x@" + d); err != nil || strings.ContainsAny(d, "@ ") {
+		e.Fail("TRIAL_EMAIL_DOMAIN", "want a domain such as example.com, got %q", d)
+	}
+	return d
+}
+
+// parseRate reads <count>/<s|m|h>, count from 1.
+func parseRate(e *config.Env, name, def string) rate {
+	v := e.String(name, def)
+	n, unit, ok := strings.Cut(v, "/")
+	count, err := strconv.ParseInt(n, 10, 64)
+	per := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}[unit]
+	if !ok || err != nil || count < 1 || count > 1_000_000 || per == 0 {
+		e.Fail(name, "want <count>/<s|m|h> such as 10/m, got %q", v)
+		return rate{Count: 1, Per: time.Second}
+	}
+	return rate{Count: count, Per: per}
+}
+
+// trustedProxies reads comma-separated IP addresses and CIDR prefixes.
+func trustedProxies(e *config.Env) []netip.Prefix {
+	v, _ := e.Lookup("TRUSTED_PROXIES")
+	var out []netip.Prefix
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil || a.Zone() != "" {
+				e.Fail("TRUSTED_PROXIES", "want comma-separated IP addresses or CIDR prefixes, got %q", f)
+				return nil
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+		}
+		out = append(out, p.Masked())
+	}
+	return out
+}
+
+// corsOrigins reads comma-separated origins (scheme://host[:port]), or "*".
+func corsOrigins(e *config.Env) []string {
+	v, _ := e.Lookup("CORS_ORIGINS")
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if f == "*" {
+			out = append(out, f)
+			continue
+		}
+		u, err := url.Parse(f)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" ||
+			strings.ContainsAny(u.Host, "*") || u.Hostname() == "" {
+			e.Fail("CORS_ORIGINS", "want comma-separated origins such as https://example.com, got %q", f)
+			return nil
+		}
+		out = append(out, u.Scheme+"://"+strings.ToLower(u.Host))
+	}
+	return out
+}
+
+func adminSecret(e *config.Env) []byte {
+	v, ok := e.Lookup("ADMIN_JWT_SECRET")
+	if !ok {
+		return nil
+	}
+	if len(v) < minAdminSecret {
+		e.Fail("ADMIN_JWT_SECRET", "want at least %d bytes, got %d", minAdminSecret, len(v))
+		return nil
+	}
+	return []byte(v)
+}
+
+// adminPublicKey reads an Ed25519 public key in PEM, given as the PEM text
+// itself or as the path of a PEM file.
+func adminPublicKey(e *config.Env) ed25519.PublicKey {
+	v, ok := e.Lookup("ADMIN_JWT_PUBLIC_KEY")
+	if !ok {
+		return nil
+	}
+	pem := []byte(v)
+	if !strings.HasPrefix(v, "-----BEGIN") {
+		b, err := os.ReadFile(v)
+		if err != nil {
+			e.Fail("ADMIN_JWT_PUBLIC_KEY", "want an Ed25519 public key in PEM or the path of one: %v", err)
+			return nil
+		}
+		pem = b
+	}
+	key, err := parseEd25519Public(pem)
+	if err != nil {
+		e.Fail("ADMIN_JWT_PUBLIC_KEY", "want an Ed25519 public key in PEM: %v", err)
+		return nil
+	}
+	return key
+}
+
+func parseEd25519Public(pem []byte) (ed25519.PublicKey, error) {
+	k, err := jwt.ParseEdPublicKeyFromPEM(pem)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("not an Ed25519 key")
+	}
+	return pub, nil
+}
+
+// Per-connection buffers of the Redis client; rueidis's defaults (1 MiB per
+// connection) would dwarf the service.
+const bufferEachConn = 64 << 10
+
+// redisOptions: registration reads its own writes, so it never uses the
+// client-side cache (a cached read could be stale for a moment).
+func (c regConfig) redisOptions() rueidis.ClientOption {
+	opt := c.Redis
+	opt.ClientName = "pesto-registration"
+	opt.DisableCache = true
+	opt.CacheSizeEachConn = 1 << 10
+	opt.ReadBufferEachConn = bufferEachConn
+	opt.WriteBufferEachConn = bufferEachConn
+	return opt
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+
+	"github.com/gofiber/fiber/v3"
+
+	"pesto/registration/web"
+	"pesto/shared/redisconn"
+)
+
+// apiError is an answer of SPEC §3–§4 other than a success: a status and a
+// message, sent as the JSON body {"message":"…"}.
+type apiError struct {
+	status     int
+	message    string
+	body       []byte
+	retryAfter string // Retry-After value, if any
+}
+
+func (e *apiError) Error() string { return e.message }
+
+func newAPIError(status int, message string) *apiError {
+	body, _ := json.Marshal(struct {
+		Message string `json:"message"`
+	}{message}) // a struct of a string always encodes
+	return &apiError{status: status, message: message, body: body}
+}
+
+// badRequest is a 400 whose message names the offending field.
+func badRequest(message string) *apiError { return newAPIError(fiber.StatusBadRequest, message) }
+
+// tooManyRequests is the 429 of a rate limit, retry after the given seconds.
+func tooManyRequests(retryAfter string) *apiError {
+	e := *errRateLimited
+	e.retryAfter = retryAfter
+	return &e
+}
+
+// The fixed answers, byte for byte.
+var (
+	errTooLarge         = newAPIError(fiber.StatusRequestEntityTooLarge, "Request body too large")
+	errContentType      = newAPIError(fiber.StatusUnsupportedMediaType, "Unsupported content type")
+	errBadJSON          = badRequest("Invalid JSON body")
+	errBadForm          = badRequest("Invalid form body")
+	errBadRequest       = badRequest("Bad request")
+	errNotFound         = newAPIError(fiber.StatusNotFound, "Not found")
+	errRateLimited      = newAPIError(fiber.StatusTooManyRequests, "Too many requests")
+	errUnauthorized     = newAPIError(fiber.StatusUnauthorized, "Unauthorized")
+	errAdminOff         = newAPIError(fiber.StatusServiceUnavailable, "Admin API is not configured")
+	errEmailNotListed   = badRequest("Email does not exists")
+	errTokenExists      = badRequest("Token already exists")
+	errUserNotExists    = badRequest("User does not exists")
+	errInternal         = newAPIError(fiber.StatusInternalServerError, "Internal server error")
+	errRedisUnavailable = func() *apiError { e := *errInternal; e.retryAfter = "1"; return &e }()
+)
+
+// errorHandler turns every error into its answer. Faults are logged here,
+// once. A form POST from a browser without JavaScript (see markResultPage)
+// gets the result page with the same status instead of JSON.
+func errorHandler(log *slog.Logger, m *regMetrics) fiber.ErrorHandler {
+	return func(c fiber.Ctx, err error) error {
+		var ae *apiError
+		var fe *fiber.Error
+		switch {
+		case errors.As(err, &ae):
+		case errors.As(err, &fe):
+			// Rejected by the HTTP layer or the router: never echo the request.
+			switch {
+			case fe.Code == fiber.StatusRequestEntityTooLarge:
+				ae = errTooLarge
+			case fe.Code == fiber.StatusNotFound || fe.Code == fiber.StatusMethodNotAllowed:
+				ae = errNotFound
+			case fe.Code < 500:
+				ae = errBadRequest
+			default:
+				m.faults.Inc()
+				log.Error("http layer error", "status", fe.Code)
+				ae = errInternal
+			}
+		case redisconn.Unavailable(err):
+			m.redisErrors.Inc()
+			log.Error("redis unavailable", "path", c.Path(), "err", err.Error())
+			ae = errRedisUnavailable
+		default:
+			m.faults.Inc()
+			log.Error("internal error", "path", c.Path(), "err", err.Error())
+			ae = errInternal
+		}
+		c.Response().Header.Del(fiber.HeaderAllow)
+		if ae.retryAfter != "" {
+			c.Set(fiber.HeaderRetryAfter, ae.retryAfter)
+		}
+		c.Status(ae.status)
+		if wantsResultPage(c) {
+			return sendPage(c, web.Result(false, ae.message))
+		}
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Send(ae.body)
+	}
+}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/gofiber/fiber/v3"
+	"github.com/redis/rueidis"
+
+	"pesto/shared/metrics"
+	"pesto/shared/redisconn"
+	"pesto/shared/wire"
+)
+
+// rateLimitPrefix starts every rate-limit key: pesto:ratelimit:<route>:<client>.
+const rateLimitPrefix = wire.OwnPrefix + "ratelimit:"
+
+// rateScript is a generic cell rate algorithm (GCRA) limiter, one atomic
+// step however many replicas share the Redis: a client may make burst
+// requests at once, then one every period/burst. The key holds the
+// "theoretical arrival time" in milliseconds of the Redis clock (so replicas'
+// clocks do not matter) and expires when the client is back to a full burst.
+// KEYS[1] the client's key, ARGV[1] burst, ARGV[2] period in ms. Returns 0
+// when the request is allowed, else the milliseconds until one would be.
+var rateScript = rueidis.NewLuaScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local burst = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local interval = period / burst
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local newtat = tat + interval
+local allowAt = newtat - period
+if allowAt > now then return math.ceil(allowAt - now) end
+redis.call('SET', KEYS[1], string.format('%d', math.ceil(newtat)), 'PX', math.max(1, math.ceil(newtat - now)))
+return 0
+`)
+
+// rateLimit allows each client r per route; over it: 429 with Retry-After
+// in whole seconds (at least 1).
+func rateLimit(conn *redisconn.Conn, ips clientIPs, route string, r rate, limited *metrics.Counter) fiber.Handler {
+	burst := strconv.FormatInt(r.Count, 10)
+	period := strconv.FormatInt(r.Per.Milliseconds(), 10)
+	prefix := rateLimitPrefix + route + ":"
+	return func(c fiber.Ctx) error {
+		key := prefix + rateKey(ips.clientIP(c))
+		cl, err := conn.Client()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+		defer cancel()
+		wait, err := rateScript.Exec(ctx, cl, []string{key}, []string{burst, period}).AsInt64()
+		if err != nil {
+			return err
+		}
+		if wait > 0 {
+			limited.Inc()
+			return tooManyRequests(strconv.FormatInt((wait+999)/1000, 10))
+		}
+		return c.Next()
+	}
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/gofiber/fiber/v3"
+	"github.com/gofiber/fiber/v3/middleware/cors"
+
+	"pesto/registration/web"
+	"pesto/shared/metrics"
+	"pesto/shared/redisconn"
+	"pesto/shared/server"
+)
+
+// newApp returns the registration service (SPEC §3): the signup page, the
+// public API, the admin API, and /healthz and /metrics.
+func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.Registry) *fiber.App {
+	m := newRegMetrics(reg)
+	app := server.New(server.Options{
+		Health:       func(ctx context.Context) error { return conn.Ping(ctx, time.Second) },
+		ErrorHandler: errorHandler(log, m),
+		Metrics:      reg,
+		BodyLimit:    cfg.MaxBody,
+		// TrustedProxies is left empty on purpose: fiber would take the
+		// leftmost X-Forwarded-For value, which the client writes. See
+		// clientIPs.
+	})
+	ips := clientIPs{trusted: cfg.TrustedProxies}
+	admin := &adminStore{conn: conn, log: log}
+	guard := requireAdmin(newAdminVerifier(cfg.AdminSecret, cfg.AdminPublicKey))
+
+	public := []string{"/api/register", "/api/trial"}
+	if len(cfg.CORSOrigins) > 0 {
+		app.Use(public, cors.New(cors.Config{
+			AllowOrigins: cfg.CORSOrigins,
+			AllowMethods: []string{fiber.MethodPost},
+			AllowHeaders: []string{fiber.HeaderContentType, fiber.HeaderAccept},
+			MaxAge:       3600,
+		}))
+	}
+
+	app.Get("/", handlePage)
+	app.Post("/api/register", markResultPage,
+		rateLimit(conn, ips, "register", cfg.RegisterRate, m.limited[0]),
+		handleRegister(log, conn, m))
+	app.Post("/api/trial",
+		rateLimit(conn, ips, "trial", cfg.TrialRate, m.limited[1]),
+		handleTrial(log, conn, cfg.TrialDomain, m))
+
+	app.Get("/api/pending", guard, handlePending(admin))
+	app.Put("/api/approve", guard, handleApprove(log, admin, m))
+	app.Put("/api/revoke", guard, handleRevoke(log, admin, m))
+	app.Put("/api/reject", guard, handleReject(log, admin, m))
+	return app
+}
+
+// handlePage answers GET / with the signup page.
+func handlePage(c fiber.Ctx) error { return sendPage(c, web.Signup()) }
+
+// sendPage sends an HTML page of the web package, with its headers.
+func sendPage(c fiber.Ctx, page []byte) error {
+	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
+	c.Set(fiber.HeaderContentSecurityPolicy, web.CSP)
+	c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
+	return c.Send(page)
+}
+
+// localResultPage marks a request answered with the result page.
+type localResultPageKey struct{}
+
+var localResultPage localResultPageKey
+
+// markResultPage notes, before anything can fail, whether a register
+// request is a plain HTML form POST from a browser (form-encoded, and
+// text/html preferred over JSON): its answer, success or error, is then the
+// result page with the same status.
+func markResultPage(c fiber.Ctx) error {
+	if mediaType(c) == fiber.MIMEApplicationForm &&
+		c.Accepts(fiber.MIMEApplicationJSON, fiber.MIMETextHTML) == fiber.MIMETextHTML {
+		c.Locals(localResultPage, true)
+	}
+	return c.Next()
+}
+
+func wantsResultPage(c fiber.Ctx) bool {
+	v, _ := c.Locals(localResultPage).(bool)
+	return v
+}
+
+type regMetrics struct {
+	registered  *metrics.Counter
+	duplicates  *metrics.Counter
+	trials      *metrics.Counter
+	approvals   *metrics.Counter
+	revokes     *metrics.Counter
+	rejects     *metrics.Counter
+	limited     [2]*metrics.Counter // register, trial
+	redisErrors *metrics.Counter
+	faults      *metrics.Counter
+}
+
+func newRegMetrics(reg *metrics.Registry) *regMetrics {
+	const (
+		regHelp   = "Signups by result: created, or duplicate of a listed person."
+		adminHelp = "Admin actions done."
+		limHelp   = "Requests refused by a per-client rate limit, by route."
+	)
+	return &regMetrics{
+		registered:  reg.Counter("pesto_registrations_total", regHelp, "result", "created"),
+		duplicates:  reg.Counter("pesto_registrations_total", regHelp, "result", "duplicate"),
+		trials:      reg.Counter("pesto_trials_total", "Trial keys created."),
+		approvals:   reg.Counter("pesto_admin_actions_total", adminHelp, "action", "approve"),
+		revokes:     reg.Counter("pesto_admin_actions_total", adminHelp, "action", "revoke"),
+		rejects:     reg.Counter("pesto_admin_actions_total", adminHelp, "action", "reject"),
+		limited:     [2]*metrics.Counter{reg.Counter("pesto_rate_limited_total", limHelp, "route", "register"), reg.Counter("pesto_rate_limited_total", limHelp, "route", "trial")},
+		redisErrors: reg.Counter("pesto_redis_errors_total", "Requests answered 500 because Redis was unreachable or timed out."),
+		faults:      reg.Counter("pesto_internal_errors_total", "Requests answered 500 for any other fault."),
+	}
+}
