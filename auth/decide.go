@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"log/slog"
+	"fmt"
 	"path"
 	"strconv"
 	"strings"
@@ -45,7 +45,7 @@ func wellFormed(token string) bool {
 
 // handleDecide answers the auth hook (SPEC §2): 200 lets the request
 // through; every other answer is an *apiError for the error handler.
-func handleDecide(log *slog.Logger, store tokenStore, unmetered string, now func() time.Time, m *authMetrics) fiber.Handler {
+func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *authMetrics) fiber.Handler {
 	return func(c fiber.Ctx) error {
 		token := c.Get(headerToken)
 		if token == "" {
@@ -79,8 +79,7 @@ func handleDecide(log *slog.Logger, store tokenStore, unmetered string, now func
 		rec, err := wire.DecodeTokenRecord(raw)
 		if err != nil {
 			m.outcome[outError].Inc()
-			log.Error("corrupt token record", "token", logging.Token(token), "err", err.Error())
-			return errInternal
+			return fmt.Errorf("token %s: %w", logging.Token(token), err)
 		}
 		if rec.Revoked {
 			m.outcome[outRevoked].Inc()

@@ -7,6 +7,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 
 	"pesto/shared/redisconn"
+	"pesto/shared/sentry"
 )
 
 // apiError is an answer of SPEC §2: a status and a message, sent as the
@@ -39,7 +40,7 @@ var (
 
 // errorHandler turns every error into its answer. Faults are logged here,
 // once; the answers of the decision table are not logged.
-func errorHandler(log *slog.Logger, m *authMetrics) fiber.ErrorHandler {
+func errorHandler(log *slog.Logger, m *authMetrics, rep *sentry.Reporter) fiber.ErrorHandler {
 	return func(c fiber.Ctx, err error) error {
 		var ae *apiError
 		var fe *fiber.Error
@@ -54,10 +55,12 @@ func errorHandler(log *slog.Logger, m *authMetrics) fiber.ErrorHandler {
 		case redisconn.Unavailable(err):
 			m.redisErrors.Inc()
 			log.Error("redis unavailable", "err", err.Error())
+			rep.Report(err, map[string]string{"kind": "redis_unavailable"})
 			ae = errUnavailable
 		default:
 			m.faults.Inc()
 			log.Error("internal error", "err", err.Error())
+			rep.Report(err, map[string]string{"kind": "internal"})
 			ae = errInternal
 		}
 		c.Status(ae.status)

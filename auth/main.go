@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"pesto/shared/config"
 	"pesto/shared/logging"
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
+	"pesto/shared/sentry"
 	"pesto/shared/server"
 )
 
@@ -85,7 +87,20 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	conn := redisconn.Dial(cfg.redisOptions(), log)
 	defer conn.Close()
 
+	rep, err := sentry.New(cfg.SentryDSN, "auth", cfg.Environment, version, log)
+	if err != nil {
+		return &config.Error{Var: "SENTRY_DSN", Msg: err.Error()}
+	}
+	defer flush(rep)
+
 	reg := metrics.NewRegistry()
-	app := newApp(log, cfg, &redisStore{conn: conn, cacheTTL: cfg.CacheTTL}, reg, timeNow)
+	app := newApp(log, cfg, &redisStore{conn: conn, cacheTTL: cfg.CacheTTL}, reg, rep, timeNow)
 	return server.Serve(ctx, app, fmt.Sprintf(":%d", cfg.Port), cfg.ShutdownTimeout, log, ready)
+}
+
+// flush sends the error reports still queued, for up to two seconds.
+func flush(rep *sentry.Reporter) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	rep.Close(ctx)
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
@@ -371,7 +372,7 @@ func TestLogsNeverHoldTheToken(t *testing.T) {
 	if strings.Contains(logs, token[:12]) {
 		t.Fatalf("logs hold the token:\n%s", logs)
 	}
-	if !strings.Contains(logs, `"token":"SECRET…#`) || !strings.Contains(logs, "corrupt token record") {
+	if !strings.Contains(logs, `token SECRET…#`) || !strings.Contains(logs, "corrupt record") {
 		t.Fatalf("corrupt record not logged with a token hint:\n%s", logs)
 	}
 }
@@ -498,7 +499,7 @@ func newTestApp(t *testing.T, rs *redistest.Server, env map[string]string, now t
 	conn := redisconn.Dial(cfg.redisOptions(), log)
 	t.Cleanup(conn.Close)
 	store := &countingStore{tokenStore: &redisStore{conn: conn, cacheTTL: cfg.CacheTTL}}
-	return newApp(log, cfg, store, metrics.NewRegistry(), func() time.Time { return now }), store
+	return newApp(log, cfg, store, metrics.NewRegistry(), nil, func() time.Time { return now }), store
 }
 
 func mergeEnv(a, b map[string]string) map[string]string {
@@ -549,4 +550,33 @@ func tokenHeader(token string) http.Header {
 	h := http.Header{}
 	h.Set(headerToken, token)
 	return h
+}
+
+// Faults reach Sentry when SENTRY_DSN is set, without the key.
+func TestSentryReport(t *testing.T) {
+	events := make(chan string, 10)
+	sentrySrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		events <- r.URL.Path + "\n" + string(b)
+	}))
+	defer sentrySrv.Close()
+	rs := redistest.Start(t)
+	const token = "tok-corrupt-0123456789"
+	rs.Do("SET", token, "[]")
+	a := startAuth(t, map[string]string{"REDIS_URL": rs.URL, "SENTRY_DSN": strings.Replace(sentrySrv.URL, "http://", "http://key@", 1) + "/7"})
+	if got := call(t, "GET", a.URL, token); got.Status != 500 {
+		t.Fatal(got)
+	}
+	rs.Stop()
+	call(t, "GET", a.URL, "tok-uncached")
+	for _, want := range []string{"internal", "redis_unavailable"} {
+		select {
+		case ev := <-events:
+			if !strings.HasPrefix(ev, "/api/7/envelope/\n") || !strings.Contains(ev, want) || strings.Contains(ev, token[4:]) {
+				t.Fatalf("event: %s", ev)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %s event", want)
+		}
+	}
 }

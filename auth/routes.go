@@ -7,19 +7,20 @@ import (
 	"github.com/gofiber/fiber/v3"
 
 	"pesto/shared/metrics"
+	"pesto/shared/sentry"
 	"pesto/shared/server"
 )
 
 // newApp returns the auth service: the hook on every method of /, and
 // /healthz and /metrics.
-func newApp(log *slog.Logger, cfg authConfig, store tokenStore, reg *metrics.Registry, now func() time.Time) *fiber.App {
+func newApp(log *slog.Logger, cfg authConfig, store tokenStore, reg *metrics.Registry, rep *sentry.Reporter, now func() time.Time) *fiber.App {
 	m := newAuthMetrics(reg)
 	app := server.New(server.Options{
 		Health:       store.Ping,
-		ErrorHandler: errorHandler(log, m),
+		ErrorHandler: errorHandler(log, m, rep),
 		Metrics:      reg,
 	})
-	app.All("/", handleDecide(log, store, cfg.Unmetered, now, m))
+	app.All("/", handleDecide(store, cfg.Unmetered, now, m))
 	return app
 }
 

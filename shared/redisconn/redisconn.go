@@ -6,7 +6,9 @@ package redisconn
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,16 +97,18 @@ func (c *Conn) Close() {
 
 // Unavailable reports whether err means Redis could not be reached or did
 // not answer in time, so a client may retry soon, as opposed to an error
-// reply about the command or the data.
+// reply about the command or the data, or any other fault.
 func Unavailable(err error) bool {
 	if err == nil {
 		return false
 	}
-	re, ok := rueidis.IsRedisErr(err)
-	if !ok {
-		return true // no reply: not connected, refused, reset, deadline
+	if re, ok := rueidis.IsRedisErr(err); ok {
+		msg := re.Error()
+		return re.IsLoading() || re.IsClusterDown() || re.IsTryAgain() ||
+			strings.HasPrefix(msg, "MASTERDOWN") || strings.HasPrefix(msg, "READONLY")
 	}
-	msg := re.Error()
-	return re.IsLoading() || re.IsClusterDown() || re.IsTryAgain() ||
-		strings.HasPrefix(msg, "MASTERDOWN") || strings.HasPrefix(msg, "READONLY")
+	var ne net.Error
+	return errors.Is(err, ErrNotConnected) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, rueidis.ErrClosing) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.As(err, &ne)
 }
