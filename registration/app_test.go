@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// testAdminSecret is the ADMIN_JWT_SECRET startRegistration sets unless
+// env names ADMIN_JWT_SECRET itself.
+const testAdminSecret = "test-secret-0123456789-abcdefghij-klmnop"
+
+// exitCodeEnv, set in a re-executed test binary, makes TestMain run main
+// with the arguments after "--" (see runMain).
+const exitCodeEnv = "PESTO_REGISTRATION_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(exitCodeEnv) == "1" {
+		for i, a := range os.Args {
+			if a == "--" {
+				os.Args = append([]string{os.Args[0]}, os.Args[i+1:]...)
+				break
+			}
+		}
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// logBuffer collects a service's log lines; safe for concurrent use.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startRegistration runs the whole service through run() on a free port
+// and returns its base URL ("http://127.0.0.1:PORT") and its logs. env is
+// the environment; it must name REDIS_URL. Unless env names them, PORT is 0,
+// both rate limits are 1000000/s, SHUTDOWN_TIMEOUT is 2s and
+// ADMIN_JWT_SECRET is testAdminSecret (name it with "" to leave the admin
+// API unconfigured). The service is stopped, and checked to stop cleanly,
+// when the test ends.
+func startRegistration(t testing.TB, env map[string]string) (baseURL string, logs *logBuffer) {
+	t.Helper()
+	if env["REDIS_URL"] == "" {
+		t.Fatal("startRegistration: env must name REDIS_URL (start one with redistest.Start)")
+	}
+	full := map[string]string{
+		"PORT":             "0",
+		"REGISTER_RATE":    "1000000/s",
+		"TRIAL_RATE":       "1000000/s",
+		"SHUTDOWN_TIMEOUT": "2s",
+		"ADMIN_JWT_SECRET": testAdminSecret,
+		"LOG_LEVEL":        "debug",
+	}
+	for k, v := range env {
+		full[k] = v
+	}
+	lookup := func(k string) (string, bool) { v, ok := full[k]; return v, ok }
+
+	logs = new(logBuffer)
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, lookup, logs, func(a net.Addr) { addr <- a }) }()
+	select {
+	case a := <-addr:
+		baseURL = "http://127.0.0.1:" + strconv.Itoa(a.(*net.TCPAddr).Port)
+	case err := <-done:
+		cancel()
+		t.Fatalf("run returned before listening: %v\nlogs:\n%s", err, logs)
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("run did not listen within 10s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("run did not return within 10s of cancel")
+		}
+	})
+	return baseURL, logs
+}
+
+// adminBearer returns an Authorization header value with an HS256 admin
+// token for sub, signed with testAdminSecret, valid for an hour.
+func adminBearer(t testing.TB, sub string) string {
+	t.Helper()
+	now := time.Now()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
+		Audience:  jwt.ClaimStrings{adminAudience},
+		Subject:   sub,
+		IssuedAt:  jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour)),
+	}).SignedString([]byte(testAdminSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "Bearer " + tok
+}
+
+// response is what a test request got back.
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+var testClient = &http.Client{Timeout: 5 * time.Second}
+
+// send makes one request; headers are name, value pairs. A body with no
+// Content-Type header given is sent as application/json.
+func send(t testing.TB, method, url, body string, headers ...string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := testClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{status: res.StatusCode, header: res.Header, body: string(b)}
+}
+
+// want fails the test unless r has the status and the exact body.
+func (r response) want(t testing.TB, status int, body string) {
+	t.Helper()
+	if r.status != status || r.body != body {
+		t.Fatalf("got %d %s\nwant %d %s", r.status, r.body, status, body)
+	}
+}
