@@ -1,0 +1,82 @@
+package config
+
+import (
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) *Env {
+	return New(func(k string) (string, bool) { v, ok := m[k]; return v, ok })
+}
+
+func TestLoadCommonDefaults(t *testing.T) {
+	e := env(nil)
+	c := LoadCommon(e)
+	if e.Err() != nil || c.Port != 3000 || c.Environment != "development" || c.LogLevel != slog.LevelInfo ||
+		c.ShutdownTimeout != 10*time.Second || c.SentryDSN != "" || c.Redis.InitAddress[0] != "localhost:6379" {
+		t.Fatalf("%+v %v", c, e.Err())
+	}
+}
+
+func TestRedisURLForms(t *testing.T) {
+	for url, check := range map[string]func(c Common) bool{
+		"redis://:secret@10.0.0.1:6380/2": func(c Common) bool {
+			return c.Redis.InitAddress[0] == "10.0.0.1:6380" && c.Redis.Password == "secret" && c.Redis.SelectDB == 2 &&
+				c.RedisURL == "redis://:xxxxx@10.0.0.1:6380/2"
+		},
+		"rediss://cache.example.com:6379": func(c Common) bool { return c.Redis.TLSConfig != nil },
+		"unix:///run/redis.sock":          func(c Common) bool { return c.Redis.InitAddress[0] == "/run/redis.sock" },
+		"redis://a:7000?addr=b:7001&addr=c:7002": func(c Common) bool {
+			return len(c.Redis.InitAddress) == 3 && c.Redis.InitAddress[2] == "c:7002"
+		},
+		"redis://s1:26379?master_set=mymaster": func(c Common) bool { return c.Redis.Sentinel.MasterSet == "mymaster" },
+	} {
+		e := env(map[string]string{"REDIS_URL": url})
+		c := LoadCommon(e)
+		if e.Err() != nil || !check(c) {
+			t.Errorf("%s: %+v %v", url, c.Redis, e.Err())
+		}
+	}
+}
+
+func TestBadValuesNameTheVariable(t *testing.T) {
+	for _, c := range []struct{ name, value string }{
+		{"PORT", "-1"}, {"PORT", "http"}, {"REDIS_URL", "http://x"}, {"REDIS_URL", "redis://[::1"},
+		{"LOG_LEVEL", "trace"}, {"SHUTDOWN_TIMEOUT", "5"}, {"SENTRY_DSN", "https://sentry.io/1"},
+		{"SENTRY_DSN", "ftp://k@h/1"},
+	} {
+		e := env(map[string]string{c.name: c.value})
+		LoadCommon(e)
+		var ce *Error
+		if !errors.As(e.Err(), &ce) || ce.Var != c.name {
+			t.Errorf("%s=%q: got %v", c.name, c.value, e.Err())
+		}
+	}
+}
+
+func TestFirstErrorKept(t *testing.T) {
+	e := env(map[string]string{"A": "x", "B": "y"})
+	e.Int("A", 0, 0, 1)
+	e.Duration("B", 0)
+	var ce *Error
+	if !errors.As(e.Err(), &ce) || ce.Var != "A" {
+		t.Fatal(e.Err())
+	}
+	if e.IsSet("C") || !e.IsSet("A") {
+		t.Fatal("IsSet")
+	}
+}
+
+func TestMask(t *testing.T) {
+	for in, want := range map[string]string{
+		"redis://user:pw@h:1":  "redis://user:xxxxx@h:1",
+		"redis://h:1":          "redis://h:1",
+		"smtp://u:p%40ss@h:25": "smtp://u:xxxxx@h:25",
+	} {
+		if got := Mask(in); got != want {
+			t.Errorf("Mask(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
