@@ -1,0 +1,518 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"pesto/shared/redistest"
+	"pesto/shared/wire"
+)
+
+// The recipes under test, exactly as users copy them.
+const (
+	nginxRecipe = "../docker/nginx/pesto.conf"
+	caddyRecipe = "../docker/caddy/Caddyfile"
+)
+
+// front is one way for a client to reach the hook: auth itself, or a proxy
+// in front of the API.
+type front struct {
+	name string
+	url  string // base URL
+	// viaProxy: a 200 of auth reaches the stand-in upstream, which answers
+	// "upstream ok".
+	viaProxy bool
+}
+
+// Records seeded for every front (the quota key is per front, see below).
+var seeded = map[string]string{
+	"valid-key-000000000000000000000000000000000000000000000000000000": `{"UserEmail":"valid@example.com","MonthlyLimit":1000,"Revoked":false}`,
+	"revoked-key-00000000000000000000000000000000000000000000000000000": `{"UserEmail":"revoked@example.com","MonthlyLimit":1000,"Revoked":true}`,
+	"corrupt-key-00000000000000000000000000000000000000000000000000000": `{"UserEmail":`,
+}
+
+const (
+	validKey   = "valid-key-000000000000000000000000000000000000000000000000000000"
+	revokedKey = "revoked-key-00000000000000000000000000000000000000000000000000000"
+	corruptKey = "corrupt-key-00000000000000000000000000000000000000000000000000000"
+)
+
+// TestProxies runs auth against a real redis-server and puts real nginx
+// and Caddy, configured with the recipes of docker/, in front of a stand-in
+// API. Whatever the front, the client must get the answers of SPEC §2: same
+// status, same JSON body, same Retry-After and X-Pesto-Error.
+func TestProxies(t *testing.T) {
+	nginxBin := lookTool(t, "nginx")
+	caddyBin := lookTool(t, "caddy")
+
+	redis := redistest.Start(t)
+	for k, v := range seeded {
+		redis.Do("SET", k, v)
+	}
+	authBin := buildAuth(t)
+	authAddr, stopAuth := startAuth(t, authBin, redis.URL)
+	apiAddr := stubUpstream(t, "upstream ok")
+	registrationAddr := stubUpstream(t, "registration ok")
+
+	fronts := []front{
+		{name: "direct", url: "http://" + authAddr},
+		{name: "nginx", url: "http://" + startNginx(t, nginxBin, authAddr, apiAddr, registrationAddr), viaProxy: true},
+		{name: "caddy", url: "http://" + startCaddy(t, caddyBin, authAddr, apiAddr, registrationAddr), viaProxy: true},
+	}
+	for i, f := range fronts {
+		// One call allowed per month: the first is let through, the second
+		// is over quota.
+		redis.Do("SET", quotaKey(f), fmt.Sprintf(`{"UserEmail":"quota-%d@example.com","MonthlyLimit":1,"Revoked":false}`, i))
+	}
+
+	for _, f := range fronts {
+		t.Run(f.name, func(t *testing.T) {
+			allowed := answer{status: 200}
+			if f.viaProxy {
+				allowed = answer{status: 200, body: "upstream ok"}
+			}
+			tests := []struct {
+				name  string
+				token *string // nil: no header
+				want  answer
+			}{
+				{"valid key", ptr(validKey), allowed},
+				{"no token", nil, denied(401, "Token must be supplied")},
+				{"empty token", ptr(""), denied(401, "Token must be supplied")},
+				{"unknown key", ptr("no-such-key-0000000000000000000000000000000000000000000000000000"), denied(401, "Token not registered")},
+				{"key of ours", ptr("waiting-list"), denied(401, "Token not registered")},
+				{"revoked key", ptr(revokedKey), denied(401, "Token has been revoked")},
+				{"corrupt record", ptr(corruptKey), denied(500, "Internal server error")},
+				{"quota, first call", ptr(quotaKey(f)), allowed},
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					got := call(t, f, "/api/execute", tt.token)
+					tt.want.check(t, got)
+				})
+			}
+
+			t.Run("quota used up", func(t *testing.T) {
+				got := call(t, f, "/api/execute", ptr(quotaKey(f)))
+				denied(429, "Monthly limit exceeded").check(t, got)
+				assertRetryAfterNextMonth(t, got.header.Get("Retry-After"))
+				if got, want := got.header.Get("RateLimit-Limit"), "1"; got != want {
+					t.Errorf("RateLimit-Limit = %q, want %q", got, want)
+				}
+				if got, want := got.header.Get("RateLimit-Remaining"), "0"; got != want {
+					t.Errorf("RateLimit-Remaining = %q, want %q", got, want)
+				}
+			})
+
+			if f.viaProxy {
+				t.Run("routes", func(t *testing.T) {
+					checkRoutes(t, f)
+				})
+			}
+		})
+	}
+
+	// Redis down: a fast 500 with Retry-After: 1, never a 200.
+	redis.Stop()
+	for _, f := range fronts {
+		t.Run(f.name+"/redis down", func(t *testing.T) {
+			for _, tok := range []string{validKey, "uncached-key-000000000000000000000000000000000000000000000000000"} {
+				start := time.Now()
+				got := call(t, f, "/api/execute", &tok)
+				if took := time.Since(start); took > 1500*time.Millisecond {
+					t.Errorf("answered in %v, want within 1s", took)
+				}
+				want := denied(500, "Internal server error")
+				want.retryAfter = "1"
+				want.check(t, got)
+			}
+		})
+	}
+
+	// Auth down: the proxies answer the SDKs' "retry later", never a 200.
+	stopAuth()
+	for _, f := range fronts[1:] {
+		t.Run(f.name+"/auth down", func(t *testing.T) {
+			got := call(t, f, "/api/execute", ptr(validKey))
+			if got.status != 500 || got.body != `{"message":"Internal server error"}` {
+				t.Errorf("got %d %q, want 500 {\"message\":\"Internal server error\"}", got.status, got.body)
+			}
+		})
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+// quotaKey is the key with a limit of 1 that front f spends.
+func quotaKey(f front) string {
+	return "quota-key-" + f.name + strings.Repeat("0", 40)
+}
+
+// answer is what the client got, or should get.
+type answer struct {
+	status int
+	body   string
+	// retryAfter is the exact Retry-After wanted; "" wants none, except on
+	// 429, whose value is checked by assertRetryAfterNextMonth.
+	retryAfter string
+	header     http.Header
+}
+
+// denied is the answer of SPEC §2 for a non-2xx decision.
+func denied(status int, message string) answer {
+	return answer{status: status, body: `{"message":"` + message + `"}`}
+}
+
+func (want answer) check(t *testing.T, got answer) {
+	t.Helper()
+	if got.status != want.status || got.body != want.body {
+		t.Fatalf("got %d %q, want %d %q", got.status, got.body, want.status, want.body)
+	}
+	if want.status == 200 {
+		return
+	}
+	if got, want := got.header.Get("Content-Type"), "application/json"; got != want {
+		t.Errorf("Content-Type = %q, want %q", got, want)
+	}
+	message := strings.TrimSuffix(strings.TrimPrefix(want.body, `{"message":"`), `"}`)
+	if got := got.header.Get("X-Pesto-Error"); got != message {
+		t.Errorf("X-Pesto-Error = %q, want %q", got, message)
+	}
+	if want.status != 429 {
+		if got := got.header.Get("Retry-After"); got != want.retryAfter {
+			t.Errorf("Retry-After = %q, want %q", got, want.retryAfter)
+		}
+	}
+}
+
+// assertRetryAfterNextMonth checks that v is the number of seconds to the
+// next UTC month, give or take a few seconds of test time.
+func assertRetryAfterNextMonth(t *testing.T, v string) {
+	t.Helper()
+	got, err := strconv.ParseInt(v, 10, 64)
+	now := time.Now()
+	want := int64(wire.NextMonth(now).Sub(now) / time.Second)
+	if err != nil || got < want-10 || got > want+1 {
+		t.Errorf("Retry-After = %q, want about %d (seconds to the next UTC month)", v, want)
+	}
+}
+
+var client = &http.Client{Timeout: 5 * time.Second}
+
+// call sends a GET of path to front f, with X-Pesto-Token when token is not
+// nil.
+func call(t *testing.T, f front, path string, token *string) answer {
+	t.Helper()
+	if !f.viaProxy {
+		path = "/" // auth answers the hook on /
+	}
+	return do(t, http.MethodGet, f.url+path, token)
+}
+
+func do(t *testing.T, method, url string, token *string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != nil {
+		req.Header["X-Pesto-Token"] = []string{*token}
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answer{status: res.StatusCode, body: string(body), header: res.Header}
+}
+
+// checkRoutes checks what else a recipe publishes: the public registration
+// routes, and never the admin ones.
+func checkRoutes(t *testing.T, f front) {
+	tests := []struct {
+		method, path string
+		want         answer
+	}{
+		{"GET", "/", answer{status: 200, body: "registration ok"}},
+		{"POST", "/api/register", answer{status: 200, body: "registration ok"}},
+		{"POST", "/api/trial", answer{status: 200, body: "registration ok"}},
+		{"GET", "/api/list-runtimes", denied(401, "Token must be supplied")},
+		{"GET", "/api/pending", answer{status: 404, body: `{"message":"Not found"}`}},
+		{"PUT", "/api/approve", answer{status: 404, body: `{"message":"Not found"}`}},
+		{"PUT", "/api/revoke", answer{status: 404, body: `{"message":"Not found"}`}},
+		{"PUT", "/api/reject", answer{status: 404, body: `{"message":"Not found"}`}},
+		{"GET", "/healthz", answer{status: 404, body: `{"message":"Not found"}`}},
+		{"GET", "/metrics", answer{status: 404, body: `{"message":"Not found"}`}},
+	}
+	for _, tt := range tests {
+		got := do(t, tt.method, f.url+tt.path, ptr(validKey))
+		if tt.want.status == 401 {
+			got = do(t, tt.method, f.url+tt.path, nil)
+		}
+		if got.status != tt.want.status || got.body != tt.want.body {
+			t.Errorf("%s %s: got %d %q, want %d %q", tt.method, tt.path, got.status, got.body, tt.want.status, tt.want.body)
+		}
+	}
+}
+
+// lookTool returns the path of a proxy binary; a missing one fails the
+// test, never skips it.
+func lookTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is not installed (apt-get install %s): %v", name, name, err)
+	}
+	return p
+}
+
+// buildAuth builds the auth binary of this workspace.
+func buildAuth(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "auth")
+	cmd := exec.Command("go", "build", "-o", bin, "pesto/auth")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build pesto/auth: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startAuth runs the auth binary on a free port and waits until /healthz
+// answers 200. stop ends it (and is also run at cleanup).
+func startAuth(t *testing.T, bin, redisURL string) (addr string, stop func()) {
+	t.Helper()
+	addr = "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"PORT=" + port, "REDIS_URL=" + redisURL, "LOG_LEVEL=warn", "ENVIRONMENT=test"}
+	stop = startProcess(t, cmd)
+	waitFor(t, "auth", func() error {
+		res, err := client.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			return fmt.Errorf("healthz %d", res.StatusCode)
+		}
+		return nil
+	})
+	return addr, stop
+}
+
+// stubUpstream is a stand-in service that answers every request 200 with
+// body.
+func stubUpstream(t *testing.T, body string) string {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, body)
+	}))
+	t.Cleanup(s.Close)
+	return s.Listener.Addr().String()
+}
+
+// recipe reads a recipe file and replaces each of its addresses, each of
+// which must occur exactly as often as stated: a recipe that changes shape
+// fails here instead of being tested half.
+func recipe(t *testing.T, path string, replacements ...replacement) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for _, r := range replacements {
+		if got := strings.Count(s, r.old); got != r.count {
+			t.Fatalf("%s: %q occurs %d times, want %d", path, r.old, got, r.count)
+		}
+		s = strings.ReplaceAll(s, r.old, r.new)
+	}
+	return s
+}
+
+type replacement struct {
+	old, new string
+	count    int
+}
+
+// startNginx runs nginx as the current user with the recipe, everything it
+// writes inside a temporary directory, and returns its address.
+func startNginx(t *testing.T, bin, authAddr, apiAddr, registrationAddr string) string {
+	t.Helper()
+	dir := t.TempDir()
+	port := strconv.Itoa(redistest.FreePort(t))
+	conf := recipe(t, nginxRecipe,
+		replacement{"listen 80;", "listen 127.0.0.1:" + port + ";", 1},
+		replacement{"server auth:3000;", "server " + authAddr + ";", 1},
+		replacement{"server api:80;", "server " + apiAddr + ";", 1},
+		replacement{"server registration:3000;", "server " + registrationAddr + ";", 1},
+	)
+	writeFile(t, filepath.Join(dir, "pesto.conf"), conf)
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root root;" // workers may then use the temp dirs below
+	}
+	main := fmt.Sprintf(`%s
+worker_processes 1;
+pid %[2]s/nginx.pid;
+error_log stderr warn;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path %[2]s/client_body;
+    proxy_temp_path %[2]s/proxy;
+    fastcgi_temp_path %[2]s/fastcgi;
+    uwsgi_temp_path %[2]s/uwsgi;
+    scgi_temp_path %[2]s/scgi;
+    include %[2]s/pesto.conf;
+}
+`, user, dir)
+	writeFile(t, filepath.Join(dir, "nginx.conf"), main)
+	if out, err := exec.Command(bin, "-t", "-e", "stderr", "-p", dir, "-c", filepath.Join(dir, "nginx.conf")).CombinedOutput(); err != nil {
+		t.Fatalf("nginx -t: %v\n%s", err, out)
+	}
+	startProcess(t, exec.Command(bin, "-e", "stderr", "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off;"))
+	addr := "127.0.0.1:" + port
+	waitListening(t, "nginx", addr)
+	return addr
+}
+
+// startCaddy runs Caddy with the recipe, the admin API off and its storage
+// inside a temporary directory, and returns its address.
+func startCaddy(t *testing.T, bin, authAddr, apiAddr, registrationAddr string) string {
+	t.Helper()
+	dir := t.TempDir()
+	port := strconv.Itoa(redistest.FreePort(t))
+	site := recipe(t, caddyRecipe,
+		replacement{"\n:80 {", "\nhttp://127.0.0.1:" + port + " {", 1},
+		replacement{"forward_auth auth:3000 {", "forward_auth " + authAddr + " {", 1},
+		replacement{"reverse_proxy api:80", "reverse_proxy " + apiAddr, 1},
+		replacement{"reverse_proxy registration:3000", "reverse_proxy " + registrationAddr, 1},
+	)
+	writeFile(t, filepath.Join(dir, "pesto.caddyfile"), site)
+	main := fmt.Sprintf(`{
+	admin off
+	auto_https off
+	storage file_system %[1]s/data
+}
+import %[1]s/pesto.caddyfile
+`, dir)
+	conf := filepath.Join(dir, "Caddyfile")
+	writeFile(t, conf, main)
+	cmd := exec.Command(bin, "run", "--config", conf, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	startProcess(t, cmd)
+	addr := "127.0.0.1:" + port
+	waitListening(t, "caddy", addr)
+	return addr
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startProcess starts cmd with its output kept for the test log, and stops
+// it at cleanup. The returned stop may be called earlier; it is idempotent.
+func startProcess(t *testing.T, cmd *exec.Cmd) (stop func()) {
+	t.Helper()
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", cmd.Path, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", filepath.Base(cmd.Path), out.String())
+		}
+	})
+	return stop
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writes and the
+// test's read.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor polls ready until it returns nil, for at most 10 s.
+func waitFor(t *testing.T, what string, ready func() error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for {
+		if err = ready(); err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s not ready within 10s: %v", what, err)
+		case <-tick.C:
+		}
+	}
+}
+
+func waitListening(t *testing.T, what, addr string) {
+	t.Helper()
+	waitFor(t, what, func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+}
