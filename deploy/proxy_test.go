@@ -37,18 +37,18 @@ type front struct {
 	viaProxy bool
 }
 
-// Records seeded for every front (the quota key is per front, see below).
-var seeded = map[string]string{
-	"valid-key-000000000000000000000000000000000000000000000000000000": `{"UserEmail":"valid@example.com","MonthlyLimit":1000,"Revoked":false}`,
-	"revoked-key-00000000000000000000000000000000000000000000000000000": `{"UserEmail":"revoked@example.com","MonthlyLimit":1000,"Revoked":true}`,
-	"corrupt-key-00000000000000000000000000000000000000000000000000000": `{"UserEmail":`,
-}
-
+// Keys seeded for every front (the quota key is per front, see quotaKey).
 const (
 	validKey   = "valid-key-000000000000000000000000000000000000000000000000000000"
 	revokedKey = "revoked-key-00000000000000000000000000000000000000000000000000000"
 	corruptKey = "corrupt-key-00000000000000000000000000000000000000000000000000000"
 )
+
+var seeded = map[string]string{
+	validKey:   `{"UserEmail":"valid@example.com","MonthlyLimit":1000,"Revoked":false}`,
+	revokedKey: `{"UserEmail":"revoked@example.com","MonthlyLimit":1000,"Revoked":true}`,
+	corruptKey: `{"UserEmail":`,
+}
 
 // TestProxies runs auth against a real redis-server and puts real nginx
 // and Caddy, configured with the recipes of docker/, in front of a stand-in
