@@ -255,7 +255,7 @@ func (o *outbox) read(ctx context.Context, c rueidis.Client, id string, block ti
 	var cmd rueidis.Completed
 	if id == ">" {
 		cmd = c.B().Xreadgroup().Group(outboxGroup, o.consumer).Count(1).Block(max(block.Milliseconds(), 1)).
-			Streams().Key(outboxStream).Id(id).Build()
+			Streams().Key(outboxStream).Id(id).Build().UnblockOnCancel() // Run's end interrupts the wait
 	} else {
 		cmd = c.B().Xreadgroup().Group(outboxGroup, o.consumer).Count(100).Streams().Key(outboxStream).Id(id).Build()
 	}
