@@ -1,6 +1,10 @@
-// Package redistest starts a real redis-server on a free loopback port for a
-// test and stops it when the test ends. A missing redis-server fails the
-// test; it is never skipped.
+// Package redistest starts real Redis servers on free loopback ports for a
+// test and stops them when the test ends: a standalone redis-server, a
+// three-master Redis Cluster, or a master, a replica and a Sentinel. A
+// missing redis-server fails the test; it is never skipped.
+//
+// Start gives a standalone server, or a cluster when the environment has
+// PESTO_REDIS=cluster, so that one suite runs against both (make test does).
 package redistest
 
 import (
@@ -8,7 +12,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,33 +23,73 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// Server is a redis-server process owned by one test.
+// ModeEnv names the variable that selects what Start starts: "cluster" for
+// a Redis Cluster, anything else for a standalone server.
+const ModeEnv = "PESTO_REDIS"
+
+// Server is a Redis deployment owned by one test: one node, or the masters
+// of a cluster.
 type Server struct {
-	t    testing.TB
-	Port int
-	Addr string // 127.0.0.1:port
-	URL  string // redis://127.0.0.1:port
-	args []string
-	cmd  *exec.Cmd
-	cli  rueidis.Client // for Do, made on first use
+	t     testing.TB
+	Port  int    // the first node's port
+	Addr  string // the first node's 127.0.0.1:port
+	URL   string // REDIS_URL for the services: every node of a cluster
+	nodes []*node
+	// Cluster is true for a Redis Cluster.
+	Cluster bool
+	cli     rueidis.Client // for Do, made on first use
 }
 
-// Start starts a redis-server with no persistence on a free port and
-// registers its stop with t.Cleanup. Extra args are passed to redis-server.
+type node struct {
+	port int
+	addr string
+	dir  string
+	args []string
+	cmd  *exec.Cmd
+}
+
+// Start starts a Redis with no persistence for the test: a standalone
+// server, or a three-master cluster when PESTO_REDIS=cluster. Extra args
+// are passed to every redis-server.
 func Start(t testing.TB, args ...string) *Server {
+	t.Helper()
+	if os.Getenv(ModeEnv) == "cluster" {
+		return StartCluster(t, args...)
+	}
+	return StartStandalone(t, args...)
+}
+
+// StartStandalone starts one redis-server whatever PESTO_REDIS says.
+func StartStandalone(t testing.TB, args ...string) *Server {
+	t.Helper()
+	s := newServer(t, 1, args)
+	s.URL = "redis://" + s.Addr
+	s.startNodes()
+	return s
+}
+
+// StartCluster starts a Redis Cluster of three masters (no replicas).
+func StartCluster(t testing.TB, args ...string) *Server {
+	t.Helper()
+	args = append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"}, args...)
+	s := newServer(t, 3, args)
+	s.Cluster = true
+	s.URL = "redis://" + s.nodes[0].addr + "?addr=" + s.nodes[1].addr + "&addr=" + s.nodes[2].addr
+	s.startNodes()
+	return s
+}
+
+func newServer(t testing.TB, n int, args []string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server is not installed (apt-get install redis-server): %v", err)
 	}
-	port := FreePort(t)
-	s := &Server{
-		t:    t,
-		Port: port,
-		Addr: "127.0.0.1:" + strconv.Itoa(port),
-		URL:  "redis://127.0.0.1:" + strconv.Itoa(port),
-		args: args,
+	s := &Server{t: t}
+	for i := 0; i < n; i++ {
+		port := FreePort(t)
+		s.nodes = append(s.nodes, &node{port: port, addr: "127.0.0.1:" + strconv.Itoa(port), dir: t.TempDir(), args: args})
 	}
-	s.start()
+	s.Port, s.Addr = s.nodes[0].port, s.nodes[0].addr
 	t.Cleanup(s.Stop)
 	return s
 }
@@ -59,53 +105,101 @@ func FreePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func (s *Server) start() {
+func (s *Server) startNodes() {
 	s.t.Helper()
+	for _, n := range s.nodes {
+		_ = os.Remove(filepath.Join(n.dir, "nodes.conf"))
+		n.start(s.t)
+	}
+	if !s.Cluster {
+		return
+	}
+	// Form the cluster by hand: redis-cli --cluster create waits whole
+	// seconds between its steps.
+	per := 16384 / len(s.nodes)
+	for i, n := range s.nodes {
+		first, last := i*per, (i+1)*per-1
+		if i == len(s.nodes)-1 {
+			last = 16383
+		}
+		if out := cli(n.addr, "CLUSTER", "ADDSLOTSRANGE", strconv.Itoa(first), strconv.Itoa(last)); !strings.Contains(out, "OK") {
+			s.t.Fatalf("CLUSTER ADDSLOTSRANGE on %s: %q", n.addr, out)
+		}
+	}
+	// Every pair meets at once, so that no node waits for gossip to learn
+	// of another's slots.
+	for i, a := range s.nodes {
+		for _, b := range s.nodes[i+1:] {
+			if out := cli(a.addr, "CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(b.port)); !strings.Contains(out, "OK") {
+				s.t.Fatalf("CLUSTER MEET %s %s: %q", a.addr, b.addr, out)
+			}
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, n := range s.nodes {
+		for !strings.Contains(cli(n.addr, "CLUSTER", "INFO"), "cluster_state:ok") {
+			if time.Now().After(deadline) {
+				s.t.Fatalf("cluster not ok within 20s: %s", cli(n.addr, "CLUSTER", "INFO"))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+func (n *node) start(t testing.TB) {
+	t.Helper()
 	args := append([]string{
-		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+		"--port", strconv.Itoa(n.port), "--bind", "127.0.0.1", "--dir", n.dir,
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
 		"--logfile", "", "--loglevel", "warning",
-	}, s.args...)
-	s.cmd = exec.Command("redis-server", args...)
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("start redis-server: %v", err)
+	}, n.args...)
+	n.cmd = exec.Command("redis-server", args...)
+	if err := n.cmd.Start(); err != nil {
+		t.Fatalf("start redis-server: %v", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if ping(s.Addr) == nil {
+		if ping(n.addr) == nil {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	s.t.Fatalf("redis-server on %s did not answer PING within 10s", s.Addr)
+	t.Fatalf("redis-server on %s did not answer PING within 10s", n.addr)
 }
 
-// Stop kills the server and waits for it to exit. Stopping twice is fine.
+func (n *node) stop() {
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Kill()
+	_ = n.cmd.Wait()
+	n.cmd = nil
+}
+
+// Stop kills every node and waits for them to exit. Stopping twice is fine.
 func (s *Server) Stop() {
 	if s.cli != nil {
 		s.cli.Close()
 		s.cli = nil
 	}
-	if s.cmd == nil {
-		return
+	for _, n := range s.nodes {
+		n.stop()
 	}
-	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	s.cmd = nil
 }
 
-// Restart starts the server again on the same port (after Stop), with
-// empty data.
+// Restart starts the deployment again on the same ports (after Stop), with
+// empty data; a cluster is formed again.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
-	s.start()
+	s.startNodes()
 }
 
-// Client returns a plain client to the server, closed when the test ends.
+// Client returns a client to the deployment (cluster-aware), closed when
+// the test ends.
 func (s *Server) Client() rueidis.Client {
 	s.t.Helper()
-	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{s.Addr}, DisableCache: true})
+	c, err := rueidis.NewClient(s.options())
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -113,35 +207,155 @@ func (s *Server) Client() rueidis.Client {
 	return c
 }
 
-// Do runs one command and returns its reply as a string ("" for nil), failing
-// the test on any other error.
+func (s *Server) options() rueidis.ClientOption {
+	opt := rueidis.ClientOption{DisableCache: true}
+	for _, n := range s.nodes {
+		opt.InitAddress = append(opt.InitAddress, n.addr)
+	}
+	return opt
+}
+
+// keyless commands take no key as their first argument.
+var keyless = map[string]bool{
+	"PING": true, "FLUSHALL": true, "FLUSHDB": true, "DBSIZE": true, "INFO": true, "CONFIG": true,
+	"CLIENT": true, "SCRIPT": true, "KEYS": true, "SCAN": true, "SENTINEL": true, "DEBUG": true, "CLUSTER": true,
+}
+
+// Do runs one command and returns its reply as a string: "" for nil, the
+// decimal for an integer, and elements joined by "\n" for an array. It fails
+// the test on an error reply. The first argument after the command is taken
+// as the key (routing in a cluster) unless the command takes none.
 func (s *Server) Do(args ...string) string {
 	s.t.Helper()
+	msg, err := s.do(args)
+	if rueidis.IsRedisNil(err) {
+		return ""
+	}
+	if err != nil {
+		s.t.Fatalf("%v: %v", args, err)
+	}
+	return format(msg)
+}
+
+// DoList runs a command whose reply is an array of strings (LRANGE, KEYS…).
+func (s *Server) DoList(args ...string) []string {
+	s.t.Helper()
+	msg, err := s.do(args)
+	if err != nil && !rueidis.IsRedisNil(err) {
+		s.t.Fatalf("%v: %v", args, err)
+	}
+	list, _ := msg.AsStrSlice()
+	return list
+}
+
+func (s *Server) do(args []string) (rueidis.RedisMessage, error) {
 	if s.cli == nil {
-		c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{s.Addr}, DisableCache: true})
+		c, err := rueidis.NewClient(s.options())
 		if err != nil {
 			s.t.Fatal(err)
 		}
 		s.cli = c
 	}
-	c := s.cli
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res := c.Do(ctx, c.B().Arbitrary(args...).Build())
-	if rueidis.IsRedisNil(res.Error()) {
-		return ""
+	var cmd rueidis.Completed
+	if len(args) > 1 && !keyless[strings.ToUpper(args[0])] {
+		cmd = s.cli.B().Arbitrary(args[0]).Keys(args[1]).Args(args[2:]...).Build()
+	} else {
+		cmd = s.cli.B().Arbitrary(args...).Build()
 	}
-	if err := res.Error(); err != nil {
-		s.t.Fatalf("%v: %v", args, err)
-	}
-	msg, _ := res.ToMessage()
+	return s.cli.Do(ctx, cmd).ToMessage()
+}
+
+func format(msg rueidis.RedisMessage) string {
 	if v, err := msg.AsInt64(); err == nil && !msg.IsString() {
 		return strconv.FormatInt(v, 10)
 	}
 	if v, err := msg.ToString(); err == nil {
 		return v
 	}
+	if list, err := msg.ToArray(); err == nil {
+		parts := make([]string, len(list))
+		for i, m := range list {
+			parts[i] = format(m)
+		}
+		return strings.Join(parts, "\n")
+	}
 	return fmt.Sprint(msg)
+}
+
+// Sentinel is a master, one replica and one Sentinel watching them as
+// "mymaster".
+type Sentinel struct {
+	t       testing.TB
+	Master  *Server
+	Replica *Server
+	Addr    string // the Sentinel's 127.0.0.1:port
+	URL     string // REDIS_URL for the services, through the Sentinel
+	node    *node
+}
+
+// StartSentinel starts a master, a replica of it, and a Sentinel that fails
+// over after a second of silence.
+func StartSentinel(t testing.TB) *Sentinel {
+	t.Helper()
+	master := StartStandalone(t)
+	replica := newServer(t, 1, []string{"--replicaof", "127.0.0.1", strconv.Itoa(master.Port)})
+	replica.URL = "redis://" + replica.Addr
+	replica.startNodes()
+
+	port := FreePort(t)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf")
+	body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster 127.0.0.1 %d 1\n"+
+		"sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n"+
+		"sentinel parallel-syncs mymaster 1\n", port, dir, master.Port)
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := &node{port: port, addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir}
+	n.cmd = exec.Command("redis-server", conf, "--sentinel", "--loglevel", "warning", "--logfile", "")
+	if err := n.cmd.Start(); err != nil {
+		t.Fatalf("start sentinel: %v", err)
+	}
+	t.Cleanup(n.stop)
+	s := &Sentinel{t: t, Master: master, Replica: replica, Addr: n.addr, URL: "redis://" + n.addr + "?master_set=mymaster", node: n}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(cli(n.addr, "SENTINEL", "REPLICAS", "mymaster"), replica.Addr[len("127.0.0.1:"):]) ||
+		!strings.Contains(cli(replica.Addr, "INFO", "replication"), "master_link_status:up") {
+		if time.Now().After(deadline) {
+			t.Fatalf("sentinel does not see the replica within 20s: %s", cli(n.addr, "SENTINEL", "REPLICAS", "mymaster"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return s
+}
+
+// MasterAddr asks the Sentinel which node is the master now.
+func (s *Sentinel) MasterAddr() string {
+	out := strings.Fields(cli(s.Addr, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"))
+	if len(out) != 2 {
+		return ""
+	}
+	return out[0] + ":" + out[1]
+}
+
+// Failover makes the Sentinel promote the replica now.
+func (s *Sentinel) Failover() {
+	s.t.Helper()
+	if out := cli(s.Addr, "SENTINEL", "FAILOVER", "mymaster"); !strings.Contains(out, "OK") {
+		s.t.Fatalf("SENTINEL FAILOVER: %s", out)
+	}
+}
+
+// cli runs redis-cli against addr and returns its output ("" on error).
+func cli(addr string, args ...string) string {
+	host, port, _ := net.SplitHostPort(addr)
+	out, err := exec.Command("redis-cli", append([]string{"-h", host, "-p", port}, args...)...).Output()
+	if err != nil {
+		return ""
+	}
+	return string(out)
 }
 
 // ping sends PING over a raw connection and expects +PONG.
