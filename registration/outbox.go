@@ -176,7 +176,8 @@ func (o *outbox) step(ctx context.Context) error {
 		return err
 	}
 	if o.send == nil {
-		sleep(ctx, o.Block)
+		// Nothing to send with: only keep the depth gauge current.
+		sleep(ctx, min(o.Block, time.Second))
 		return nil
 	}
 	if !o.started {
