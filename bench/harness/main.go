@@ -47,6 +47,8 @@ type options struct {
 	warmup   time.Duration // of the warm-up run of each server
 	rounds   int           // measured runs of each server, alternating
 	signups  int           // waiting-list length before the registration load
+	authBin  string        // the binaries measured, relative to root unless absolute
+	regBin   string
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -60,6 +62,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "duration of the warm-up run of each server")
 	fs.IntVar(&o.rounds, "rounds", 3, "measured runs of auth and of the reference, alternating")
 	fs.IntVar(&o.signups, "signups", 10000, "signups on the waiting list before the registration load")
+	fs.StringVar(&o.authBin, "auth", "bin/auth", "the auth binary (another build can be compared this way)")
+	fs.StringVar(&o.regBin, "registration", "bin/registration", "the registration binary")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -71,6 +75,11 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, err
 	}
 	o.root = root
+	for _, bin := range []*string{&o.authBin, &o.regBin} {
+		if !filepath.IsAbs(*bin) {
+			*bin = filepath.Join(root, *bin)
+		}
+	}
 	return o, nil
 }
 
@@ -84,8 +93,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%s is not installed (Debian: apt-get install wrk redis-server): %w", tool, err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(o.root, "bin", "auth")); err != nil {
-		return fmt.Errorf("bin/auth is missing: run `make build` (or `make bench`): %w", err)
+	if _, err := os.Stat(o.authBin); err != nil {
+		return fmt.Errorf("%s is missing: run `make build` (or `make bench`): %w", o.authBin, err)
 	}
 	tmp, err := os.MkdirTemp("", "pesto-bench-")
 	if err != nil {

@@ -67,8 +67,7 @@ func (b *bench) progress(format string, args ...any) {
 // measure does the whole run and returns its report.
 func (b *bench) measure(ctx context.Context) (*report, error) {
 	rep := newReport(b.o)
-	authBin := filepath.Join(b.o.root, "bin", "auth")
-	regBin := filepath.Join(b.o.root, "bin", "registration")
+	authBin, regBin := b.o.authBin, b.o.regBin
 	rep.goVersion = goVersionOf(authBin)
 	rep.authVersion = firstLine(commandOutput(authBin, "version"))
 
