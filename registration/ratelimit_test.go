@@ -1,0 +1,117 @@
+package main
+
+import (
+	"net/netip"
+	"strconv"
+	"testing"
+
+	"pesto/shared/redistest"
+)
+
+const tooMany = `{"message":"Too many requests"}`
+
+// The limit is shared by every instance on one Redis.
+func TestRateLimitSharedAcrossInstances(t *testing.T) {
+	rs := redistest.Start(t)
+	env := map[string]string{"REDIS_URL": rs.URL, "TRIAL_RATE": "3/h", "REGISTER_RATE": "2/m"}
+	a, _ := startRegistration(t, env)
+	b, _ := startRegistration(t, env)
+
+	for i, base := range []string{a, b, a} {
+		if r := send(t, "POST", base+"/api/trial", ""); r.status != 200 {
+			t.Fatalf("trial %d: got %d %s", i+1, r.status, r.body)
+		}
+	}
+	for _, base := range []string{b, a} {
+		r := send(t, "POST", base+"/api/trial", "")
+		r.want(t, 429, tooMany)
+		// 3/h: the next one is allowed 20 minutes after the burst.
+		if s, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || s < 1100 || s > 1200 {
+			t.Fatalf("Retry-After %q, want about 1200", r.header.Get("Retry-After"))
+		}
+	}
+	if got := rs.Do("EVAL", "return #redis.call('KEYS', 'TRIAL-*')", "0"); got != "3" {
+		t.Fatalf("%s trial keys, want 3", got)
+	}
+
+	// Register has its own limit, and a refused signup stores nothing.
+	send(t, "POST", a+"/api/register", `{"name":"a","email":"a@b.co","calls":1}`).want(t, 201, created)
+	send(t, "POST", b+"/api/register", `{"name":"b","email":"b@b.co","calls":1}`).want(t, 201, created)
+	r := send(t, "POST", a+"/api/register", `{"name":"c","email":"c@b.co","calls":1}`)
+	r.want(t, 429, tooMany)
+	if s, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || s < 1 || s > 30 {
+		t.Fatalf("Retry-After %q, want 1..30", r.header.Get("Retry-After"))
+	}
+	if got := rs.Do("LLEN", "waiting-list"); got != "2" {
+		t.Fatalf("LLEN = %s, want 2", got)
+	}
+}
+
+// Behind a trusted proxy the client is the rightmost X-Forwarded-For hop
+// that is not a trusted proxy; values left of it are the client's to forge.
+func TestRateLimitClientIP(t *testing.T) {
+	rs := redistest.Start(t)
+	trusting, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRIAL_RATE": "1/h",
+		"TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8"})
+	direct, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRIAL_RATE": "1/h"})
+	key := func(ip string) string { return "pesto:ratelimit:trial:" + ip }
+	trial := func(base string, xff ...string) int {
+		var h []string
+		for _, v := range xff {
+			h = append(h, "X-Forwarded-For", v)
+		}
+		return send(t, "POST", base+"/api/trial", "", h...).status
+	}
+
+	for _, c := range []struct {
+		name   string
+		base   string
+		xff    string
+		want   int
+		client string // whose limit the request counts against
+	}{
+		{"one hop", trusting, "203.0.113.5", 200, "203.0.113.5"},
+		{"same client again", trusting, "203.0.113.5", 429, "203.0.113.5"},
+		{"another client", trusting, "203.0.113.6", 200, "203.0.113.6"},
+		{"forged leftmost", trusting, "203.0.113.99, 203.0.113.5", 429, "203.0.113.5"},
+		{"forged leftmost, trusted hops", trusting, "1.2.3.4, 198.51.100.7, 10.1.2.3, 10.9.9.9", 200, "198.51.100.7"},
+		{"with port", trusting, "198.51.100.7:4711", 429, "198.51.100.7"},
+		{"IPv6 /64", trusting, "2001:db8:1:2::1", 200, "2001:db8:1:2::/64"},
+		{"IPv6 same /64", trusting, "[2001:db8:1:2:ffff::9]", 429, "2001:db8:1:2::/64"},
+		{"garbage hop stops the walk", trusting, "198.51.100.8, nonsense", 200, "127.0.0.1"},
+		{"no header", trusting, "", 429, "127.0.0.1"},
+		{"untrusted peer's header ignored", direct, "192.0.2.1", 429, "127.0.0.1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var xff []string
+			if c.xff != "" {
+				xff = []string{c.xff}
+			}
+			if got := trial(c.base, xff...); got != c.want {
+				t.Fatalf("got %d, want %d", got, c.want)
+			}
+			if rs.Do("EXISTS", key(c.client)) != "1" {
+				t.Fatalf("no rate-limit key for %s", c.client)
+			}
+		})
+	}
+	if rs.Do("EXISTS", key("203.0.113.99")) != "0" || rs.Do("EXISTS", key("1.2.3.4")) != "0" || rs.Do("EXISTS", key("192.0.2.1")) != "0" {
+		t.Fatal("a forged address was believed")
+	}
+}
+
+func TestRateKey(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"192.0.2.1", "192.0.2.1"},
+		{"::ffff:192.0.2.1", "192.0.2.1"},
+		{"2001:db8::1", "2001:db8::/64"},
+	} {
+		a, _ := parseHop(c.in)
+		if got := rateKey(a); got != c.want {
+			t.Errorf("rateKey(%s) = %s, want %s", c.in, got, c.want)
+		}
+	}
+	if got := rateKey(netip.Addr{}); got != "unknown" {
+		t.Errorf("rateKey(invalid) = %s", got)
+	}
+}
