@@ -43,7 +43,9 @@ func dataKeys(t testing.TB, rs *redistest.Server) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys = slices.DeleteFunc(keys, func(k string) bool { return k == outboxStream || k == outboxDead || strings.HasPrefix(k, rateLimitPrefix) })
+	keys = slices.DeleteFunc(keys, func(k string) bool {
+		return k == outboxStream || k == outboxDead || strings.HasPrefix(k, rateLimitPrefix)
+	})
 	slices.Sort(keys)
 	return keys
 }

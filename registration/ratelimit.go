@@ -37,28 +37,43 @@ redis.call('SET', KEYS[1], string.format('%d', math.ceil(newtat)), 'PX', math.ma
 return 0
 `)
 
-// rateLimit allows each client r per route; over it: 429 with Retry-After
-// in whole seconds (at least 1).
-func rateLimit(conn *redisconn.Conn, ips clientIPs, route string, r rate, limited *metrics.Counter) fiber.Handler {
-	burst := strconv.FormatInt(r.Count, 10)
-	period := strconv.FormatInt(r.Per.Milliseconds(), 10)
-	prefix := rateLimitPrefix + route + ":"
-	return func(c fiber.Ctx) error {
-		key := prefix + rateKey(ips.clientIP(c))
-		cl, err := conn.Client()
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
-		defer cancel()
-		wait, err := rateScript.Exec(ctx, cl, []string{key}, []string{burst, period}).AsInt64()
-		if err != nil {
-			return err
-		}
-		if wait > 0 {
-			limited.Inc()
-			return tooManyRequests(strconv.FormatInt((wait+999)/1000, 10))
-		}
-		return c.Next()
+// rateLimiter allows each client rate requests of one route; over it: 429
+// with Retry-After in whole seconds (at least 1).
+type rateLimiter struct {
+	conn          *redisconn.Conn
+	ips           clientIPs
+	prefix        string
+	burst, period string
+	limited       *metrics.Counter
+}
+
+func newRateLimiter(conn *redisconn.Conn, ips clientIPs, route string, r rate, limited *metrics.Counter) *rateLimiter {
+	return &rateLimiter{
+		conn:    conn,
+		ips:     ips,
+		prefix:  rateLimitPrefix + route + ":",
+		burst:   strconv.FormatInt(r.Count, 10),
+		period:  strconv.FormatInt(r.Per.Milliseconds(), 10),
+		limited: limited,
 	}
+}
+
+// allow counts the request against its client's limit, or returns the 429.
+// Handlers call it after validating the request, so that a request refused
+// for what it says neither touches Redis nor uses up the client's limit.
+func (l *rateLimiter) allow(ctx context.Context, c fiber.Ctx) error {
+	key := l.prefix + rateKey(l.ips.clientIP(c))
+	cl, err := l.conn.Client()
+	if err != nil {
+		return err
+	}
+	wait, err := rateScript.Exec(ctx, cl, []string{key}, []string{l.burst, l.period}).AsInt64()
+	if err != nil {
+		return err
+	}
+	if wait > 0 {
+		l.limited.Inc()
+		return tooManyRequests(strconv.FormatInt((wait+999)/1000, 10))
+	}
+	return nil
 }

@@ -34,7 +34,11 @@ func TestRateLimitSharedAcrossInstances(t *testing.T) {
 		t.Fatalf("%s trial keys, want 3", got)
 	}
 
-	// Register has its own limit, and a refused signup stores nothing.
+	// Register has its own limit; invalid requests do not use it up, and a
+	// refused signup stores nothing.
+	for range 5 {
+		send(t, "POST", a+"/api/register", `{"name":"","email":"a@b.co","calls":1}`).want(t, 400, `{"message":"`+msgName+`"}`)
+	}
 	send(t, "POST", a+"/api/register", `{"name":"a","email":"a@b.co","calls":1}`).want(t, 201, created)
 	send(t, "POST", b+"/api/register", `{"name":"b","email":"b@b.co","calls":1}`).want(t, 201, created)
 	r := send(t, "POST", a+"/api/register", `{"name":"c","email":"c@b.co","calls":1}`)

@@ -43,11 +43,9 @@ func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.
 
 	app.Get("/", handlePage)
 	app.Post("/api/register", markResultPage,
-		rateLimit(conn, ips, "register", cfg.RegisterRate, m.limited[0]),
-		handleRegister(log, conn, m))
+		handleRegister(log, conn, newRateLimiter(conn, ips, "register", cfg.RegisterRate, m.limited[0]), m))
 	app.Post("/api/trial",
-		rateLimit(conn, ips, "trial", cfg.TrialRate, m.limited[1]),
-		handleTrial(log, conn, cfg.TrialDomain, m))
+		handleTrial(log, conn, cfg.TrialDomain, newRateLimiter(conn, ips, "trial", cfg.TrialRate, m.limited[1]), m))
 
 	app.Get("/api/pending", guard, handlePending(admin))
 	app.Put("/api/approve", guard, handleApprove(log, admin, m))

@@ -146,7 +146,7 @@ func register(ctx context.Context, conn *redisconn.Conn, s wire.Signup) (created
 
 // handleRegister answers POST /api/register (SPEC §3): JSON or a plain HTML
 // form; 201 Created, or 202 Accepted for a person already listed.
-func handleRegister(log *slog.Logger, conn *redisconn.Conn, m *regMetrics) fiber.Handler {
+func handleRegister(log *slog.Logger, conn *redisconn.Conn, limit *rateLimiter, m *regMetrics) fiber.Handler {
 	return func(c fiber.Ctx) error {
 		if err := rejectEncoding(c); err != nil {
 			return err
@@ -166,6 +166,9 @@ func handleRegister(log *slog.Logger, conn *redisconn.Conn, m *regMetrics) fiber
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
+		if err := limit.allow(ctx, c); err != nil {
+			return err
+		}
 		created, err := register(ctx, conn, s)
 		if err != nil {
 			return err

@@ -69,10 +69,13 @@ func createTrial(ctx context.Context, conn *redisconn.Conn, domain string) (stri
 }
 
 // handleTrial answers POST /api/trial: 200 {"token":"TRIAL-…"}.
-func handleTrial(log *slog.Logger, conn *redisconn.Conn, domain string, m *regMetrics) fiber.Handler {
+func handleTrial(log *slog.Logger, conn *redisconn.Conn, domain string, limit *rateLimiter, m *regMetrics) fiber.Handler {
 	return func(c fiber.Ctx) error {
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
+		if err := limit.allow(ctx, c); err != nil {
+			return err
+		}
 		token, err := createTrial(ctx, conn, domain)
 		if err != nil {
 			return err
