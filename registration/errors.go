@@ -9,6 +9,7 @@ import (
 
 	"pesto/registration/web"
 	"pesto/shared/redisconn"
+	"pesto/shared/sentry"
 )
 
 // apiError is an answer of SPEC §3–§4 other than a success: a status and a
@@ -60,7 +61,7 @@ var (
 // errorHandler turns every error into its answer. Faults are logged here,
 // once. A form POST from a browser without JavaScript (see markResultPage)
 // gets the result page with the same status instead of JSON.
-func errorHandler(log *slog.Logger, m *regMetrics) fiber.ErrorHandler {
+func errorHandler(log *slog.Logger, m *regMetrics, rep *sentry.Reporter) fiber.ErrorHandler {
 	return func(c fiber.Ctx, err error) error {
 		var ae *apiError
 		var fe *fiber.Error
@@ -83,10 +84,12 @@ func errorHandler(log *slog.Logger, m *regMetrics) fiber.ErrorHandler {
 		case redisconn.Unavailable(err):
 			m.redisErrors.Inc()
 			log.Error("redis unavailable", "path", c.Path(), "err", err.Error())
+			rep.Report(err, map[string]string{"kind": "redis_unavailable"})
 			ae = errRedisUnavailable
 		default:
 			m.faults.Inc()
 			log.Error("internal error", "path", c.Path(), "err", err.Error())
+			rep.Report(err, map[string]string{"kind": "internal"})
 			ae = errInternal
 		}
 		c.Response().Header.Del(fiber.HeaderAllow)

@@ -19,6 +19,7 @@ import (
 	"pesto/shared/logging"
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
+	"pesto/shared/sentry"
 	"pesto/shared/server"
 )
 
@@ -92,19 +93,23 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	conn := redisconn.Dial(cfg.redisOptions(), log)
 	defer conn.Close()
 
+	rep, err := sentry.New(cfg.SentryDSN, "registration", cfg.Environment, version, log)
+	if err != nil {
+		return &config.Error{Var: "SENTRY_DSN", Msg: err.Error()}
+	}
+	defer flush(rep)
+
 	reg := metrics.NewRegistry()
 	var send sendFunc
 	if m := newMailer(cfg.Mail); m != nil {
 		send = m.Send
-	} else {
-		log.Warn("SMTP_URL is empty: key emails wait in the outbox")
 	}
 	ob := newOutbox(conn, send, log, reg, cfg.Mail.MaxAttempts, consumerName())
 	obCtx, stopOutbox := context.WithCancel(context.Background())
 	obDone := make(chan error, 1)
 	go func() { obDone <- ob.Run(obCtx) }()
 
-	app := newApp(log, cfg, conn, reg)
+	app := newApp(log, cfg, conn, reg, rep)
 	err = server.Serve(ctx, app, fmt.Sprintf(":%d", cfg.Port), cfg.ShutdownTimeout, log, ready)
 	// The outbox stops after the HTTP drain: an approve answered during
 	// the drain has queued its email, which stays in the stream anyway.
@@ -129,4 +134,11 @@ func consumerName() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return host + "-" + hex.EncodeToString(b[:])
+}
+
+// flush sends the error reports still queued, for up to two seconds.
+func flush(rep *sentry.Reporter) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	rep.Close(ctx)
 }

@@ -11,16 +11,17 @@ import (
 	"pesto/registration/web"
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
+	"pesto/shared/sentry"
 	"pesto/shared/server"
 )
 
 // newApp returns the registration service (SPEC §3): the signup page, the
 // public API, the admin API, and /healthz and /metrics.
-func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.Registry) *fiber.App {
+func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.Registry, rep *sentry.Reporter) *fiber.App {
 	m := newRegMetrics(reg)
 	app := server.New(server.Options{
 		Health:       func(ctx context.Context) error { return conn.Ping(ctx, time.Second) },
-		ErrorHandler: errorHandler(log, m),
+		ErrorHandler: errorHandler(log, m, rep),
 		Metrics:      reg,
 		BodyLimit:    cfg.MaxBody,
 		// TrustedProxies is left empty on purpose: fiber would take the
