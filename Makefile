@@ -13,8 +13,11 @@ build:
 
 ## test: lint, then every test of every module against real redis-server,
 ## SMTP, proxies and browser (see .ci/run for what they need installed).
+## The service suites run twice: against a standalone Redis and against a
+## three-master Redis Cluster (PESTO_REDIS=cluster, see shared/redistest).
 test: lint
 	$(GO) test $(TESTFLAGS) $(MODULES)
+	PESTO_REDIS=cluster $(GO) test $(TESTFLAGS) ./auth/... ./registration/...
 
 lint:
 	@out=$$(gofmt -l auth registration shared); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

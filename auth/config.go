@@ -24,6 +24,9 @@ type authConfig struct {
 	// Unmetered is a lower-case path.Match pattern of emails allowed
 	// without counting; "" meters everyone.
 	Unmetered string
+	// Connection timeouts; zero means the server package's defaults. Not
+	// configurable from the environment: tests shorten them.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 }
 
 func loadConfig(lookupEnv func(string) (string, bool)) (authConfig, error) {

@@ -19,6 +19,9 @@ func newApp(log *slog.Logger, cfg authConfig, store tokenStore, reg *metrics.Reg
 		Health:       store.Ping,
 		ErrorHandler: errorHandler(log, m, rep),
 		Metrics:      reg,
+		ReadTimeout:  cfg.ReadTimeout,
+		WriteTimeout: cfg.WriteTimeout,
+		IdleTimeout:  cfg.IdleTimeout,
 	})
 	app.All("/", handleDecide(store, cfg.Unmetered, now, m))
 	return app

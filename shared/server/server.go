@@ -5,6 +5,7 @@ package server
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -46,6 +47,8 @@ type Options struct {
 	// TrustProxy and TrustedProxies select the client IP (fiber.Ctx.IP)
 	// from X-Forwarded-For only for requests from these addresses or CIDRs.
 	TrustedProxies []string
+	// Timeouts of each connection; zero values mean the defaults above.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 }
 
 // New returns a fiber app with the timeouts above, request metrics, and the
@@ -54,12 +57,15 @@ func New(o Options) *fiber.App {
 	if o.BodyLimit == 0 {
 		o.BodyLimit = 4 << 10
 	}
+	o.ReadTimeout = cmp.Or(o.ReadTimeout, ReadTimeout)
+	o.WriteTimeout = cmp.Or(o.WriteTimeout, WriteTimeout)
+	o.IdleTimeout = cmp.Or(o.IdleTimeout, IdleTimeout)
 	cfg := fiber.Config{
 		ErrorHandler:              o.ErrorHandler,
 		BodyLimit:                 o.BodyLimit,
-		ReadTimeout:               ReadTimeout,
-		WriteTimeout:              WriteTimeout,
-		IdleTimeout:               IdleTimeout,
+		ReadTimeout:               o.ReadTimeout,
+		WriteTimeout:              o.WriteTimeout,
+		IdleTimeout:               o.IdleTimeout,
 		ReadBufferSize:            8 << 10, // largest request head; larger gets 400
 		DisableDefaultContentType: true,    // an empty 200 carries no Content-Type
 	}
