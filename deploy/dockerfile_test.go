@@ -135,6 +135,17 @@ func TestDockerfiles(t *testing.T) {
 			if !strings.HasPrefix(build.base, "golang:") {
 				t.Errorf("build stage FROM %s, want golang:", build.base)
 			}
+			// The builder's Go is the one go.work asks for.
+			work, err := os.ReadFile("../go.work")
+			if err != nil {
+				t.Fatal(err)
+			}
+			goVersion := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(work)
+			df, _ := os.ReadFile(file)
+			if goVersion == nil || !strings.Contains(string(df), "ARG GO_VERSION="+string(goVersion[1])+"\n") ||
+				build.base != "golang:${GO_VERSION}-bookworm" {
+				t.Errorf("builder is not golang:${GO_VERSION}-bookworm with GO_VERSION from go.work (%q)", goVersion)
+			}
 			download := build.index(func(in instruction) bool {
 				return in.cmd == "RUN" && strings.Contains(in.args, "go mod download")
 			})
