@@ -114,7 +114,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	md := rep.markdown()
 	fmt.Fprint(stdout, md)
-	if err := writeFile(filepath.Join(o.root, o.out), md); err != nil {
+	out := o.out
+	if !filepath.IsAbs(out) {
+		out = filepath.Join(o.root, out)
+	}
+	if err := writeFile(out, md); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "\nwritten to %s\n", o.out)

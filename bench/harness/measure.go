@@ -58,6 +58,8 @@ type bench struct {
 	sup *supervisor
 	log io.Writer // progress lines
 	rdb rueidis.Client
+
+	redis *proc
 }
 
 func (b *bench) progress(format string, args ...any) {
@@ -154,7 +156,7 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 		}
 		for _, p := range order {
 			b.progress("round %d/%d: %s, wrk -t%d -c%d -d%s", round+1, b.o.rounds, p.name, b.o.threads, b.o.conns, b.o.duration)
-			res, err := b.load(ctx, p, "/", tokenHeader, plainScript, b.o.duration)
+			res, err := b.measuredLoad(ctx, p, "/", tokenHeader, plainScript)
 			if err != nil {
 				return nil, err
 			}
@@ -224,6 +226,7 @@ func (b *bench) startRedis(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	b.redis = p
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	deadline := time.Now().Add(readyTimeout)
 	for {
@@ -353,6 +356,33 @@ func (b *bench) load(ctx context.Context, p *proc, path, header, script string, 
 		duration: d, header: header, script: script})
 }
 
+// measuredLoad runs wrk against p for o.duration and records the CPU time
+// p and redis-server used meanwhile.
+func (b *bench) measuredLoad(ctx context.Context, p *proc, path, header, script string) (wrkResult, error) {
+	cpu0, err := cpuTime(p)
+	if err != nil {
+		return wrkResult{}, err
+	}
+	rcpu0, err := cpuTime(b.redis)
+	if err != nil {
+		return wrkResult{}, err
+	}
+	res, err := b.load(ctx, p, path, header, script, b.o.duration)
+	if err != nil {
+		return wrkResult{}, err
+	}
+	cpu1, err := cpuTime(p)
+	if err != nil {
+		return wrkResult{}, err
+	}
+	rcpu1, err := cpuTime(b.redis)
+	if err != nil {
+		return wrkResult{}, err
+	}
+	res.ServerCPU, res.RedisCPU = cpu1-cpu0, rcpu1-rcpu0
+	return res, nil
+}
+
 // exactness hammers a key of limit L through two auth replicas at once,
 // beyond L, and compares the counter in Redis with the 200s wrk saw.
 func (b *bench) exactness(ctx context.Context, authEnv func(int) []string, authBin string, auth *proc, token string, rep *report) error {
@@ -424,7 +454,7 @@ func (b *bench) registrationLoad(ctx context.Context, reg *proc, rep *report) er
 		}
 		rep.register.listBefore = before
 		b.progress("registration: POST /api/register, %d signups on the list", before)
-		if rep.register.res, err = b.load(ctx, reg, "/api/register", "", registerScript, b.o.duration); err != nil {
+		if rep.register.res, err = b.measuredLoad(ctx, reg, "/api/register", "", registerScript); err != nil {
 			return err
 		}
 		if rep.register.listAfter, err = b.do(ctx, b.rdb.B().Llen().Key(wire.WaitingList).Build()).AsInt64(); err != nil {
@@ -434,7 +464,7 @@ func (b *bench) registrationLoad(ctx context.Context, reg *proc, rep *report) er
 	if rep.trial.na == "" {
 		b.progress("registration: POST /api/trial")
 		var err error
-		if rep.trial.res, err = b.load(ctx, reg, "/api/trial", "", trialScript, b.o.duration); err != nil {
+		if rep.trial.res, err = b.measuredLoad(ctx, reg, "/api/trial", "", trialScript); err != nil {
 			return err
 		}
 	}

@@ -200,6 +200,33 @@ func readMemory(p *proc) (memory, error) {
 	return m, nil
 }
 
+// clockTicks is USER_HZ, the unit of the CPU times in /proc/<pid>/stat: 100
+// on every Linux this runs on.
+const clockTicks = 100
+
+// cpuTime returns the user and system CPU time p has used so far.
+func cpuTime(p *proc) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces: count fields after its ')'.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat of %s: %q", p.cmd.Process.Pid, p.name, b)
+	}
+	var ticks int64
+	for _, s := range f[11:13] { // utime, stime: fields 14 and 15 of stat(5)
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat of %s: %w", p.cmd.Process.Pid, p.name, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
 // freePort returns a loopback TCP port that was free a moment ago.
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

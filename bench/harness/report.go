@@ -198,8 +198,10 @@ func (r *report) markdown() string {
 	p("")
 	p("## auth against the reference")
 	p("")
-	p("| run | auth req/s | auth p50 | auth p99 | reference req/s | reference p50 | reference p99 |")
-	p("|---|---|---|---|---|---|---|")
+	p("CPU per request is the CPU time (user + system, /proc/<pid>/stat) the server used during the run over the requests served; for auth, plus redis-server's. It is much less sensitive than req/s to other work on the machine.")
+	p("")
+	p("| run | auth req/s | auth p50 | auth p99 | auth CPU/req (+ redis) | reference req/s | reference p50 | reference p99 | reference CPU/req |")
+	p("|---|---|---|---|---|---|---|---|---|")
 	for i := range max(len(r.authRuns), len(r.refRuns)) {
 		var a, f wrkResult
 		if i < len(r.authRuns) {
@@ -208,16 +210,21 @@ func (r *report) markdown() string {
 		if i < len(r.refRuns) {
 			f = r.refRuns[i]
 		}
-		p("| round %d | %.0f | %s | %s | %.0f | %s | %s |", i+1, a.RPS(), us(a.P50US), us(a.P99US), f.RPS(), us(f.P50US), us(f.P99US))
+		ac, ar := a.CPUPerRequest()
+		fc, _ := f.CPUPerRequest()
+		p("| round %d | %.0f | %s | %s | %s (+ %s) | %.0f | %s | %s | %s |", i+1, a.RPS(), us(a.P50US), us(a.P99US), micro(ac), micro(ar),
+			f.RPS(), us(f.P50US), us(f.P99US), micro(fc))
 	}
 	authRPS, refRPS := median(rpsOf(r.authRuns)), median(rpsOf(r.refRuns))
-	p("| **median** | **%.0f** | **%s** | **%s** | **%.0f** | **%s** | **%s** |",
-		authRPS, us(median(p50Of(r.authRuns))), us(median(p99Of(r.authRuns))),
-		refRPS, us(median(p50Of(r.refRuns))), us(median(p99Of(r.refRuns))))
-	p("| **auth / reference** | **%.0f%%** | **%.2f×** | **%.2f×** | | | |",
+	authCPU, redisCPU, refCPU := median(cpuOf(r.authRuns, false)), median(cpuOf(r.authRuns, true)), median(cpuOf(r.refRuns, false))
+	p("| **median** | **%.0f** | **%s** | **%s** | **%s (+ %s)** | **%.0f** | **%s** | **%s** | **%s** |",
+		authRPS, us(median(p50Of(r.authRuns))), us(median(p99Of(r.authRuns))), micro(authCPU), micro(redisCPU),
+		refRPS, us(median(p50Of(r.refRuns))), us(median(p99Of(r.refRuns))), micro(refCPU))
+	p("| **auth / reference** | **%.0f%%** | **%.2f×** | **%.2f×** | **%.2f×** | | | | |",
 		100*ratio(authRPS, refRPS),
 		ratio(float64(median(p50Of(r.authRuns))), float64(median(p50Of(r.refRuns)))),
-		ratio(float64(median(p99Of(r.authRuns))), float64(median(p99Of(r.refRuns)))))
+		ratio(float64(median(p99Of(r.authRuns))), float64(median(p99Of(r.refRuns)))),
+		ratio(float64(authCPU), float64(refCPU)))
 	p("")
 	p("Quota exactness: a key with limit %d, hammered through two auth replicas at once (wrk -t1 -c%d -d%s on each) "+
 		"well beyond its limit; wrk counted the answers by status in a Lua `response()` callback.", r.exact.limit, max(r.o.conns/2, 1), exactRun)
@@ -248,8 +255,8 @@ func (r *report) markdown() string {
 	p("")
 	p("Per-IP limits set out of the way (`REGISTER_RATE` and `TRIAL_RATE` %s), `wrk -t%d -c%d -d%s`.", benchRate, r.o.threads, r.o.conns, r.o.duration)
 	p("")
-	p("| route | req/s | p50 | p99 | answers |")
-	p("|---|---|---|---|---|")
+	p("| route | req/s | p50 | p99 | CPU/req (+ redis) | answers |")
+	p("|---|---|---|---|---|---|")
 	r.routeRow(p, fmt.Sprintf("POST /api/register (unique emails, %d signups already listed)", r.o.signups), r.register, 201)
 	r.routeRow(p, "POST /api/trial", r.trial, 200)
 	if r.register.na == "" {
@@ -263,7 +270,7 @@ func (r *report) markdown() string {
 
 func (r *report) routeRow(p func(string, ...any), name string, l routeLoad, want int) {
 	if l.na != "" {
-		p("| %s | %s | | | |", name, l.na)
+		p("| %s | %s | | | | |", name, l.na)
 		return
 	}
 	answers := fmt.Sprintf("%d × %d", l.res.Code(want), want)
@@ -273,7 +280,8 @@ func (r *report) routeRow(p func(string, ...any), name string, l routeLoad, want
 	if n := l.res.SocketErrors(); n > 0 {
 		answers += fmt.Sprintf(", %d socket errors", n)
 	}
-	p("| %s | %.0f | %s | %s | %s |", name, l.res.RPS(), us(l.res.P50US), us(l.res.P99US), answers)
+	c, rc := l.res.CPUPerRequest()
+	p("| %s | %.0f | %s | %s | %s (+ %s) | %s |", name, l.res.RPS(), us(l.res.P50US), us(l.res.P99US), micro(c), micro(rc), answers)
 }
 
 func p50Of(rs []wrkResult) []int64 {
@@ -292,6 +300,18 @@ func p99Of(rs []wrkResult) []int64 {
 	return out
 }
 
+// cpuOf returns the server's (or redis-server's) CPU time per request.
+func cpuOf(rs []wrkResult, redis bool) []time.Duration {
+	out := make([]time.Duration, len(rs))
+	for i, r := range rs {
+		out[i], _ = r.CPUPerRequest()
+		if redis {
+			_, out[i] = r.CPUPerRequest()
+		}
+	}
+	return out
+}
+
 func ratio(a, b float64) float64 {
 	if b == 0 {
 		return 0
@@ -301,6 +321,10 @@ func ratio(a, b float64) float64 {
 
 // us formats microseconds as milliseconds.
 func us(v int64) string { return fmt.Sprintf("%.2f ms", float64(v)/1000) }
+
+func micro(d time.Duration) string {
+	return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond))
+}
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
 

@@ -106,6 +106,18 @@ type wrkResult struct {
 	Timeout      int64            `json:"timeout"`
 	StatusErrors int64            `json:"status_errors"` // responses with a status >= 400
 	Codes        map[string]int64 `json:"codes"`         // by status; empty unless the script counts
+
+	// CPU time the server and redis-server used during the run (set by
+	// the harness, not by wrk).
+	ServerCPU, RedisCPU time.Duration `json:"-"`
+}
+
+// CPUPerRequest is ServerCPU and RedisCPU per request.
+func (r wrkResult) CPUPerRequest() (server, redis time.Duration) {
+	if r.Requests == 0 {
+		return 0, 0
+	}
+	return r.ServerCPU / time.Duration(r.Requests), r.RedisCPU / time.Duration(r.Requests)
 }
 
 // RPS is requests per second over the run.
