@@ -40,18 +40,17 @@ const (
 // the signup and records the token of this approval under the approving key,
 // unless an earlier attempt recorded one: then that token is kept, so that a
 // repeated approve completes the first attempt. KEYS[1] waiting list,
-// KEYS[2] approving key; ARGV[1] email, ARGV[2] pattern (see find), ARGV[3]
-// token. Returns {} when the signup is not listed (and forgets a stale
+// KEYS[2] approving key; ARGV[1] email (personKey), ARGV[2] token. Returns {} when the signup is not listed (and forgets a stale
 // approving key), else {signup, token to use}.
 var claimScript = rueidis.NewLuaScript(findSignupLua + `
-local raw = find(KEYS[1], ARGV[1], ARGV[2])
+local raw = find(KEYS[1], ARGV[1])
 if not raw then
   redis.call('DEL', KEYS[2])
   return {}
 end
 local token = redis.call('GET', KEYS[2])
 if not token then
-  token = ARGV[3]
+  token = ARGV[2]
   redis.call('SET', KEYS[2], token)
 end
 return {raw, token}
@@ -73,9 +72,9 @@ return 1
 
 // rejectScript removes a person's signup and forgets any unfinished
 // approval of it. KEYS[1] waiting list, KEYS[2] approving key; ARGV[1]
-// email, ARGV[2] pattern. Returns 1 when removed, 0 when not listed.
+// email (personKey). Returns 1 when removed, 0 when not listed.
 var rejectScript = rueidis.NewLuaScript(findSignupLua + `
-local raw = find(KEYS[1], ARGV[1], ARGV[2])
+local raw = find(KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 if not raw then return 0 end
 return redis.call('LREM', KEYS[1], 1, raw)
@@ -139,7 +138,7 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 		return "", err
 	}
 	wl, approving := wire.WaitingList, approvingKey(a.Email)
-	key, pattern := personKey(a.Email), emailPattern(a.Email)
+	key := personKey(a.Email)
 
 	first, err := c.Do(ctx, c.B().Get().Key(approving).Build()).ToString()
 	if err != nil && !rueidis.IsRedisNil(err) {
@@ -153,7 +152,7 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 		return "", err
 	}
 
-	res, err := claimScript.Exec(ctx, c, []string{wl, approving}, []string{key, pattern, token}).AsStrSlice()
+	res, err := claimScript.Exec(ctx, c, []string{wl, approving}, []string{key, token}).AsStrSlice()
 	if err != nil {
 		return "", err
 	}
@@ -301,7 +300,7 @@ func (s *adminStore) reject(ctx context.Context, email string) (bool, error) {
 		return false, err
 	}
 	n, err := rejectScript.Exec(ctx, c, []string{wire.WaitingList, approvingKey(email)},
-		[]string{personKey(email), emailPattern(email)}).AsInt64()
+		[]string{personKey(email)}).AsInt64()
 	return n == 1, err
 }
 

@@ -332,4 +332,12 @@ func TestReject(t *testing.T) {
 		t.Fatal("reject queued an email or left the approving key")
 	}
 	send(t, "PUT", base+"/api/reject", `{"email":"b@example.com"}`, auth...).want(t, 400, `{"message":"Email does not exists"}`)
+
+	// A legacy element whose email is no address at all can still be
+	// rejected by that text.
+	rs.Do("RPUSH", "waiting-list", `{"name":"L","email":" Legacy-No-At ","calls":1}`)
+	send(t, "PUT", base+"/api/reject", `{"email":"legacy-no-at"}`, auth...).want(t, 200, `{"message":"OK"}`)
+	if got := rs.Do("LLEN", "waiting-list"); got != "1" {
+		t.Fatalf("LLEN = %s, want 1", got)
+	}
 }

@@ -51,31 +51,55 @@ const (
 // is already known either.
 const pageThanks = "Thank you! Your request is on the waiting list. You will get your API key by email once it is approved."
 
-// findSignupLua defines find(list, email, pattern): the index-free search of
-// the waiting list for a signup of the same person, shared by every script
-// that looks one up. email is the address trimmed and ASCII-lower-cased;
-// pattern matches it case-insensitively as plain text (see emailPattern). An
-// element is decoded only when it contains the address as written, or an
-// escape (a legacy writer may have written "\u002B" for "+"), so scanning a
-// long list stays cheap. It returns the first matching element's raw value,
-// or nil.
+// findSignupLua defines find(list, email): the search of the waiting list
+// for a signup of the same person, shared by every script that looks one
+// up. email is the address trimmed and ASCII-lower-cased (personKey). The
+// list may hold 10,000 elements, so each is first checked as plain text,
+// without decoding it: at each '@' in it, the bytes either side are
+// compared with the email's, and only then the whole address, lower-cased.
+// An element is decoded (cjson) only when that matches, or when it holds an
+// escape (a legacy writer may have written "\u002B" for "+"). It returns
+// the first matching element's raw value, or nil.
 const findSignupLua = `
+local sfind, sbyte, slower, ssub = string.find, string.byte, string.lower, string.sub
 local function same(raw, email)
   local ok, v = pcall(cjson.decode, raw)
   if not ok or type(v) ~= 'table' or type(v.email) ~= 'string' then return false end
-  local e = string.lower((string.gsub(v.email, '^%s*(.-)%s*$', '%1')))
-  return e == email
+  return slower((string.gsub(v.email, '^%s*(.-)%s*$', '%1'))) == email
 end
-local function find(list, email, pattern)
-  local n = redis.call('LLEN', list)
-  local step = 500
-  for first = 0, n - 1, step do
-    local chunk = redis.call('LRANGE', list, first, first + step - 1)
+local function find(list, email)
+  local at = sfind(email, '@', 1, true)
+  local n = #email
+  local b1, B1, b2, B2 = -1, -1, -1, -1
+  local fast = at and at > 1 and at < n
+  if fast then
+    b1 = sbyte(email, at - 1)
+    B1 = sbyte(string.upper(string.char(b1)))
+    b2 = sbyte(email, at + 1)
+    B2 = sbyte(string.upper(string.char(b2)))
+  end
+  local len = redis.call('LLEN', list)
+  for first = 0, len - 1, 1000 do
+    local chunk = redis.call('LRANGE', list, first, first + 999)
     for i = 1, #chunk do
       local raw = chunk[i]
-      if (string.find(raw, pattern) or string.find(raw, '\\', 1, true)) and same(raw, email) then
-        return raw
+      local maybe = sfind(raw, '\\', 1, true) ~= nil
+      if not maybe then
+        if fast then
+          local p = sfind(raw, '@', at, true)
+          while p do
+            local x, _, y = sbyte(raw, p - 1, p + 1)
+            if (x == b1 or x == B1) and (y == b2 or y == B2) and slower(ssub(raw, p - at + 1, p - at + n)) == email then
+              maybe = true
+              break
+            end
+            p = sfind(raw, '@', p + 1, true)
+          end
+        else
+          maybe = sfind(slower(raw), email, 1, true) ~= nil
+        end
       end
+      if maybe and same(raw, email) then return raw end
     end
   end
   return nil
@@ -85,7 +109,7 @@ end
 // registerScript appends a signup unless the same person is on the list:
 // the check and the RPUSH are one atomic step, so racing signups of one
 // email leave one entry. KEYS[1] waiting list; ARGV[1] the signup as
-// stored, ARGV[2] its email for find, ARGV[3] the email's pattern. Returns 1
+// stored, ARGV[2] its email for find (personKey). Returns 1
 // when appended, 0 when already listed.
 var registerScript = rueidis.NewLuaScript(findSignupLua + `
 if find(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
@@ -107,32 +131,6 @@ func personKey(email string) string {
 	return string(b)
 }
 
-// emailPattern returns a Lua pattern matching personKey(email) as plain
-// text in any ASCII case: letters become [xX], digits stay, and every other
-// byte is escaped with % (which Lua reads as that byte, whatever it is).
-func emailPattern(email string) string {
-	key := personKey(email)
-	var b strings.Builder
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		switch {
-		case 'a' <= c && c <= 'z':
-			b.WriteByte('[')
-			b.WriteByte(c)
-			b.WriteByte(c - ('a' - 'A'))
-			b.WriteByte(']')
-		case '0' <= c && c <= '9':
-			b.WriteByte(c)
-		case c == 0:
-			b.WriteString("%z")
-		default:
-			b.WriteByte('%')
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
-}
-
 // register stores s unless the same person is listed; created tells which.
 func register(ctx context.Context, conn *redisconn.Conn, s wire.Signup) (created bool, err error) {
 	c, err := conn.Client()
@@ -140,7 +138,7 @@ func register(ctx context.Context, conn *redisconn.Conn, s wire.Signup) (created
 		return false, err
 	}
 	n, err := registerScript.Exec(ctx, c, []string{wire.WaitingList},
-		[]string{string(s.Encode()), personKey(s.Email), emailPattern(s.Email)}).AsInt64()
+		[]string{string(s.Encode()), personKey(s.Email)}).AsInt64()
 	return n == 1, err
 }
 
