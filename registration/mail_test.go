@@ -47,7 +47,8 @@ type testSMTP struct {
 	mu       sync.Mutex
 	srv      *smtp.Server
 	received []receivedMail
-	reject   int // reply code for RCPT, 0 accepts
+	reject   int    // reply code for RCPT, 0 accepts
+	rejectTo string // when set, only this recipient is refused
 	refused  int // messages refused
 }
 
@@ -130,9 +131,13 @@ func (s *testSMTP) Stop() {
 }
 
 // Reject makes the server refuse every recipient with code (0 accepts).
-func (s *testSMTP) Reject(code int) {
+func (s *testSMTP) Reject(code int) { s.RejectOnly("", code) }
+
+// RejectOnly makes the server refuse the recipient to with code; to ""
+// refuses every recipient.
+func (s *testSMTP) RejectOnly(to string, code int) {
 	s.mu.Lock()
-	s.reject = code
+	s.reject, s.rejectTo = code, to
 	s.mu.Unlock()
 }
 
@@ -222,6 +227,9 @@ func (ss *testSession) Mail(from string, _ *smtp.MailOptions) error {
 func (ss *testSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	ss.s.mu.Lock()
 	code := ss.s.reject
+	if ss.s.rejectTo != "" && to != ss.s.rejectTo {
+		code = 0
+	}
 	if code != 0 {
 		ss.s.refused++
 	}

@@ -409,6 +409,32 @@ func TestOutboxDeadLetter(t *testing.T) {
 	})
 }
 
+func TestOutboxRefusalDoesNotHoldOthers(t *testing.T) {
+	r := redistest.Start(t)
+	srv := startTestSMTP(t)
+	bad, good := testKey(1), testKey(2)
+	srv.RejectOnly(bad.To, 550)
+	w := startWorker(t, r, mailerFor(t, srv), 5, "w1", func(o *outbox) {
+		o.RetryMin, o.RetryMax = 300*time.Millisecond, time.Second
+	})
+	queue(r, bad)
+	queue(r, good)
+	got := srv.waitReceived(t, 1, 5*time.Second)
+	if got[0].To != good.To {
+		t.Fatalf("sent to %q, want %q", got[0].To, good.To)
+	}
+	// The refused email is still waiting for its next attempt.
+	if n := w.rejected.Value(); n < 1 || n >= 5 {
+		t.Errorf("refusals %d when the other email went out, want 1 to 4", n)
+	}
+	if got := r.Do("XLEN", outboxStream); got != "1" {
+		t.Errorf("XLEN outbox = %s, want 1 (the refused email)", got)
+	}
+	if got := r.Do("XLEN", outboxDead); got != "0" {
+		t.Errorf("XLEN dead = %s, want 0", got)
+	}
+}
+
 func TestOutboxMalformedEntry(t *testing.T) {
 	r := redistest.Start(t)
 	srv := startTestSMTP(t)
