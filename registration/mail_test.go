@@ -49,7 +49,7 @@ type testSMTP struct {
 	received []receivedMail
 	reject   int    // reply code for RCPT, 0 accepts
 	rejectTo string // when set, only this recipient is refused
-	refused  int // messages refused
+	refused  int    // messages refused
 }
 
 type receivedMail struct {
