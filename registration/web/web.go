@@ -4,9 +4,9 @@
 package web
 
 import (
-	"bytes"
 	_ "embed"
-	"html/template"
+	"html"
+	"strings"
 )
 
 // CSP is the Content-Security-Policy header value sent with both pages. The
@@ -26,27 +26,24 @@ const CSP = "default-src 'none'; " +
 const Confirmation = "Thanks \u2014 you're on the waiting list. We'll email your key when you're approved."
 
 var (
-	//go:embed pages.html
-	pagesHTML string
+	//go:embed layout.html
+	layout string
+	//go:embed signup.html
+	signupBody string
+	//go:embed result.html
+	resultBody string
 	//go:embed style.css
 	style string
 	//go:embed signup.js
 	script string
 
-	pages = template.Must(template.New("pages").Parse(pagesHTML))
-
 	// signupPage is rendered once: it has no per-request content.
-	signupPage = render("signup", page{Title: "Pesto \u2014 get an API key"})
+	signupPage = render(map[string]string{
+		"{{title}}":  html.EscapeString("Pesto \u2014 get an API key"),
+		"{{body}}":   signupBody,
+		"{{script}}": "<script>" + script + "</script>",
+	})
 )
-
-// page is what the templates in pages.html are executed with.
-type page struct {
-	Title   string
-	Style   template.CSS // style.css, verbatim
-	Script  template.JS  // signup.js, verbatim
-	OK      bool
-	Message string
-}
 
 // Signup returns the signup page (GET /). The slice is shared: callers must
 // not modify it.
@@ -56,20 +53,27 @@ func Signup() []byte { return signupPage }
 // ok it shows Confirmation and ignores message (a new and a known email
 // look the same); otherwise it shows message, HTML-escaped.
 func Result(ok bool, message string) []byte {
-	p := page{Title: "Your signup was not sent", OK: ok, Message: message}
+	title, class, back := "Your signup was not sent", "error", "Back to the signup form"
 	if ok {
-		p.Title, p.Message = "You're on the waiting list", Confirmation
+		title, class, back, message = "You're on the waiting list", "ok", "Back to the signup page", Confirmation
 	}
-	return render("result", p)
+	body := strings.NewReplacer(
+		"{{title}}", html.EscapeString(title),
+		"{{class}}", class,
+		"{{message}}", html.EscapeString(message),
+		"{{back}}", back,
+	).Replace(resultBody)
+	return render(map[string]string{"{{title}}": html.EscapeString(title), "{{body}}": body, "{{script}}": ""})
 }
 
-// render executes one page. The templates are fixed and their data is
-// plain strings, so execution cannot fail once the package's tests pass.
-func render(name string, p page) []byte {
-	p.Style, p.Script = template.CSS(style), template.JS(script)
-	var b bytes.Buffer
-	if err := pages.ExecuteTemplate(&b, name, p); err != nil {
-		panic("web: render " + name + ": " + err.Error())
+// render fills the layout. Pages are built by substitution with every
+// dynamic value HTML-escaped, not with html/template: in a binary that links
+// rueidis, the templates' reflective method calls keep every method of its
+// command builder alive and add some 11 MB to the binary.
+func render(parts map[string]string) []byte {
+	pairs := []string{"{{style}}", style}
+	for k, v := range parts {
+		pairs = append(pairs, k, v)
 	}
-	return b.Bytes()
+	return []byte(strings.NewReplacer(pairs...).Replace(layout))
 }
