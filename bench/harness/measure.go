@@ -384,7 +384,10 @@ func (b *bench) measuredLoad(ctx context.Context, p *proc, path, header, script 
 }
 
 // exactness hammers a key of limit L through two auth replicas at once,
-// beyond L, and compares the counter in Redis with the 200s wrk saw.
+// beyond L, and compares the counter in Redis with the 200s wrk saw. Going
+// well beyond L is what makes the comparison exact: wrk stops with requests
+// in flight that it never counts, and by then they are 429s that count
+// nothing.
 func (b *bench) exactness(ctx context.Context, authEnv func(int) []string, authBin string, auth *proc, token string, rep *report) error {
 	rps := median(rpsOf(rep.authRuns))
 	limit := min(max(int64(rps*exactFill.Seconds()), 1000), maxExactLimit)
