@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"embed"
+	_ "embed" // the key email templates
 	"errors"
 	"fmt"
-	htmltemplate "html/template"
 	netmail "net/mail"
 	"net/url"
 	"strconv"
 	"strings"
-	texttemplate "text/template"
 	"time"
 	"unicode"
 
@@ -159,15 +156,68 @@ func parseSMTPURL(v string) (*smtpServer, error) {
 	return s, nil
 }
 
-//go:embed mailtmpl/key.txt.tmpl mailtmpl/key.html.tmpl
-var mailTemplateFiles embed.FS
-
-// The key email's templates: text/template for the text part, html/template
-// for the HTML part so that a name like <b>x</b> arrives escaped.
+// The key email's two parts. They are written in Go template syntax but use
+// only the fields {{.Name}}, {{.Token}} and {{.Limit}}, and are filled by
+// keyTemplate.render rather than by text/template and html/template: those
+// call reflect's MethodByName, which makes the linker keep every exported
+// method of every type in the binary and more than doubles its size (past
+// the 12 MB budget). mail_test.go checks that both parts come out byte for
+// byte as text/template and html/template would write them.
 var (
-	keyText = texttemplate.Must(texttemplate.ParseFS(mailTemplateFiles, "mailtmpl/key.txt.tmpl"))
-	keyHTML = htmltemplate.Must(htmltemplate.ParseFS(mailTemplateFiles, "mailtmpl/key.html.tmpl"))
+	//go:embed mailtmpl/key.txt.tmpl
+	keyTextSource string
+	//go:embed mailtmpl/key.html.tmpl
+	keyHTMLSource string
+
+	keyText = mustKeyTemplate(keyTextSource, false)
+	keyHTML = mustKeyTemplate(keyHTMLSource, true)
 )
+
+// keyData is what a key email's template may show.
+type keyData struct {
+	Name, Token string
+	Limit       int64
+}
+
+// keyTemplate is one part of the key email.
+type keyTemplate struct {
+	source string
+	html   bool // escape each value as html/template does in element text
+}
+
+// keyFields are the only actions a key template may hold.
+var keyFields = []string{"{{.Name}}", "{{.Token}}", "{{.Limit}}"}
+
+// mustKeyTemplate checks that source holds no action but keyFields, so
+// that a template edit cannot silently show a field unescaped or not at all.
+func mustKeyTemplate(source string, html bool) keyTemplate {
+	rest := source
+	for _, f := range keyFields {
+		rest = strings.ReplaceAll(rest, f, "")
+	}
+	if strings.Contains(rest, "{{") || strings.Contains(rest, "}}") {
+		panic("mail template: only " + strings.Join(keyFields, ", ") + " may be used")
+	}
+	return keyTemplate{source: source, html: html}
+}
+
+// htmlTextEscaper escapes like html/template in element text (its
+// htmlEscaper): the same characters, the same entities.
+var htmlTextEscaper = strings.NewReplacer(
+	"\x00", "\uFFFD", `"`, "&#34;", "&", "&amp;", "'", "&#39;", "+", "&#43;", "<", "&lt;", ">", "&gt;",
+)
+
+// render fills the template in one pass: a value that itself looks like a
+// field ("{{.Token}}" as a name) is shown as typed, never expanded.
+func (t keyTemplate) render(d keyData) string {
+	name, token := d.Name, d.Token
+	if t.html {
+		name, token = htmlTextEscaper.Replace(name), htmlTextEscaper.Replace(token)
+	}
+	return strings.NewReplacer(
+		"{{.Name}}", name, "{{.Token}}", token, "{{.Limit}}", strconv.FormatInt(d.Limit, 10),
+	).Replace(t.source)
+}
 
 // mailer sends key emails over SMTP. A nil *mailer (SMTP_URL empty) keeps
 // every email in the outbox.
@@ -281,17 +331,7 @@ func (m *mailer) message(k keyEmail) (*mail.Msg, error) {
 		return nil, &invalidEmailError{err}
 	}
 	name := cleanName(k.Name)
-	data := struct {
-		Name, Token string
-		Limit       int64
-	}{name, k.Token, k.Limit}
-	var text, html bytes.Buffer
-	if err := keyText.Execute(&text, data); err != nil {
-		return nil, &invalidEmailError{err}
-	}
-	if err := keyHTML.Execute(&html, data); err != nil {
-		return nil, &invalidEmailError{err}
-	}
+	data := keyData{Name: name, Token: k.Token, Limit: k.Limit}
 
 	msg := mail.NewMsg()
 	msg.FromMailAddress(m.cfg.From)
@@ -299,8 +339,8 @@ func (m *mailer) message(k keyEmail) (*mail.Msg, error) {
 	msg.Subject(m.cfg.Subject)
 	msg.SetMessageID()
 	msg.SetDate()
-	msg.SetBodyString(mail.TypeTextPlain, text.String())
-	msg.AddAlternativeString(mail.TypeTextHTML, html.String())
+	msg.SetBodyString(mail.TypeTextPlain, keyText.render(data))
+	msg.AddAlternativeString(mail.TypeTextHTML, keyHTML.render(data))
 	return msg, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	htmltemplate "html/template"
 	"io"
 	"math/big"
 	"mime"
@@ -21,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	texttemplate "text/template"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -376,6 +378,48 @@ func mapEnv(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) {
 		v, ok := m[k]
 		return v, ok
+	}
+}
+
+// TestKeyTemplatesMatchGoTemplates pins keyTemplate.render to what
+// text/template and html/template write for the same files, byte for byte,
+// for names and keys that need escaping.
+func TestKeyTemplatesMatchGoTemplates(t *testing.T) {
+	text := texttemplate.Must(texttemplate.New("text").Parse(keyTextSource))
+	html := htmltemplate.Must(htmltemplate.New("html").Parse(keyHTMLSource))
+	for _, d := range []keyData{
+		{Name: "Jane", Token: "abcDEF0123456789abcDEF0123456789abcDEF0123456789abcDEF0123456789", Limit: 1000},
+		{Name: "<b>x</b>", Token: "tok", Limit: 0},
+		{Name: `<script>alert("x" + 'y')</script> & co`, Token: `legacy<key>&"'+`, Limit: -1},
+		{Name: "{{.Token}} {{.Limit}}", Token: "{{.Name}}", Limit: 9223372036854775807},
+		{Name: "nul\x00byte é 中文 😀", Token: "t", Limit: 5},
+	} {
+		var wantText, wantHTML strings.Builder
+		if err := text.Execute(&wantText, d); err != nil {
+			t.Fatal(err)
+		}
+		if err := html.Execute(&wantHTML, d); err != nil {
+			t.Fatal(err)
+		}
+		if got := keyText.render(d); got != wantText.String() {
+			t.Errorf("text part for %+v:\n%s\nwant (text/template):\n%s", d, got, wantText.String())
+		}
+		if got := keyHTML.render(d); got != wantHTML.String() {
+			t.Errorf("HTML part for %+v:\n%s\nwant (html/template):\n%s", d, got, wantHTML.String())
+		}
+	}
+}
+
+func TestKeyTemplateRejectsOtherActions(t *testing.T) {
+	for _, src := range []string{"{{.Email}}", "{{.Name | printf}}", "{{if .Name}}x{{end}}", "{{ .Name }}"} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("mustKeyTemplate(%q) did not panic", src)
+				}
+			}()
+			mustKeyTemplate(src, true)
+		}()
 	}
 }
 
