@@ -201,7 +201,9 @@ func parseEd25519Public(pem []byte) (ed25519.PublicKey, error) {
 const bufferEachConn = 64 << 10
 
 // redisOptions: registration reads its own writes, so it never uses the
-// client-side cache (a cached read could be stale for a moment).
+// client-side cache (a cached read could be stale for a moment). Its traffic
+// is light: one pipelined connection (plus the outbox's blocking reads) and
+// a small ring are plenty, and save memory.
 func (c regConfig) redisOptions() rueidis.ClientOption {
 	opt := c.Redis
 	opt.ClientName = "pesto-registration"
@@ -209,5 +211,7 @@ func (c regConfig) redisOptions() rueidis.ClientOption {
 	opt.CacheSizeEachConn = 1 << 10
 	opt.ReadBufferEachConn = bufferEachConn
 	opt.WriteBufferEachConn = bufferEachConn
+	opt.PipelineMultiplex = -1 // 2^0: one connection
+	opt.RingScaleEachConn = 8  // 2^8 commands in flight per connection
 	return opt
 }
