@@ -146,6 +146,8 @@ func TestTargets(t *testing.T) {
 		{"throughput below 70%", func(r *report) { r.authRuns = []wrkResult{run(69, 1500)} }, "auth throughput", "**not met**"},
 		{"p99 at 1.5×", func(*report) {}, "auth p99", "met"},
 		{"p99 above 1.5×", func(r *report) { r.authRuns = []wrkResult{run(70, 1501)} }, "auth p99", "**not met**"},
+		{"every call 200", func(*report) {}, "auth answers every call", "met"},
+		{"a 500 under load", func(r *report) { r.authRuns[0].StatusErrors = 1 }, "auth answers every call", "**not met**"},
 		{"exact", func(*report) {}, "zero lost", "met"},
 		{"one extra", func(r *report) { r.exact.allowed, r.exact.counter = 11, 11 }, "zero lost", "**not met**"},
 		{"one lost", func(r *report) { r.exact.counter = 9 }, "zero lost", "**not met**"},

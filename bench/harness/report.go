@@ -121,6 +121,11 @@ func (r *report) targets() []target {
 			status:   verdict(ratio(float64(authP99), float64(refP99)) <= maxP99Ratio),
 		},
 		{
+			name:     "auth answers every call of the valid key 200 under that load",
+			measured: fmt.Sprintf("%d of %d answers ≥ 400 over the rounds", sumErrors(r.authRuns), sumRequests(r.authRuns)),
+			status:   verdict(sumErrors(r.authRuns) == 0),
+		},
+		{
 			name: "zero lost or extra counts (counter = 200s served = limit)",
 			measured: fmt.Sprintf("limit %d: %d × 200, counter %d, %d × 429, %d other, %d socket errors",
 				r.exact.limit, r.exact.allowed, r.exact.counter, r.exact.overQuota, r.exact.other, r.exact.socketErrors),
@@ -298,6 +303,20 @@ func p99Of(rs []wrkResult) []int64 {
 		out[i] = r.P99US
 	}
 	return out
+}
+
+func sumErrors(rs []wrkResult) (n int64) {
+	for _, r := range rs {
+		n += r.StatusErrors
+	}
+	return n
+}
+
+func sumRequests(rs []wrkResult) (n int64) {
+	for _, r := range rs {
+		n += r.Requests
+	}
+	return n
 }
 
 // cpuOf returns the server's (or redis-server's) CPU time per request.
