@@ -40,8 +40,9 @@ const (
 // the signup and records the token of this approval under the approving key,
 // unless an earlier attempt recorded one: then that token is kept, so that a
 // repeated approve completes the first attempt. KEYS[1] waiting list,
-// KEYS[2] approving key; ARGV[1] email (personKey), ARGV[2] token. Returns {} when the signup is not listed (and forgets a stale
-// approving key), else {signup, token to use}.
+// KEYS[2] approving key; ARGV[1] email (personKey), ARGV[2] token. Returns
+// {} when the signup is not listed (and forgets a stale approving key), else
+// {signup, token to use}.
 var claimScript = rueidis.NewLuaScript(findSignupLua + `
 local raw = find(KEYS[1], ARGV[1])
 if not raw then

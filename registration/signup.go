@@ -46,8 +46,8 @@ const (
 	msgCalls        = "calls must be an integer from 0 to 1000000000"
 )
 
-// Messages of the result page after a form POST without JavaScript. Created
-// and Accepted read the same, so the page does not tell whether an email
+// pageThanks is the result page's message after a form POST without
+// JavaScript. Created and Accepted read the same, so the page does not tell whether an email
 // is already known either.
 const pageThanks = "Thank you! Your request is on the waiting list. You will get your API key by email once it is approved."
 
@@ -109,10 +109,10 @@ end
 // registerScript appends a signup unless the same person is on the list:
 // the check and the RPUSH are one atomic step, so racing signups of one
 // email leave one entry. KEYS[1] waiting list; ARGV[1] the signup as
-// stored, ARGV[2] its email for find (personKey). Returns 1
-// when appended, 0 when already listed.
+// stored, ARGV[2] its email for find (personKey). Returns 1 when appended,
+// 0 when already listed.
 var registerScript = rueidis.NewLuaScript(findSignupLua + `
-if find(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
+if find(KEYS[1], ARGV[2]) then return 0 end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 return 1
 `)
