@@ -5,6 +5,7 @@ go 1.26
 require (
 	github.com/gofiber/fiber/v3 v3.1.0
 	github.com/redis/rueidis v1.0.79
+	github.com/valyala/fasthttp v1.69.0
 	pesto/shared v0.0.0
 )
 
@@ -19,7 +20,6 @@ require (
 	github.com/philhofer/fwd v1.2.0 // indirect
 	github.com/tinylib/msgp v1.6.3 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
-	github.com/valyala/fasthttp v1.69.0 // indirect
 	golang.org/x/crypto v0.54.0 // indirect
 	golang.org/x/net v0.57.0 // indirect
 	golang.org/x/sys v0.47.0 // indirect

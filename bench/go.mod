@@ -4,7 +4,6 @@ go 1.26
 
 require (
 	github.com/andybalholm/brotli v1.2.0 // indirect
-	github.com/gofiber/fiber/v3 v3.1.0 // indirect
 	github.com/gofiber/schema v1.7.0 // indirect
 	github.com/gofiber/utils/v2 v2.0.2 // indirect
 	github.com/google/uuid v1.6.0 // indirect
@@ -12,7 +11,6 @@ require (
 	github.com/mattn/go-colorable v0.1.14 // indirect
 	github.com/mattn/go-isatty v0.0.20 // indirect
 	github.com/philhofer/fwd v1.2.0 // indirect
-	github.com/redis/rueidis v1.0.79 // indirect
 	github.com/tinylib/msgp v1.6.3 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	github.com/valyala/fasthttp v1.69.0 // indirect
@@ -22,6 +20,10 @@ require (
 	golang.org/x/text v0.41.0 // indirect
 )
 
-require pesto/shared v0.0.0
+require (
+	github.com/gofiber/fiber/v3 v3.1.0
+	github.com/redis/rueidis v1.0.79
+	pesto/shared v0.0.0
+)
 
 replace pesto/shared => ../shared
