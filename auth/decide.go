@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"path"
@@ -20,8 +19,10 @@ const (
 	// maxTokenLen: a longer token is malformed and never looked up.
 	maxTokenLen = 256
 	// redisTimeout bounds the Redis work of one decision, so that a dead or
-	// slow Redis is answered 500 within a second, never a hang.
+	// slow Redis is answered 500 within a second, never a hang. Requests
+	// within deadlineStep of each other share one deadline.
 	redisTimeout = 500 * time.Millisecond
+	deadlineStep = 50 * time.Millisecond
 )
 
 // headerToken carries the API key.
@@ -46,6 +47,7 @@ func wellFormed(token string) bool {
 // handleDecide answers the auth hook (SPEC §2): 200 lets the request
 // through; every other answer is an *apiError for the error handler.
 func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *authMetrics) fiber.Handler {
+	deadlines := newDeadlines(redisTimeout, deadlineStep)
 	return func(c fiber.Ctx) error {
 		token := c.Get(headerToken)
 		if token == "" {
@@ -60,8 +62,7 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 		// client-side cache may keep the key: give it its own copy.
 		token = strings.Clone(token)
 
-		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
-		defer cancel()
+		ctx := deadlines.context(time.Now())
 		raw, cached, err := store.Record(ctx, token)
 		if cached {
 			m.cacheHits.Inc()

@@ -42,9 +42,10 @@ var (
 // once; the answers of the decision table are not logged.
 func errorHandler(log *slog.Logger, m *authMetrics, rep *sentry.Reporter) fiber.ErrorHandler {
 	return func(c fiber.Ctx, err error) error {
-		var ae *apiError
+		ae, ok := err.(*apiError) // the common case, without errors.As's allocations
 		var fe *fiber.Error
 		switch {
+		case ok:
 		case errors.As(err, &ae):
 		case errors.As(err, &fe):
 			// Rejected by the HTTP layer or the router: never echo the request.

@@ -328,7 +328,7 @@ func TestOutboxResumesOwnPendingAtStart(t *testing.T) {
 	waitFor(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", outboxStream) == "0" })
 }
 
-// replayDead is the dead-letter replay command of docs/readme/email.md: it
+// replayDead is the dead-letter replay command of the README (Email of the key): it
 // moves every dead entry back to the outbox with its four fields.
 const replayDead = `local n = 0
 for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do

@@ -30,7 +30,7 @@ func TestRateLimitSharedAcrossInstances(t *testing.T) {
 			t.Fatalf("Retry-After %q, want about 1200", r.header.Get("Retry-After"))
 		}
 	}
-	if got := rs.Do("EVAL", "return #redis.call('KEYS', 'TRIAL-*')", "0"); got != "3" {
+	if got := strconv.Itoa(len(rs.Keys("TRIAL-*"))); got != "3" {
 		t.Fatalf("%s trial keys, want 3", got)
 	}
 

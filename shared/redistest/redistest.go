@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -107,11 +108,16 @@ func FreePort(t testing.TB) int {
 
 func (s *Server) startNodes() {
 	s.t.Helper()
+	formed := s.Cluster && fileExists(filepath.Join(s.nodes[0].dir, "nodes.conf"))
 	for _, n := range s.nodes {
-		_ = os.Remove(filepath.Join(n.dir, "nodes.conf"))
 		n.start(s.t)
 	}
 	if !s.Cluster {
+		return
+	}
+	if formed {
+		// A restart: the nodes remember the cluster (nodes.conf).
+		s.waitClusterOK()
 		return
 	}
 	// Form the cluster by hand: redis-cli --cluster create waits whole
@@ -135,6 +141,11 @@ func (s *Server) startNodes() {
 			}
 		}
 	}
+	s.waitClusterOK()
+}
+
+func (s *Server) waitClusterOK() {
+	s.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for _, n := range s.nodes {
 		for !strings.Contains(cli(n.addr, "CLUSTER", "INFO"), "cluster_state:ok") {
@@ -187,8 +198,9 @@ func (s *Server) Stop() {
 	}
 }
 
-// Restart starts the deployment again on the same ports (after Stop), with
-// empty data; a cluster is formed again.
+// Restart starts the deployment again on the same ports (after Stop): with
+// empty data unless it was started with persistence (--appendonly yes); a
+// cluster's nodes rejoin as they were.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
@@ -248,7 +260,26 @@ func (s *Server) DoList(args ...string) []string {
 	return list
 }
 
-func (s *Server) do(args []string) (rueidis.RedisMessage, error) {
+// Keys returns the keys matching pattern on every node, sorted: KEYS
+// itself sees only one node of a cluster.
+func (s *Server) Keys(pattern string) []string {
+	s.t.Helper()
+	s.client()
+	var keys []string
+	for addr, node := range s.cli.Nodes() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		list, err := node.Do(ctx, node.B().Keys().Pattern(pattern).Build()).AsStrSlice()
+		cancel()
+		if err != nil {
+			s.t.Fatalf("KEYS on %s: %v", addr, err)
+		}
+		keys = append(keys, list...)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func (s *Server) client() {
 	if s.cli == nil {
 		c, err := rueidis.NewClient(s.options())
 		if err != nil {
@@ -256,6 +287,10 @@ func (s *Server) do(args []string) (rueidis.RedisMessage, error) {
 		}
 		s.cli = c
 	}
+}
+
+func (s *Server) do(args []string) (rueidis.RedisMessage, error) {
+	s.client()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var cmd rueidis.Completed
@@ -377,4 +412,9 @@ func ping(addr string) error {
 		return fmt.Errorf("ping: %q", line)
 	}
 	return nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

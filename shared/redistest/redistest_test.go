@@ -34,6 +34,9 @@ func TestCluster(t *testing.T) {
 			t.Errorf("node %s holds no key", n.addr)
 		}
 	}
+	if got := s.Keys("key*"); len(got) != 20 || got[0] != "keya" {
+		t.Fatalf("Keys: %q", got)
+	}
 	s.Restart()
 	if got := s.Do("GET", "k"); got != "" {
 		t.Fatalf("data survived a restart: %q", got)

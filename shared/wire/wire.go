@@ -40,8 +40,8 @@ var ErrCorrupt = errors.New("corrupt record")
 // CounterKey returns the key of the monthly call counter of email for the UTC
 // month of t: counter/<YYYY-MM>/<email>.
 func CounterKey(t time.Time, email string) string {
-	b := make([]byte, 0, len(CounterPrefix)+8+len(email))
-	return string(AppendCounterKey(b, t, email))
+	var buf [128]byte // on the stack: the string is the only allocation
+	return string(AppendCounterKey(buf[:0], t, email))
 }
 
 // AppendCounterKey appends CounterKey(t, email) to b.

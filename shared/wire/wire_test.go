@@ -216,3 +216,11 @@ func BenchmarkAppendCounterKey(b *testing.B) {
 		buf = AppendCounterKey(buf[:0], now, "johndoe@example.com")
 	}
 }
+
+func BenchmarkCounterKey(b *testing.B) {
+	b.ReportAllocs()
+	now := time.Now()
+	for b.Loop() {
+		_ = CounterKey(now, "johndoe@example.com")
+	}
+}
