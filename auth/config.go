@@ -54,8 +54,8 @@ func loadConfig(lookupEnv func(string) (string, bool)) (authConfig, error) {
 // calls in auth and in Redis (make bench: about 10% less CPU per request).
 const (
 	cacheBytesEachConn = 4 << 20 // the bound of the token cache, per node
-	bufferEachConn     = 64 << 10
-	ringScale          = 9 // 2^9 commands in flight per connection
+	bufferEachConn     = 32 << 10
+	ringScale          = 8 // 2^8 commands in flight per connection
 	flushDelay         = 20 * time.Microsecond
 )
 

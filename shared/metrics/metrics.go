@@ -85,9 +85,9 @@ func Labels(kv ...string) string {
 	return b.String()
 }
 
-func escape(v string) string {
-	return strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`).Replace(v)
-}
+var labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+
+func escape(v string) string { return labelEscaper.Replace(v) }
 
 // Counter only goes up.
 type Counter struct{ v atomic.Uint64 }

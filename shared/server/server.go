@@ -160,6 +160,7 @@ func Serve(ctx context.Context, app *fiber.App, addr string, drain time.Duration
 	if ready != nil {
 		ready(ln.Addr())
 	}
+
 	select {
 	case err := <-errc:
 		return err
