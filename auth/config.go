@@ -57,6 +57,11 @@ const (
 	bufferEachConn     = 32 << 10
 	ringScale          = 8 // 2^8 commands in flight per connection
 	flushDelay         = 20 * time.Microsecond
+	// connTimeout: a Redis that stops answering (hung, not closed) is
+	// given up within about this long, its connection closed and the token
+	// cache emptied with it, so that no key, not even an unmetered one, is
+	// let through from the cache of a Redis that may have changed since.
+	connTimeout = time.Second
 )
 
 func (c authConfig) redisOptions() rueidis.ClientOption {
@@ -69,5 +74,6 @@ func (c authConfig) redisOptions() rueidis.ClientOption {
 	opt.PipelineMultiplex = -1 // 2^0: one connection per node
 	opt.RingScaleEachConn = ringScale
 	opt.MaxFlushDelay = flushDelay
+	opt.ConnWriteTimeout = connTimeout
 	return opt
 }

@@ -276,3 +276,33 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// A Redis that hangs (frozen, its connections open): metered calls get 500
+// within a second; an unmetered key served from the cache is refused too
+// once the connection is given up, never let through for long.
+func TestFrozenRedis(t *testing.T) {
+	rs := redistest.Start(t)
+	rs.Do("SET", "tok-metered", validRecord)
+	rs.Do("SET", "tok-trial", `{"UserEmail":"trial-x@pesto.teknologiumum.com","MonthlyLimit":10,"Revoked":false}`)
+	a := startAuth(t, map[string]string{"REDIS_URL": rs.URL, "LOG_LEVEL": "error"})
+	for _, tok := range []string{"tok-metered", "tok-trial"} {
+		if got := call(t, "GET", a.URL, tok); got.Status != 200 {
+			t.Fatalf("%s before: %+v", tok, got)
+		}
+	}
+	rs.Freeze()
+	frozen := time.Now()
+	start := time.Now()
+	if got := call(t, "GET", a.URL, "tok-metered"); got.Status != 500 || got.Header.Get("Retry-After") != "1" || time.Since(start) > time.Second {
+		t.Fatalf("metered with redis frozen: %+v after %v", got, time.Since(start))
+	}
+	pollUntil(t, 6*time.Second, "unmetered key refused with redis frozen", func() bool {
+		got := call(t, "GET", a.URL, "tok-trial")
+		return got.Status == 500 && got.Body == `{"message":"Internal server error"}`
+	})
+	t.Logf("unmetered key refused %v after the freeze", time.Since(frozen).Round(time.Millisecond))
+	rs.Thaw()
+	pollUntil(t, 5*time.Second, "allowed again after thaw", func() bool {
+		return call(t, "GET", a.URL, "tok-metered").Status == 200 && call(t, "GET", a.URL, "tok-trial").Status == 200
+	})
+}

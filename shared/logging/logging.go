@@ -16,13 +16,10 @@ func New(w io.Writer, level slog.Level, service, environment string) *slog.Logge
 	return slog.New(h).With("service", service, "environment", environment)
 }
 
-// Token returns what a log may hold of an API key: its first 6 characters
-// and a short hash of the whole, never the key itself.
+// Token returns what a log may hold of an API key: a quarter of it at the
+// start, 6 characters at most (so a short legacy key is not logged whole),
+// and a short hash of the whole.
 func Token(token string) string {
 	sum := sha256.Sum256([]byte(token))
-	prefix := token
-	if len(prefix) > 6 {
-		prefix = prefix[:6]
-	}
-	return prefix + "…#" + hex.EncodeToString(sum[:4])
+	return token[:min(6, len(token)/4)] + "…#" + hex.EncodeToString(sum[:4])
 }

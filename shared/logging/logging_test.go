@@ -17,8 +17,10 @@ func TestToken(t *testing.T) {
 	if Token(key) != got || Token(key+"x") == got {
 		t.Fatal("hash is not stable or not distinct")
 	}
-	if got := Token("ab"); !strings.HasPrefix(got, "ab…#") {
-		t.Fatalf("short key: %q", got)
+	for key, prefix := range map[string]string{"ab": "…#", "abcdef": "a…#", "abcdefghijkl": "abc…#"} {
+		if got := Token(key); !strings.HasPrefix(got, prefix) {
+			t.Fatalf("Token(%q) = %q, want prefix %q", key, got, prefix)
+		}
 	}
 }
 

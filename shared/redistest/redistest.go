@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -189,12 +190,31 @@ func (n *node) stop() {
 
 // Stop kills every node and waits for them to exit. Stopping twice is fine.
 func (s *Server) Stop() {
+	s.signal(syscall.SIGCONT) // a frozen node cannot die
 	if s.cli != nil {
 		s.cli.Close()
 		s.cli = nil
 	}
 	for _, n := range s.nodes {
 		n.stop()
+	}
+}
+
+// Freeze stops every node without closing its connections (SIGSTOP): a
+// Redis that hangs. Thaw resumes them.
+func (s *Server) Freeze() { s.signal(syscall.SIGSTOP) }
+
+// Thaw resumes the nodes after Freeze.
+func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.t.Helper()
+	for _, n := range s.nodes {
+		if n.cmd != nil {
+			if err := n.cmd.Process.Signal(sig); err != nil {
+				s.t.Fatalf("signal %v to redis-server: %v", sig, err)
+			}
+		}
 	}
 }
 
