@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 
@@ -71,14 +72,29 @@ redis.call('XADD', KEYS[3], '*', unpack(ARGV, 2))
 return 1
 `)
 
-// rejectScript removes a person's signup and forgets any unfinished
-// approval of it. KEYS[1] waiting list, KEYS[2] approving key; ARGV[1]
-// email (personKey). Returns 1 when removed, 0 when not listed.
+// rejectScript removes a person's signup. KEYS[1] waiting list, KEYS[2]
+// approving key; ARGV[1] email (personKey). Returns {removed} with removed
+// 1 or 0 (not listed), or {removed, token} when the approving key names the
+// token of an unfinished approval of the person. That key was never
+// delivered (its email is queued only in the step that removes the signup),
+// so the caller deletes its record and then the approving key; the
+// approving key is left until then, so that a reject repeated after a crash
+// in between finishes the clean-up.
 var rejectScript = rueidis.NewLuaScript(findSignupLua + `
 local raw = find(KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
-if not raw then return 0 end
-return redis.call('LREM', KEYS[1], 1, raw)
+local removed = 0
+if raw then removed = redis.call('LREM', KEYS[1], 1, raw) end
+local token = redis.call('GET', KEYS[2])
+if token then return {removed, token} end
+return {removed}
+`)
+
+// deleteIfScript deletes KEYS[1] only while it still holds ARGV[1], so that
+// a record rewritten meanwhile (revoked, or someone else's) is kept.
+// Returns 1 when deleted.
+var deleteIfScript = rueidis.NewLuaScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 `)
 
 // adminStore is the Redis side of the admin API.
@@ -294,15 +310,69 @@ func (s *adminStore) revoke(ctx context.Context, token string) error {
 	return err
 }
 
-// reject removes the person's signup; false when it is not listed.
-func (s *adminStore) reject(ctx context.Context, email string) (bool, error) {
+// reject removes the person's signup; removed is false when it is not
+// listed. When an approval of the person was left unfinished (the process
+// died between its steps), the key it claimed was never emailed: its record
+// is deleted too, so that no live key is left that nobody received, then
+// the approving key. The signup goes in one atomic step; the record lives
+// in another cluster slot and is deleted after it, only while it is still
+// this person's unchanged record, and every step may be repeated: a reject
+// repeated after a crash in between finishes the clean-up (and answers that
+// the email is not listed). discarded is the deleted record's token, or "".
+func (s *adminStore) reject(ctx context.Context, email string) (removed bool, discarded string, err error) {
 	c, err := s.conn.Client()
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
-	n, err := rejectScript.Exec(ctx, c, []string{wire.WaitingList, approvingKey(email)},
-		[]string{personKey(email)}).AsInt64()
-	return n == 1, err
+	approving := approvingKey(email)
+	res, err := rejectScript.Exec(ctx, c, []string{wire.WaitingList, approving},
+		[]string{personKey(email)}).ToArray()
+	if err != nil {
+		return false, "", err
+	}
+	if len(res) == 0 {
+		return false, "", errors.New("reject: empty script reply")
+	}
+	n, err := res[0].AsInt64()
+	if err != nil {
+		return false, "", err
+	}
+	removed = n == 1
+	if len(res) < 2 {
+		return removed, "", nil
+	}
+	token, err := res[1].ToString()
+	if err != nil {
+		return removed, "", err
+	}
+	if discarded, err = s.discardUnfinished(ctx, c, email, token); err != nil {
+		return removed, "", err
+	}
+	return removed, discarded, c.Do(ctx, c.B().Del().Key(approving).Build()).Error()
+}
+
+// discardUnfinished deletes the record under token when it is email's and
+// unchanged since read; it returns token when it deleted it.
+func (s *adminStore) discardUnfinished(ctx context.Context, c rueidis.Client, email, token string) (string, error) {
+	raw, err := c.Do(ctx, c.B().Get().Key(token).Build()).ToString()
+	if rueidis.IsRedisNil(err) {
+		return "", nil // the approval died before writing its record
+	}
+	if _, ok := rueidis.IsRedisErr(err); ok {
+		return "", nil // WRONGTYPE: not a record, so not ours
+	}
+	if err != nil {
+		return "", err
+	}
+	rec, derr := wire.DecodeTokenRecord(raw)
+	if derr != nil || !wire.SamePerson(rec.UserEmail, email) {
+		return "", nil // someone else's key: the approving key was stale
+	}
+	n, err := deleteIfScript.Exec(ctx, c, []string{token}, []string{raw}).AsInt64()
+	if err != nil || n == 0 {
+		return "", err
+	}
+	return token, nil
 }
 
 func handlePending(store *adminStore) fiber.Handler {
@@ -427,9 +497,13 @@ func handleReject(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Hand
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
-		removed, err := store.reject(ctx, email)
+		removed, discarded, err := store.reject(ctx, email)
 		if err != nil {
 			return err
+		}
+		if discarded != "" {
+			log.Info("deleted the never-delivered key of an unfinished approval", "admin", adminSub(c),
+				"token", logging.Token(discarded))
 		}
 		if !removed {
 			return errEmailNotListed
