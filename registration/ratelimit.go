@@ -18,13 +18,15 @@ const rateLimitPrefix = wire.OwnPrefix + "ratelimit:"
 // rateScript is a generic cell rate algorithm (GCRA) limiter, one atomic
 // step however many replicas share the Redis: a client may make burst
 // requests at once, then one every period/burst. The key holds the
-// "theoretical arrival time" in milliseconds of the Redis clock (so replicas'
-// clocks do not matter) and expires when the client is back to a full burst.
-// KEYS[1] the client's key, ARGV[1] burst, ARGV[2] period in ms. Returns 0
-// when the request is allowed, else the milliseconds until one would be.
+// "theoretical arrival time" in microseconds of the Redis clock (so
+// replicas' clocks do not matter; microseconds, so that rates up to a million
+// a second keep their spacing) and expires when the client is back to a full
+// burst. KEYS[1] the client's key, ARGV[1] burst, ARGV[2] period in µs.
+// Returns 0 when the request is allowed, else the milliseconds until one
+// would be.
 var rateScript = rueidis.NewLuaScript(`
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local burst = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local interval = period / burst
@@ -32,8 +34,8 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local newtat = tat + interval
 local allowAt = newtat - period
-if allowAt > now then return math.ceil(allowAt - now) end
-redis.call('SET', KEYS[1], string.format('%d', math.ceil(newtat)), 'PX', math.max(1, math.ceil(newtat - now)))
+if allowAt > now then return math.ceil((allowAt - now) / 1000) end
+redis.call('SET', KEYS[1], string.format('%d', math.ceil(newtat)), 'PX', math.max(1, math.ceil((newtat - now) / 1000)))
 return 0
 `)
 
@@ -53,7 +55,7 @@ func newRateLimiter(conn *redisconn.Conn, ips clientIPs, route string, r rate, l
 		ips:     ips,
 		prefix:  rateLimitPrefix + route + ":",
 		burst:   strconv.FormatInt(r.Count, 10),
-		period:  strconv.FormatInt(r.Per.Milliseconds(), 10),
+		period:  strconv.FormatInt(r.Per.Microseconds(), 10),
 		limited: limited,
 	}
 }

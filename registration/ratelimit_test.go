@@ -119,3 +119,30 @@ func TestRateKey(t *testing.T) {
 		t.Errorf("rateKey(invalid) = %s", got)
 	}
 }
+
+// A high rate keeps its spacing: TRIAL_RATE 1000000/s allows a burst far
+// beyond a thousand calls (the limiter works in microseconds).
+func TestRateLimitHighRate(t *testing.T) {
+	rs := redistest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRIAL_RATE": "1000000/s"})
+	const calls, workers = 3000, 16
+	refused := make(chan int, workers)
+	for w := 0; w < workers; w++ {
+		go func() {
+			n := 0
+			for i := 0; i < calls/workers; i++ {
+				if r := send(t, "POST", base+"/api/trial", ""); r.status != 200 {
+					n++
+				}
+			}
+			refused <- n
+		}()
+	}
+	total := 0
+	for w := 0; w < workers; w++ {
+		total += <-refused
+	}
+	if total != 0 {
+		t.Fatalf("%d of %d calls refused at 1000000/s", total, calls/workers*workers)
+	}
+}
