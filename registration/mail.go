@@ -88,7 +88,9 @@ func loadMailConfig(e *config.Env) mailConfig {
 
 // parseSMTPURL reads smtp://[user[:password]@]host[:port][?tls=opportunistic|none]
 // or smtps://[user[:password]@]host[:port]. Its errors never quote the
-// URL, which may hold a password.
+// URL, which may hold a password, nor any part of it but the scheme: a
+// password pasted unescaped ("pa?ss", "pa#ss") ends up in the port, the
+// query or the fragment, so their values are not shown either.
 func parseSMTPURL(v string) (*smtpServer, error) {
 	u, err := url.Parse(v)
 	if err != nil {
@@ -117,7 +119,7 @@ func parseSMTPURL(v string) (*smtpServer, error) {
 	if p := u.Port(); p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("port %q: want 1 to 65535", p)
+			return nil, errors.New("port: want a number from 1 to 65535")
 		}
 		s.Port = n
 	} else if strings.HasSuffix(u.Host, ":") {
@@ -129,7 +131,7 @@ func parseSMTPURL(v string) (*smtpServer, error) {
 	}
 	for k, vs := range q {
 		if k != "tls" {
-			return nil, fmt.Errorf("unknown parameter %q: only tls is known", k)
+			return nil, errors.New("unknown parameter: only tls= is known")
 		}
 		if len(vs) != 1 {
 			return nil, errors.New("tls is given more than once")
@@ -142,7 +144,7 @@ func parseSMTPURL(v string) (*smtpServer, error) {
 		case s.TLS == tlsImplicit:
 			return nil, errors.New("smtps:// is always TLS: tls= is only for smtp://")
 		default:
-			return nil, fmt.Errorf("tls=%q: want opportunistic or none", vs[0])
+			return nil, errors.New("tls=: want opportunistic or none")
 		}
 	}
 	if u.User != nil {
