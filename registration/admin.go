@@ -410,8 +410,11 @@ func handleApprove(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Han
 		if a.Email = strings.TrimSpace(a.Email); a.Email == "" {
 			return badRequest(msgApproveEmail)
 		}
-		if len(a.Email) > maxEmailBytes {
-			return badRequest(msgEmailLength)
+		// The key is emailed to this address: one that cannot be mailed
+		// (a legacy signup's "email" with a line break, no '@'…) cannot be
+		// approved, only rejected.
+		if _, err := parseEmail(a.Email); err != nil {
+			return err
 		}
 		limit := either(body.Limit, body.MonthlyLimit)
 		if limit == nil {

@@ -217,13 +217,22 @@ func signupFromJSON(body []byte) (wire.Signup, error) {
 	if s.Name, err = requiredString(v["name"], msgNameString, msgName); err != nil {
 		return s, err
 	}
+	if !validJSONText(v["name"], s.Name) {
+		return s, badRequest(msgNameUTF8)
+	}
 	if s.Email, err = requiredString(v["email"], msgEmailString, msgEmail); err != nil {
 		return s, err
+	}
+	if !validJSONText(v["email"], s.Email) {
+		return s, badRequest(msgEmail)
 	}
 	raw, ok := v["building"]
 	if ok && string(raw) != "null" {
 		if s.Building, err = requiredString(raw, msgBuildingType, msgBuildingType); err != nil {
 			return s, err
+		}
+		if !validJSONText(raw, s.Building) {
+			return s, badRequest(msgBuildingUTF8)
 		}
 	}
 	raw, ok = v["calls"]
@@ -234,6 +243,19 @@ func signupFromJSON(body []byte) (wire.Signup, error) {
 		return s, err
 	}
 	return checkSignup(s)
+}
+
+// validJSONText reports whether the JSON string raw, decoded as decoded,
+// held only valid UTF-8. encoding/json silently turns invalid bytes and lone
+// surrogate escapes ("\ud800") into U+FFFD, which would store text other
+// than what was sent; a U+FFFD the client wrote itself (as is or as
+// "\ufffd") is kept.
+func validJSONText(raw json.RawMessage, decoded string) bool {
+	if !utf8.Valid(raw) {
+		return false
+	}
+	written := bytes.Count(raw, []byte("\uFFFD")) + bytes.Count(bytes.ToLower(raw), []byte(`\ufffd`))
+	return strings.Count(decoded, "\uFFFD") <= written
 }
 
 // decodeObject decodes exactly one JSON object from body into v.
@@ -257,13 +279,9 @@ func decodeObject(body []byte, v any) error {
 }
 
 // signupFromForm reads the same fields form-encoded; the first value of
-// each counts.
+// each counts. Invalid UTF-8, raw or percent-encoded, is refused by the
+// checks of each field, with a message that names it.
 func signupFromForm(body []byte) (wire.Signup, error) {
-	if !utf8.Valid(body) {
-		// Percent-decoding below can still produce invalid UTF-8; checked
-		// per field.
-		return wire.Signup{}, errBadForm
-	}
 	vals, err := url.ParseQuery(string(body))
 	if err != nil {
 		return wire.Signup{}, errBadForm
