@@ -3,7 +3,7 @@ GO        ?= go
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 MODULES   := ./auth/... ./registration/... ./shared/... ./deploy/... ./bench/...
-TESTFLAGS ?= -race -count=1 -timeout 15m
+TESTFLAGS ?= -race -count=1 -p 1 -timeout 15m
 
 .PHONY: build test lint run bench fuzz clean
 

@@ -94,7 +94,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer flush(rep)
 
 	reg := metrics.NewRegistry()
-	app := newApp(log, cfg, &redisStore{conn: conn, cacheTTL: cfg.CacheTTL}, reg, rep, timeNow)
+	app := newApp(log, cfg, newRedisStore(conn, cfg.CacheTTL), reg, rep, timeNow)
 	return server.Serve(ctx, app, fmt.Sprintf(":%d", cfg.Port), cfg.ShutdownTimeout, log, ready)
 }
 

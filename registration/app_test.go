@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,7 +105,9 @@ func startRegistration(t testing.TB, env map[string]string) (baseURL string, log
 				t.Errorf("run: %v", err)
 			}
 		case <-time.After(10 * time.Second):
-			t.Error("run did not return within 10s of cancel")
+			var stacks strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+			t.Errorf("run did not return within 10s of cancel; goroutines:\n%s", stacks.String())
 		}
 	})
 	return baseURL, logs

@@ -73,8 +73,15 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("master %q, want %q", got, s.Master.Addr)
 	}
 	s.Master.Do("SET", "k", "v")
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Replica.Do("GET", "k") != "v" { // replication is asynchronous
+		if time.Now().After(deadline) {
+			t.Fatal("not replicated within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	s.Failover()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline = time.Now().Add(20 * time.Second)
 	for s.MasterAddr() != s.Replica.Addr {
 		if time.Now().After(deadline) {
 			t.Fatalf("no failover within 20s: master %q", s.MasterAddr())
