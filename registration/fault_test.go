@@ -748,3 +748,19 @@ func TestRedisRestartDuringTraffic(t *testing.T) {
 		}
 	}
 }
+
+// SMTP_URL unset or empty: the service runs, emails wait, and the warning
+// is logged once, not once per component.
+func TestSMTPURLEmptyWarnsOnce(t *testing.T) {
+	rs := redistest.Start(t)
+	for _, env := range []map[string]string{{"REDIS_URL": rs.URL}, {"REDIS_URL": rs.URL, "SMTP_URL": ""}} {
+		base, logs := startRegistration(t, env)
+		waitFor(t, 5*time.Second, "the warning is logged", func() bool { return strings.Contains(logs.String(), "SMTP_URL is empty") })
+		if r := send(t, "POST", base+"/api/trial", ""); r.status != 200 {
+			t.Fatalf("trial: %d %s", r.status, r.body)
+		}
+		if n := strings.Count(logs.String(), "SMTP_URL is empty"); n != 1 {
+			t.Fatalf("SMTP_URL=%q: the warning is logged %d times:\n%s", env["SMTP_URL"], n, logs)
+		}
+	}
+}
