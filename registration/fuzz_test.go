@@ -105,7 +105,7 @@ type fuzzJWTKeys struct {
 	priv   ed25519.PrivateKey
 }
 
-func newFuzzJWTKeys(f *testing.F) fuzzJWTKeys {
+func newFuzzJWTKeys() fuzzJWTKeys {
 	// A fixed seed: the corpus of a fuzz run stays meaningful in the next.
 	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
 	return fuzzJWTKeys{secret: []byte(testAdminSecret), pub: priv.Public().(ed25519.PublicKey), priv: priv}
@@ -118,7 +118,7 @@ func newFuzzJWTKeys(f *testing.F) fuzzJWTKeys {
 // and a sub. The seeds are valid tokens (which must pass) and near misses;
 // the fuzzer mutates them.
 func FuzzAdminJWT(f *testing.F) {
-	k := newFuzzJWTKeys(f)
+	k := newFuzzJWTKeys()
 	v := newAdminVerifier(k.secret, k.pub)
 	now := time.Now()
 	claims := func(edit func(jwt.MapClaims)) jwt.MapClaims {
