@@ -20,6 +20,7 @@ import (
 
 	"github.com/gofiber/fiber/v3"
 
+	"pesto/shared/cli"
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
 	"pesto/shared/redistest"
@@ -389,12 +390,12 @@ func TestSubcommands(t *testing.T) {
 	}
 	rs.Stop()
 	err := run(context.Background(), []string{"healthcheck"}, lookup(map[string]string{"PORT": a.Port}), io.Discard, nil)
-	if exitCode(err, io.Discard) != 1 {
+	if cli.ExitCode("auth", err, io.Discard) != 1 {
 		t.Fatalf("healthcheck with redis down: %v", err)
 	}
 	free := strconv.Itoa(redistest.FreePort(t))
 	err = run(context.Background(), []string{"healthcheck"}, lookup(map[string]string{"PORT": free}), io.Discard, nil)
-	if exitCode(err, io.Discard) != 1 {
+	if cli.ExitCode("auth", err, io.Discard) != 1 {
 		t.Fatalf("healthcheck of nothing: %v", err)
 	}
 }

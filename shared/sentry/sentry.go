@@ -163,6 +163,14 @@ func (r *Reporter) send() {
 	}
 }
 
+// Flush sends what is queued, waiting two seconds at most; for a deferred
+// call at the end of main.
+func (r *Reporter) Flush() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	r.Close(ctx)
+}
+
 // Close sends what is queued, waiting until ctx is done at most.
 func (r *Reporter) Close(ctx context.Context) {
 	if r == nil {
