@@ -139,7 +139,7 @@ func TestEveryMethod(t *testing.T) {
 	rs := redistest.Start(t)
 	rs.Do("SET", "tok", validRecord)
 	app, _ := newTestApp(t, rs, nil, endOfMonth)
-	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
+	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "PROPFIND", "FOO"} {
 		if got := testCall(t, app, m, tokenHeader("tok")); got.Status != 200 || got.Body != "" {
 			t.Errorf("%s: %d %q", m, got.Status, got.Body)
 		}

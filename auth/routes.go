@@ -22,6 +22,7 @@ func newApp(log *slog.Logger, cfg authConfig, store tokenStore, reg *metrics.Reg
 		ReadTimeout:  cfg.ReadTimeout,
 		WriteTimeout: cfg.WriteTimeout,
 		IdleTimeout:  cfg.IdleTimeout,
+		AnyMethod:    true, // the hook answers whatever method the proxy preserves
 	})
 	app.All("/", handleDecide(store, cfg.Unmetered, now, m))
 	return app

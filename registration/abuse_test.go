@@ -31,10 +31,9 @@ import (
 //     characters and are kept; the key email shows them escaped in HTML.
 //   - Invalid UTF-8 (raw bytes, overlong encodings, lone surrogate escapes)
 //     is refused naming the field, in JSON and in forms alike.
-//   - A method fiber does not know at all (FOO) is answered 501 "Not
-//     Implemented" in plain text by fiber before any route or error handler
-//     runs (shared/server would have to change that); known methods a route
-//     does not take get 404 JSON.
+//   - A method fiber does not know at all (FOO, PROPFIND) gets 404 JSON like
+//     a known method that a route does not take (shared/server routes them
+//     to the error handler instead of fiber's bare 501).
 
 func msgBody(m string) string { return `{"message":"` + m + `"}` }
 
@@ -210,7 +209,8 @@ func TestHTTPLayerAbuse(t *testing.T) {
 		{"chunked body over the limit", "POST /api/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5000\r\n" +
 			strings.Repeat("x", 0x5000) + "\r\n0\r\n\r\n", 413, msgBody("Request body too large")},
 		{"admin head over 8 KiB", "PUT /api/approve HTTP/1.1\r\nHost: x\r\n" + auth + "X-Big: " + big + "\r\n\r\n", 400, msgBody("Bad request")},
-		{"unknown method", "FOO /api/register HTTP/1.1\r\nHost: x\r\n\r\n", 501, "Not Implemented"},
+		{"unknown method", "FOO /api/register HTTP/1.1\r\nHost: x\r\n\r\n", 404, msgBody("Not found")},
+		{"WebDAV method", "PROPFIND / HTTP/1.1\r\nHost: x\r\n\r\n", 404, msgBody("Not found")},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			status, got := rawHTTP(t, base, c.req)

@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v3"
+	"github.com/valyala/fasthttp"
 
 	"pesto/shared/metrics"
 )
@@ -49,6 +51,10 @@ type Options struct {
 	TrustedProxies []string
 	// Timeouts of each connection; zero values mean the defaults above.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// AnyMethod serves a request whose method fiber does not know (WebDAV's
+	// PROPFIND, say) as a GET; otherwise such a request goes to the error
+	// handler as fiber.ErrMethodNotAllowed.
+	AnyMethod bool
 }
 
 // New returns a fiber app with the timeouts above, request metrics, and the
@@ -93,7 +99,29 @@ func New(o Options) *fiber.App {
 		return err
 	})
 	app.Use(requestMetrics(o.Metrics, o.ErrorHandler))
+	unknownMethods(app, o)
 	return app
+}
+
+// unknownMethods routes the requests whose method fiber does not know,
+// which it would answer with a bare 501 before any route or error handler.
+func unknownMethods(app *fiber.App, o Options) {
+	srv := app.Server()
+	next := srv.Handler
+	srv.Handler = func(fctx *fasthttp.RequestCtx) {
+		if slices.Contains(fiber.DefaultMethods, string(fctx.Method())) {
+			next(fctx)
+			return
+		}
+		if o.AnyMethod {
+			fctx.Request.Header.SetMethod(fiber.MethodGet)
+			next(fctx)
+			return
+		}
+		c := app.AcquireCtx(fctx)
+		defer app.ReleaseCtx(c)
+		_ = o.ErrorHandler(c, fiber.ErrMethodNotAllowed)
+	}
 }
 
 type routeStatus struct {
