@@ -11,6 +11,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"pesto/shared/cli"
 	"pesto/shared/config"
 	"pesto/shared/redistest"
 )
@@ -100,7 +101,7 @@ func TestAdminTokenSubcommandErrors(t *testing.T) {
 			} else if !errors.Is(err, errUsage) {
 				t.Fatalf("got %v, want a usage error", err)
 			}
-			if code := exitCode(err, new(bytes.Buffer)); code != 2 {
+			if code := cli.ExitCode("registration", err, new(bytes.Buffer)); code != 2 {
 				t.Fatalf("exit %d, want 2", code)
 			}
 		})

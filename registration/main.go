@@ -11,10 +11,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
+	"pesto/shared/cli"
 	"pesto/shared/config"
 	"pesto/shared/logging"
 	"pesto/shared/metrics"
@@ -27,36 +26,12 @@ import (
 var version = "dev"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, nil)
-	stop()
-	os.Exit(exitCode(err, os.Stderr))
+	cli.Main("registration", func(ctx context.Context, args []string) error {
+		return run(ctx, args, os.LookupEnv, os.Stdout, nil)
+	})
 }
 
-// exitCode prints err as one line and returns the process exit code: 2 for
-// a configuration or usage error, 1 for any other, 0 for none.
-func exitCode(err error, stderr io.Writer) int {
-	var ec exitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &ec):
-		return int(ec)
-	}
-	fmt.Fprintln(stderr, "registration:", err)
-	var cfgErr *config.Error
-	if errors.As(err, &cfgErr) || errors.Is(err, errUsage) {
-		return 2
-	}
-	return 1
-}
-
-// exitError ends the program with a code and no message (healthcheck).
-type exitError int
-
-func (e exitError) Error() string { return fmt.Sprintf("exit %d", int(e)) }
-
-var errUsage = errors.New("usage: registration [healthcheck|version|admin-token]")
+var errUsage = fmt.Errorf("%w: registration [healthcheck|version|admin-token]", cli.ErrUsage)
 
 // run is the whole program. ready, when not nil, is called with the
 // listening address (tests use port 0).
@@ -73,7 +48,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 				port = fmt.Sprint(cfg.Port)
 			}
 			if code := server.Healthcheck(port); code != 0 {
-				return exitError(code)
+				return cli.Exit(code)
 			}
 			return nil
 		case "admin-token":
@@ -97,7 +72,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return &config.Error{Var: "SENTRY_DSN", Msg: err.Error()}
 	}
-	defer flush(rep)
+	defer rep.Flush()
 
 	reg := metrics.NewRegistry()
 	var send sendFunc
@@ -134,11 +109,4 @@ func consumerName() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return host + "-" + hex.EncodeToString(b[:])
-}
-
-// flush sends the error reports still queued, for up to two seconds.
-func flush(rep *sentry.Reporter) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	rep.Close(ctx)
 }

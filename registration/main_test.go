@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"pesto/shared/cli"
 	"pesto/shared/config"
 	"pesto/shared/redistest"
 )
@@ -61,7 +62,7 @@ func TestConfigErrors(t *testing.T) {
 			if !errors.As(err, &ce) || ce.Var != c.name {
 				t.Fatalf("got %v, want a *config.Error naming %s", err, c.name)
 			}
-			if exitCode(err, &out) != 2 || !strings.HasPrefix(out.String(), "registration: "+c.name+": ") || strings.Count(out.String(), "\n") != 1 {
+			if cli.ExitCode("registration", err, &out) != 2 || !strings.HasPrefix(out.String(), "registration: "+c.name+": ") || strings.Count(out.String(), "\n") != 1 {
 				t.Fatalf("exit line %q", out.String())
 			}
 		})
