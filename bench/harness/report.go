@@ -1,6 +1,7 @@
 package main
 
 import (
+	_ "embed"
 	"fmt"
 	"runtime"
 	"strings"
@@ -180,6 +181,12 @@ func (r *report) missed() bool {
 	return false
 }
 
+// analysis is the hand-written part of the report (bench/harness/analysis.md):
+// what stands in the way of the targets not met, and what was tried.
+//
+//go:embed analysis.md
+var analysis string
+
 func (r *report) markdown() string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
@@ -270,6 +277,8 @@ func (r *report) markdown() string {
 		p("Waiting list: %d entries before the load, %d after; %d × 201 answered (%s).", r.register.listBefore, r.register.listAfter, created,
 			map[bool]string{true: "every signup stored", false: "**mismatch**"}[r.register.listAfter-r.register.listBefore == created])
 	}
+	p("")
+	b.WriteString(analysis)
 	return b.String()
 }
 
