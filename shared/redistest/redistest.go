@@ -310,6 +310,18 @@ func (s *Server) client() {
 }
 
 func (s *Server) do(args []string) (rueidis.RedisMessage, error) {
+	msg, err := s.doOnce(args)
+	if _, reply := rueidis.IsRedisErr(err); err != nil && !reply {
+		// The server dropped the connection (a failover, a restart): once
+		// more on a new one.
+		s.cli.Close()
+		s.cli = nil
+		msg, err = s.doOnce(args)
+	}
+	return msg, err
+}
+
+func (s *Server) doOnce(args []string) (rueidis.RedisMessage, error) {
 	s.client()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -74,7 +74,7 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	s.Master.Do("SET", "k", "v")
 	deadline := time.Now().Add(10 * time.Second)
-	for s.Replica.Do("GET", "k") != "v" { // replication is asynchronous
+	for cli(s.Replica.Addr, "GET", "k") != "v\n" { // replication is asynchronous
 		if time.Now().After(deadline) {
 			t.Fatal("not replicated within 10s")
 		}
@@ -88,7 +88,8 @@ func TestSentinelFailover(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if got := s.Replica.Do("GET", "k"); got != "v" {
+	// A fresh connection: the promotion may drop the ones the replica had.
+	if got := cli(s.Replica.Addr, "GET", "k"); got != "v\n" {
 		t.Fatalf("promoted replica has %q", got)
 	}
 }
