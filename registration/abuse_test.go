@@ -205,7 +205,9 @@ func TestHTTPLayerAbuse(t *testing.T) {
 		{"bare CR in a header", post("X-Bad: a\rb\r\n"), 400, msgBody("Bad request")},
 		{"negative Content-Length", "POST /api/register HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400, msgBody("Bad request")},
 		{"huge Content-Length", "POST /api/register HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", 400, msgBody("Bad request")},
-		{"declared body over the limit", "POST /api/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n", 413, msgBody("Request body too large")},
+		{"body over the limit", "POST /api/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n" +
+			strings.Repeat("x", 100000), 413, msgBody("Request body too large")},
+		{"declared body over the read limit, not sent", "POST /api/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\n\r\n", 413, msgBody("Request body too large")},
 		{"chunked body over the limit", "POST /api/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5000\r\n" +
 			strings.Repeat("x", 0x5000) + "\r\n0\r\n\r\n", 413, msgBody("Request body too large")},
 		{"admin head over 8 KiB", "PUT /api/approve HTTP/1.1\r\nHost: x\r\n" + auth + "X-Big: " + big + "\r\n\r\n", 400, msgBody("Bad request")},
