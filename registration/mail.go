@@ -104,7 +104,7 @@ func parseSMTPURL(v string) (*smtpServer, error) {
 	case "smtps":
 		s.TLS, defaultPort = tlsImplicit, 465
 	default:
-		return nil, fmt.Errorf("scheme %q: want smtp:// (STARTTLS) or smtps:// (implicit TLS)", u.Scheme)
+		return nil, errors.New("unknown scheme; want smtp:// (STARTTLS) or smtps:// (implicit TLS)")
 	}
 	if u.Opaque != "" || s.Host == "" {
 		return nil, errors.New("no host; want smtp://user:password@host:587")
