@@ -33,7 +33,7 @@ type counterLimit struct {
 type batch struct {
 	n       int64         // calls in the batch
 	turn    chan struct{} // closed when the batch may be sent
-	done    chan struct{} // closed when before, granted and err are set
+	done    chan struct{} // closed when before, granted and err are set (nil when alone)
 	next    *batch        // the batch filling behind this one, if any
 	before  int64
 	granted int64
@@ -51,8 +51,9 @@ func (c *coalescer) Count(ctx context.Context, key string, limit int64) (int64, 
 	c.mu.Lock()
 	head, busy := c.keys[k]
 	if !busy {
-		// Nothing on its way for this key: count at once, alone.
-		b := &batch{n: 1, done: make(chan struct{})}
+		// Nothing on its way for this key: count at once, alone. (Calls that
+		// come meanwhile join the next batch, so no one waits on this one.)
+		b := &batch{n: 1}
 		c.keys[k] = b
 		c.mu.Unlock()
 		c.send(ctx, k, b)
@@ -87,7 +88,9 @@ func (c *coalescer) send(ctx context.Context, k counterLimit, b *batch) {
 	n := b.n // no call joins b from here on: it is no longer head.next
 	c.mu.Unlock()
 	b.before, b.granted, b.err = c.count(ctx, k.key, k.limit, n)
-	close(b.done)
+	if b.done != nil {
+		close(b.done)
+	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
