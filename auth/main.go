@@ -34,22 +34,10 @@ var errUsage = fmt.Errorf("%w: auth [healthcheck|version]", cli.ErrUsage)
 func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout io.Writer, ready func(net.Addr)) error {
 	cfg, err := loadConfig(lookupEnv)
 	if len(args) > 0 {
-		switch args[0] {
-		case "version":
-			fmt.Fprintln(stdout, "auth", version)
-			return nil
-		case "healthcheck":
-			port := "3000"
-			if err == nil {
-				port = fmt.Sprint(cfg.Port)
-			}
-			if code := server.Healthcheck(port); code != 0 {
-				return cli.Exit(code)
-			}
-			return nil
-		default:
-			return errUsage
+		if handled, err := cli.Common(args, "auth", version, cfg.Port, stdout); handled {
+			return err
 		}
+		return errUsage
 	}
 	if err != nil {
 		return err

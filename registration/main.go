@@ -38,24 +38,13 @@ var errUsage = fmt.Errorf("%w: registration [healthcheck|version|admin-token]", 
 func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout io.Writer, ready func(net.Addr)) error {
 	cfg, err := loadConfig(lookupEnv)
 	if len(args) > 0 {
-		switch args[0] {
-		case "version":
-			fmt.Fprintln(stdout, "registration", version)
-			return nil
-		case "healthcheck":
-			port := "3000"
-			if err == nil {
-				port = fmt.Sprint(cfg.Port)
-			}
-			if code := server.Healthcheck(port); code != 0 {
-				return cli.Exit(code)
-			}
-			return nil
-		case "admin-token":
-			return adminToken(args[1:], cfg, err, stdout, time.Now())
-		default:
-			return errUsage
+		if handled, err := cli.Common(args, "registration", version, cfg.Port, stdout); handled {
+			return err
 		}
+		if args[0] == "admin-token" {
+			return adminToken(args[1:], cfg, err, stdout, time.Now())
+		}
+		return errUsage
 	}
 	if err != nil {
 		return err

@@ -10,9 +10,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"pesto/shared/config"
+	"pesto/shared/server"
 )
 
 // ErrUsage marks a command line that is not understood (exit 2). Wrap it
@@ -24,6 +26,24 @@ var ErrUsage = errors.New("usage")
 type Exit int
 
 func (e Exit) Error() string { return fmt.Sprintf("exit %d", int(e)) }
+
+// Common runs the subcommands every service has, when args[0] is one:
+// "version" prints the name and version; "healthcheck" asks /healthz on
+// 127.0.0.1:port (server.Healthcheck) and ends with Exit(1) unless it
+// answers 200 within 2 s. handled is false for any other subcommand.
+func Common(args []string, name, version string, port int, stdout io.Writer) (handled bool, err error) {
+	switch args[0] {
+	case "version":
+		fmt.Fprintln(stdout, name, version)
+		return true, nil
+	case "healthcheck":
+		if code := server.Healthcheck(strconv.Itoa(port)); code != 0 {
+			return true, Exit(code)
+		}
+		return true, nil
+	}
+	return false, nil
+}
 
 // Main runs run with the command-line arguments and a context that SIGTERM
 // or SIGINT cancels, then exits with ExitCode.

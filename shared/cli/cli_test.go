@@ -27,3 +27,17 @@ func TestExitCode(t *testing.T) {
 		}
 	}
 }
+
+func TestCommon(t *testing.T) {
+	var out bytes.Buffer
+	if handled, err := Common([]string{"version"}, "auth", "v1.2", 3000, &out); !handled || err != nil || out.String() != "auth v1.2\n" {
+		t.Fatalf("version: %v %v %q", handled, err, out.String())
+	}
+	if handled, _ := Common([]string{"admin-token"}, "auth", "v1", 3000, &out); handled {
+		t.Fatal("admin-token handled as a common subcommand")
+	}
+	// Nothing listens on port 1: the healthcheck fails with exit code 1.
+	if handled, err := Common([]string{"healthcheck"}, "auth", "v1", 1, &out); !handled || ExitCode("auth", err, &out) != 1 {
+		t.Fatalf("healthcheck of nothing: %v %v", handled, err)
+	}
+}
