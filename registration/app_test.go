@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -69,17 +70,7 @@ func startRegistration(t testing.TB, env map[string]string) (baseURL string, log
 	if env["REDIS_URL"] == "" {
 		t.Fatal("startRegistration: env must name REDIS_URL (start one with redistest.Start)")
 	}
-	full := map[string]string{
-		"PORT":             "0",
-		"REGISTER_RATE":    "1000000/s",
-		"TRIAL_RATE":       "1000000/s",
-		"SHUTDOWN_TIMEOUT": "2s",
-		"ADMIN_JWT_SECRET": testAdminSecret,
-		"LOG_LEVEL":        "debug",
-	}
-	for k, v := range env {
-		full[k] = v
-	}
+	full := testEnv(env)
 	lookup := func(k string) (string, bool) { v, ok := full[k]; return v, ok }
 
 	logs = new(logBuffer)
@@ -111,6 +102,32 @@ func startRegistration(t testing.TB, env map[string]string) (baseURL string, log
 		}
 	})
 	return baseURL, logs
+}
+
+// testEnv returns env over the defaults of the tests' services: port 0,
+// both rate limits 1000000/s, SHUTDOWN_TIMEOUT 2s, ADMIN_JWT_SECRET
+// testAdminSecret, LOG_LEVEL debug.
+func testEnv(env map[string]string) map[string]string {
+	full := map[string]string{
+		"PORT":             "0",
+		"REGISTER_RATE":    "1000000/s",
+		"TRIAL_RATE":       "1000000/s",
+		"SHUTDOWN_TIMEOUT": "2s",
+		"ADMIN_JWT_SECRET": testAdminSecret,
+		"LOG_LEVEL":        "debug",
+	}
+	for k, v := range env {
+		full[k] = v
+	}
+	return full
+}
+
+// mainCommand is the test binary run as the registration command (see
+// TestMain), with env ("K=V") and args.
+func mainCommand(env []string, args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
+	cmd.Env = append([]string{exitCodeEnv + "=1", "PATH=" + os.Getenv("PATH")}, env...)
+	return cmd
 }
 
 // adminBearer returns an Authorization header value with an HS256 admin

@@ -65,22 +65,13 @@ type mainProcess struct {
 func startMain(t *testing.T, env map[string]string) *mainProcess {
 	t.Helper()
 	port := redistest.FreePort(t)
-	full := map[string]string{
-		"PORT":             strconv.Itoa(port),
-		"REGISTER_RATE":    "1000000/s",
-		"TRIAL_RATE":       "1000000/s",
-		"SHUTDOWN_TIMEOUT": "2s",
-		"ADMIN_JWT_SECRET": testAdminSecret,
-		"LOG_LEVEL":        "debug",
-	}
-	for k, v := range env {
-		full[k] = v
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$", "--")
-	cmd.Env = []string{exitCodeEnv + "=1", "PATH=" + os.Getenv("PATH")}
+	full := testEnv(env)
+	full["PORT"] = strconv.Itoa(port)
+	var vars []string
 	for k, v := range full {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		vars = append(vars, k+"="+v)
 	}
+	cmd := mainCommand(vars)
 	p := &mainProcess{cmd: cmd, base: "http://127.0.0.1:" + strconv.Itoa(port), logs: new(logBuffer), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	if err := cmd.Start(); err != nil {

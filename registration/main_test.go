@@ -116,8 +116,7 @@ func fmtPrefixes(c regConfig) string {
 // and returns its exit code and output.
 func runMain(t *testing.T, env []string, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
-	cmd.Env = append([]string{exitCodeEnv + "=1", "PATH=" + os.Getenv("PATH")}, env...)
+	cmd := mainCommand(env, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
