@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"pesto/shared/sentry"
 )
 
 // Error names the variable whose value is bad.
@@ -157,15 +159,13 @@ func logLevel(e *Env, v string) slog.Level {
 	return slog.LevelInfo
 }
 
-// sentryDSN checks the form https://KEY@HOST/PROJECT.
+// sentryDSN checks the DSN as the reporter will read it.
 func sentryDSN(e *Env, v string) string {
 	if v == "" {
 		return ""
 	}
-	u, err := url.Parse(v)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
-		u.User == nil || u.User.Username() == "" || strings.Trim(u.Path, "/") == "" {
-		e.Fail("SENTRY_DSN", "want https://KEY@HOST/PROJECT")
+	if _, _, err := sentry.ParseDSN(v); err != nil {
+		e.Fail("SENTRY_DSN", "%v", err)
 		return ""
 	}
 	return v

@@ -74,18 +74,13 @@ func New(dsn, service, environment, release string, log *slog.Logger) (*Reporter
 	if dsn == "" {
 		return nil, nil
 	}
-	u, err := url.Parse(dsn)
-	if err != nil || u.User == nil || u.User.Username() == "" || u.Host == "" {
-		return nil, errors.New("want https://KEY@HOST/PROJECT")
-	}
-	i := strings.LastIndexByte(u.Path, '/')
-	project := u.Path[i+1:]
-	if project == "" {
-		return nil, errors.New("no project in the DSN")
+	endpoint, key, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, err
 	}
 	r := &Reporter{
-		endpoint: fmt.Sprintf("%s://%s%s/api/%s/envelope/", u.Scheme, u.Host, u.Path[:i], project),
-		auth:     "Sentry sentry_version=7, sentry_client=pesto/" + release + ", sentry_key=" + u.User.Username(),
+		endpoint: endpoint,
+		auth:     "Sentry sentry_version=7, sentry_client=pesto/" + release + ", sentry_key=" + key,
 		dsn:      dsn,
 		base: event{
 			Level: "error", Platform: "go", Logger: service,
@@ -99,6 +94,22 @@ func New(dsn, service, environment, release string, log *slog.Logger) (*Reporter
 	r.wg.Add(1)
 	go r.send()
 	return r, nil
+}
+
+// ParseDSN reads a DSN, http(s)://KEY@HOST[:PORT][/PATH]/PROJECT, and
+// returns the envelope endpoint and the public key.
+func ParseDSN(dsn string) (endpoint, key string, err error) {
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
+		u.User == nil || u.User.Username() == "" {
+		return "", "", errors.New("want https://KEY@HOST/PROJECT")
+	}
+	i := strings.LastIndexByte(u.Path, '/')
+	project := u.Path[i+1:]
+	if i < 0 || project == "" {
+		return "", "", errors.New("want https://KEY@HOST/PROJECT: no project")
+	}
+	return fmt.Sprintf("%s://%s%s/api/%s/envelope/", u.Scheme, u.Host, u.Path[:i], project), u.User.Username(), nil
 }
 
 // Report queues err with its tags (never secrets). It never blocks: when the
