@@ -24,9 +24,8 @@ func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.
 		ErrorHandler: errorHandler(log, m, rep),
 		Metrics:      reg,
 		BodyLimit:    readLimit(cfg.MaxBody),
-		// TrustedProxies is left empty on purpose: fiber would take the
-		// leftmost X-Forwarded-For value, which the client writes. See
-		// clientIPs.
+		// The client IP is not fiber's (it would take the leftmost
+		// X-Forwarded-For value, which the client writes): see clientIPs.
 	})
 	ips := clientIPs{trusted: cfg.TrustedProxies}
 	admin := &adminStore{conn: conn, log: log}

@@ -46,9 +46,6 @@ type Options struct {
 	// BodyLimit is the largest request body read; larger ones are refused
 	// with fiber.ErrRequestEntityTooLarge. Zero means 4 KiB.
 	BodyLimit int
-	// TrustProxy and TrustedProxies select the client IP (fiber.Ctx.IP)
-	// from X-Forwarded-For only for requests from these addresses or CIDRs.
-	TrustedProxies []string
 	// Timeouts of each connection; zero values mean the defaults above.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// AnyMethod serves a request whose method fiber does not know (WebDAV's
@@ -74,11 +71,6 @@ func New(o Options) *fiber.App {
 		IdleTimeout:               o.IdleTimeout,
 		ReadBufferSize:            8 << 10, // largest request head; larger gets 400
 		DisableDefaultContentType: true,    // an empty 200 carries no Content-Type
-	}
-	if len(o.TrustedProxies) > 0 {
-		cfg.TrustProxy = true
-		cfg.ProxyHeader = fiber.HeaderXForwardedFor
-		cfg.TrustProxyConfig = fiber.TrustProxyConfig{Proxies: o.TrustedProxies}
 	}
 	app := fiber.New(cfg)
 
