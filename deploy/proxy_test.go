@@ -35,7 +35,15 @@ type front struct {
 	// viaProxy: a 200 of auth reaches the stand-in upstream, which answers
 	// "upstream ok".
 	viaProxy bool
+	// notFound is the proxy's answer to a path it does not route, and
+	// authDown its answer when auth cannot be reached.
+	notFound, authDown answer
 }
+
+var (
+	jsonNotFound = answer{status: 404, body: `{"message":"Not found"}`}
+	jsonAuthDown = answer{status: 500, body: `{"message":"Internal server error"}`}
+)
 
 // Keys seeded for every front (the quota key is per front, see quotaKey).
 const (
@@ -51,7 +59,8 @@ var seeded = map[string]string{
 }
 
 // TestProxies runs auth against a real redis-server and puts real nginx
-// and Caddy, configured with the recipes of docker/, in front of a stand-in
+// and Caddy, configured with the recipes of docker/, and real Traefik,
+// configured as compose.yaml configures the gateway, in front of a stand-in
 // API. Whatever the front, the client must get the answers of SPEC §2: same
 // status, same JSON body, same Retry-After and X-Pesto-Error.
 func TestProxies(t *testing.T) {
@@ -69,8 +78,10 @@ func TestProxies(t *testing.T) {
 
 	fronts := []front{
 		{name: "direct", url: "http://" + authAddr},
-		{name: "nginx", url: "http://" + startNginx(t, nginxBin, authAddr, apiAddr, registrationAddr), viaProxy: true},
-		{name: "caddy", url: "http://" + startCaddy(t, caddyBin, authAddr, apiAddr, registrationAddr), viaProxy: true},
+		{name: "nginx", url: "http://" + startNginx(t, nginxBin, authAddr, apiAddr, registrationAddr), viaProxy: true,
+			notFound: jsonNotFound, authDown: jsonAuthDown},
+		{name: "caddy", url: "http://" + startCaddy(t, caddyBin, authAddr, apiAddr, registrationAddr), viaProxy: true,
+			notFound: jsonNotFound, authDown: jsonAuthDown},
 	}
 	for i, f := range fronts {
 		// One call allowed per month: the first is let through, the second
@@ -146,9 +157,11 @@ func TestProxies(t *testing.T) {
 	stopAuth()
 	for _, f := range fronts[1:] {
 		t.Run(f.name+"/auth down", func(t *testing.T) {
-			got := call(t, f, "/api/execute", ptr(validKey))
-			if got.status != 500 || got.body != `{"message":"Internal server error"}` {
-				t.Errorf("got %d %q, want 500 {\"message\":\"Internal server error\"}", got.status, got.body)
+			for _, path := range []string{"/api/execute", "/api/ping"} {
+				got := call(t, f, path, ptr(validKey))
+				if got.status != f.authDown.status || got.body != f.authDown.body {
+					t.Errorf("GET %s: got %d %q, want %d %q", path, got.status, got.body, f.authDown.status, f.authDown.body)
+				}
 			}
 		})
 	}
@@ -243,31 +256,50 @@ func do(t *testing.T, method, url string, token *string) answer {
 	return answer{status: res.StatusCode, body: string(body), header: res.Header}
 }
 
-// checkRoutes checks what else a recipe publishes: the public registration
-// routes, and never the admin ones.
+// checkRoutes checks what a proxy routes where: every /api/ path to the
+// API behind the hook, registration's public routes to registration, and
+// never registration's admin routes, /healthz or /metrics.
 func checkRoutes(t *testing.T, f front) {
+	upstream := answer{status: 200, body: "upstream ok"}
+	registration := answer{status: 200, body: "registration ok"}
 	tests := []struct {
 		method, path string
+		token        *string // nil: no header
 		want         answer
 	}{
-		{"GET", "/", answer{status: 200, body: "registration ok"}},
-		{"POST", "/api/register", answer{status: 200, body: "registration ok"}},
-		{"POST", "/api/trial", answer{status: 200, body: "registration ok"}},
-		{"GET", "/api/list-runtimes", denied(401, "Token must be supplied")},
-		{"GET", "/api/pending", answer{status: 404, body: `{"message":"Not found"}`}},
-		{"PUT", "/api/approve", answer{status: 404, body: `{"message":"Not found"}`}},
-		{"PUT", "/api/revoke", answer{status: 404, body: `{"message":"Not found"}`}},
-		{"PUT", "/api/reject", answer{status: 404, body: `{"message":"Not found"}`}},
-		{"GET", "/healthz", answer{status: 404, body: `{"message":"Not found"}`}},
-		{"GET", "/metrics", answer{status: 404, body: `{"message":"Not found"}`}},
+		{"GET", "/", nil, registration},
+		{"HEAD", "/", nil, answer{status: 200}},
+		{"POST", "/api/register", nil, registration},
+		{"OPTIONS", "/api/register", nil, registration},
+		{"POST", "/api/trial", nil, registration},
+		// The API: any /api/ path an SDK calls, behind the hook.
+		{"POST", "/api/execute", ptr(validKey), upstream},
+		{"GET", "/api/list-runtimes", ptr(validKey), upstream},
+		{"GET", "/api/ping", ptr(validKey), upstream},
+		{"GET", "/api/some/future/route", ptr(validKey), upstream},
+		{"GET", "/api/ping", nil, denied(401, "Token must be supplied")},
+		{"GET", "/api/list-runtimes", nil, denied(401, "Token must be supplied")},
+		{"GET", "/api/ping", ptr("no-such-key-0000000000000000000000000000000000000000000000000000"), denied(401, "Token not registered")},
+		{"GET", "/api/ping", ptr(revokedKey), denied(401, "Token has been revoked")},
+		{"GET", "/api/ping", ptr(corruptKey), denied(500, "Internal server error")},
+		// Never routed, with or without a key.
+		{"GET", "/api/pending", ptr(validKey), f.notFound},
+		{"PUT", "/api/approve", ptr(validKey), f.notFound},
+		{"PUT", "/api/revoke", ptr(validKey), f.notFound},
+		{"PUT", "/api/reject", ptr(validKey), f.notFound},
+		{"GET", "/api/approve", nil, f.notFound},
+		{"GET", "/api/register/../pending", ptr(validKey), f.notFound},
+		{"GET", "/healthz", ptr(validKey), f.notFound},
+		{"GET", "/metrics", ptr(validKey), f.notFound},
 	}
 	for _, tt := range tests {
-		got := do(t, tt.method, f.url+tt.path, ptr(validKey))
-		if tt.want.status == 401 {
-			got = do(t, tt.method, f.url+tt.path, nil)
-		}
+		got := do(t, tt.method, f.url+tt.path, tt.token)
 		if got.status != tt.want.status || got.body != tt.want.body {
 			t.Errorf("%s %s: got %d %q, want %d %q", tt.method, tt.path, got.status, got.body, tt.want.status, tt.want.body)
+			continue
+		}
+		if tt.want.status == 401 || tt.want.status == 500 {
+			tt.want.check(t, got)
 		}
 	}
 }

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The registration service: a static Go binary on an empty (scratch) base.
 # Build from the repository root:
 #   docker build -f docker/registration.Dockerfile --build-arg VERSION=$(git describe --always) \
