@@ -10,7 +10,6 @@ import (
 	"os"
 
 	"pesto/shared/cli"
-	"pesto/shared/config"
 	"pesto/shared/logging"
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
@@ -48,10 +47,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	conn := redisconn.Dial(cfg.redisOptions(), log)
 	defer conn.Close()
 
-	rep, err := sentry.New(cfg.SentryDSN, "auth", cfg.Environment, version, log)
-	if err != nil {
-		return &config.Error{Var: "SENTRY_DSN", Msg: err.Error()}
-	}
+	rep := sentry.New(cfg.SentryDSN, "auth", cfg.Environment, version, log)
 	defer rep.Flush()
 
 	reg := metrics.NewRegistry()

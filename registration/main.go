@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"pesto/shared/cli"
-	"pesto/shared/config"
 	"pesto/shared/logging"
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
@@ -57,10 +56,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	conn := redisconn.Dial(cfg.redisOptions(), log)
 	defer conn.Close()
 
-	rep, err := sentry.New(cfg.SentryDSN, "registration", cfg.Environment, version, log)
-	if err != nil {
-		return &config.Error{Var: "SENTRY_DSN", Msg: err.Error()}
-	}
+	rep := sentry.New(cfg.SentryDSN, "registration", cfg.Environment, version, log)
 	defer rep.Flush()
 
 	reg := metrics.NewRegistry()

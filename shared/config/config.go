@@ -102,7 +102,7 @@ type Common struct {
 	RedisURL        string // with any password masked, for logs
 	Environment     string
 	LogLevel        slog.Level
-	SentryDSN       string
+	SentryDSN       sentry.DSN // zero: no reporting
 	ShutdownTimeout time.Duration
 }
 
@@ -122,18 +122,18 @@ func LoadCommon(e *Env) Common {
 func redisURL(e *Env, v string) (rueidis.ClientOption, string) {
 	opt, err := rueidis.ParseURL(v)
 	if err != nil {
-		e.Fail("REDIS_URL", "%s", strings.ReplaceAll(err.Error(), v, Mask(v)))
+		e.Fail("REDIS_URL", "%s", strings.ReplaceAll(err.Error(), v, mask(v)))
 		return opt, ""
 	}
 	if len(opt.InitAddress) == 0 || opt.InitAddress[0] == "" {
-		e.Fail("REDIS_URL", "no host in %q", Mask(v))
+		e.Fail("REDIS_URL", "no host in %q", mask(v))
 	}
-	return opt, Mask(v)
+	return opt, mask(v)
 }
 
-// Mask returns a URL with its password replaced by "xxxxx", for logs. A
+// mask returns a URL with its password replaced by "xxxxx", for logs. A
 // value that does not parse is replaced whole.
-func Mask(v string) string {
+func mask(v string) string {
 	u, err := url.Parse(v)
 	if err != nil {
 		return "(unparsable URL)"
@@ -159,14 +159,11 @@ func logLevel(e *Env, v string) slog.Level {
 	return slog.LevelInfo
 }
 
-// sentryDSN checks the DSN as the reporter will read it.
-func sentryDSN(e *Env, v string) string {
-	if v == "" {
-		return ""
-	}
-	if _, _, err := sentry.ParseDSN(v); err != nil {
+// sentryDSN checks the DSN once, at start; the reporter takes it as checked.
+func sentryDSN(e *Env, v string) sentry.DSN {
+	dsn, err := sentry.ParseDSN(v)
+	if err != nil {
 		e.Fail("SENTRY_DSN", "%v", err)
-		return ""
 	}
-	return v
+	return dsn
 }

@@ -5,17 +5,20 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+
+	"pesto/shared/sentry"
+	"pesto/shared/servicetest"
 )
 
 func env(m map[string]string) *Env {
-	return New(func(k string) (string, bool) { v, ok := m[k]; return v, ok })
+	return New(servicetest.Env(m))
 }
 
 func TestLoadCommonDefaults(t *testing.T) {
 	e := env(nil)
 	c := LoadCommon(e)
 	if e.Err() != nil || c.Port != 3000 || c.Environment != "development" || c.LogLevel != slog.LevelInfo ||
-		c.ShutdownTimeout != 10*time.Second || c.SentryDSN != "" || c.Redis.InitAddress[0] != "localhost:6379" {
+		c.ShutdownTimeout != 10*time.Second || c.SentryDSN != (sentry.DSN{}) || c.Redis.InitAddress[0] != "localhost:6379" {
 		t.Fatalf("%+v %v", c, e.Err())
 	}
 }
@@ -75,8 +78,8 @@ func TestMask(t *testing.T) {
 		"redis://h:1":          "redis://h:1",
 		"smtp://u:p%40ss@h:25": "smtp://u:xxxxx@h:25",
 	} {
-		if got := Mask(in); got != want {
-			t.Errorf("Mask(%q) = %q, want %q", in, got, want)
+		if got := mask(in); got != want {
+			t.Errorf("mask(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

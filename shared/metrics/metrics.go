@@ -2,6 +2,13 @@
 // (counters, gauges, histograms with fixed buckets) written in the
 // Prometheus text exposition format. A Registry is made per app; there are
 // no package-level metrics.
+//
+// Why not a library: measured on auth (static, stripped, idle after 100
+// calls, same run), github.com/VictoriaMetrics/metrics v1.45.0 adds 168 KB
+// to the binary (+2%) but 0.9 MiB to idle RSS (8.4 -> 9.3 MiB, +11%), which
+// alone breaks the 8 MiB idle target; prometheus/client_golang costs more
+// (about 2.5 MB and 2 MB). What the services need is counters, gauges, fixed-bucket
+// histograms and a few process metrics: this file.
 package metrics
 
 import (
@@ -54,7 +61,7 @@ func (r *Registry) family(name, help, typ string) *family {
 }
 
 func (f *family) get(labels []string, newW func() writer) writer {
-	key := Labels(labels...)
+	key := labelString(labels...)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	w, ok := f.series[key]
@@ -65,8 +72,8 @@ func (f *family) get(labels []string, newW func() writer) writer {
 	return w
 }
 
-// Labels renders label pairs ("k1", "v1", "k2", "v2") as {k1="v1",k2="v2"}.
-func Labels(kv ...string) string {
+// labelString renders label pairs ("k1", "v1", "k2", "v2") as {k1="v1",k2="v2"}.
+func labelString(kv ...string) string {
 	if len(kv) == 0 {
 		return ""
 	}
@@ -94,9 +101,6 @@ type Counter struct{ v atomic.Uint64 }
 
 // Inc adds one.
 func (c *Counter) Inc() { c.v.Add(1) }
-
-// Add adds n.
-func (c *Counter) Add(n uint64) { c.v.Add(n) }
 
 // Value returns the count.
 func (c *Counter) Value() uint64 { return c.v.Load() }

@@ -7,7 +7,10 @@ import (
 
 func TestWriteTo(t *testing.T) {
 	r := NewRegistry()
-	r.Counter("pesto_x_total", "X.", "outcome", "ok").Add(3)
+	ok := r.Counter("pesto_x_total", "X.", "outcome", "ok")
+	ok.Inc()
+	ok.Inc()
+	ok.Inc()
 	r.Counter("pesto_x_total", "X.", "outcome", `a"b`).Inc()
 	r.Gauge("pesto_depth", "Depth.", func() float64 { return 7 })
 	h := r.Histogram("pesto_seconds", "Latency.", []float64{0.1, 1}, "route", "/")

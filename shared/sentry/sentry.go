@@ -3,6 +3,12 @@
 // HTTP client the services already link (fasthttp), sends in the
 // background, never blocks a request, and drops reports when Sentry is slow
 // rather than queue without limit.
+//
+// Why not sentry-go: measured on auth (static, stripped, idle after 100
+// calls, same run), github.com/getsentry/sentry-go v0.46.2 adds 1.65 MB to
+// the binary (+21%) and 1.4 MiB to idle RSS (+16%) even with no DSN set,
+// past the 8 MiB idle target. The services report only errors, and an error
+// event is one small JSON envelope: this file.
 package sentry
 
 import (
@@ -68,20 +74,16 @@ type exception struct {
 	Value string `json:"value"`
 }
 
-// New returns a reporter for dsn (https://KEY@HOST[:PORT]/PROJECT), or nil
-// when dsn is empty. Call Close to flush it.
-func New(dsn, service, environment, release string, log *slog.Logger) (*Reporter, error) {
-	if dsn == "" {
-		return nil, nil
-	}
-	endpoint, key, err := ParseDSN(dsn)
-	if err != nil {
-		return nil, err
+// New returns a reporter for dsn, or nil when dsn is the zero DSN (no
+// SENTRY_DSN). Call Close to flush it.
+func New(dsn DSN, service, environment, release string, log *slog.Logger) *Reporter {
+	if dsn.raw == "" {
+		return nil
 	}
 	r := &Reporter{
-		endpoint: endpoint,
-		auth:     "Sentry sentry_version=7, sentry_client=pesto/" + release + ", sentry_key=" + key,
-		dsn:      dsn,
+		endpoint: dsn.endpoint,
+		auth:     "Sentry sentry_version=7, sentry_client=pesto/" + release + ", sentry_key=" + dsn.key,
+		dsn:      dsn.raw,
 		base: event{
 			Level: "error", Platform: "go", Logger: service,
 			Environment: environment, Release: service + "@" + release,
@@ -93,23 +95,35 @@ func New(dsn, service, environment, release string, log *slog.Logger) (*Reporter
 	}
 	r.wg.Add(1)
 	go r.send()
-	return r, nil
+	return r
 }
 
-// ParseDSN reads a DSN, http(s)://KEY@HOST[:PORT][/PATH]/PROJECT, and
-// returns the envelope endpoint and the public key.
-func ParseDSN(dsn string) (endpoint, key string, err error) {
+// DSN is a checked Sentry DSN. The zero DSN means no reporting.
+type DSN struct {
+	raw, endpoint, key string
+}
+
+// ParseDSN checks a DSN, http(s)://KEY@HOST[:PORT][/PATH]/PROJECT; an empty
+// string is the zero DSN. Its errors never quote the DSN.
+func ParseDSN(dsn string) (DSN, error) {
+	if dsn == "" {
+		return DSN{}, nil
+	}
 	u, err := url.Parse(dsn)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
 		u.User == nil || u.User.Username() == "" {
-		return "", "", errors.New("want https://KEY@HOST/PROJECT")
+		return DSN{}, errors.New("want https://KEY@HOST/PROJECT")
 	}
 	i := strings.LastIndexByte(u.Path, '/')
 	project := u.Path[i+1:]
 	if i < 0 || project == "" {
-		return "", "", errors.New("want https://KEY@HOST/PROJECT: no project")
+		return DSN{}, errors.New("want https://KEY@HOST/PROJECT: no project")
 	}
-	return fmt.Sprintf("%s://%s%s/api/%s/envelope/", u.Scheme, u.Host, u.Path[:i], project), u.User.Username(), nil
+	return DSN{
+		raw:      dsn,
+		endpoint: fmt.Sprintf("%s://%s%s/api/%s/envelope/", u.Scheme, u.Host, u.Path[:i], project),
+		key:      u.User.Username(),
+	}, nil
 }
 
 // Report queues err with its tags (never secrets). It never blocks: when the

@@ -23,10 +23,11 @@ func TestReport(t *testing.T) {
 	}))
 	defer srv.Close()
 	dsn := strings.Replace(srv.URL, "http://", "http://publickey@", 1) + "/42"
-	r, err := New(dsn, "auth", "test", "v1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	parsed, err := ParseDSN(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
+	r := New(parsed, "auth", "test", "v1", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	r.Report(errors.New("corrupt token record"), map[string]string{"route": "/"})
 	r.Report(errors.New("corrupt token record"), map[string]string{"route": "/"}) // within quiet: dropped
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -55,15 +56,33 @@ func TestReport(t *testing.T) {
 }
 
 func TestNilReporter(t *testing.T) {
-	r, err := New("", "auth", "test", "v1", nil)
-	if r != nil || err != nil {
-		t.Fatal(r, err)
+	dsn, err := ParseDSN("")
+	if err != nil || dsn != (DSN{}) {
+		t.Fatal(dsn, err)
+	}
+	r := New(dsn, "auth", "test", "v1", nil)
+	if r != nil {
+		t.Fatal(r)
 	}
 	r.Report(errors.New("x"), nil) // no-op
 	r.Close(context.Background())
-	for _, bad := range []string{"https://host/1", "https://key@host/", "::"} {
-		if _, err := New(bad, "auth", "test", "v1", nil); err == nil {
-			t.Errorf("%q accepted", bad)
+}
+
+func TestParseDSN(t *testing.T) {
+	for _, c := range []struct{ dsn, endpoint, key string }{
+		{"https://pub@o1.ingest.sentry.io/42", "https://o1.ingest.sentry.io/api/42/envelope/", "pub"},
+		{"http://pub:secret@localhost:9000/sub/path/7", "http://localhost:9000/sub/path/api/7/envelope/", "pub"},
+	} {
+		got, err := ParseDSN(c.dsn)
+		if err != nil || got.endpoint != c.endpoint || got.key != c.key || got.raw != c.dsn {
+			t.Errorf("ParseDSN(%q) = %+v, %v", c.dsn, got, err)
+		}
+	}
+	for _, bad := range []string{"https://host/1", "https://key@host/", "::", "ftp://k@h/1", "https://k@/1"} {
+		if got, err := ParseDSN(bad); err == nil || got != (DSN{}) {
+			t.Errorf("%q accepted: %+v", bad, got)
+		} else if strings.Contains(err.Error(), bad) {
+			t.Errorf("%q: error quotes the DSN: %v", bad, err)
 		}
 	}
 }

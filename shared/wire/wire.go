@@ -41,11 +41,11 @@ var ErrCorrupt = errors.New("corrupt record")
 // month of t: counter/<YYYY-MM>/<email>.
 func CounterKey(t time.Time, email string) string {
 	var buf [128]byte // on the stack: the string is the only allocation
-	return string(AppendCounterKey(buf[:0], t, email))
+	return string(appendCounterKey(buf[:0], t, email))
 }
 
-// AppendCounterKey appends CounterKey(t, email) to b.
-func AppendCounterKey(b []byte, t time.Time, email string) []byte {
+// appendCounterKey appends CounterKey(t, email) to b.
+func appendCounterKey(b []byte, t time.Time, email string) []byte {
 	y, m, _ := t.UTC().Date()
 	b = append(b, CounterPrefix...)
 	b = strconv.AppendInt(b, int64(y), 10)
@@ -56,6 +56,25 @@ func AppendCounterKey(b []byte, t time.Time, email string) []byte {
 	b = strconv.AppendInt(b, int64(m), 10)
 	b = append(b, '/')
 	return append(b, email...)
+}
+
+// MaxTokenLen is the longest API key, in bytes, that may be looked up or stored.
+const MaxTokenLen = 256
+
+// WellFormedToken reports whether token may name an API key: 1 to
+// MaxTokenLen bytes, each in 0x21–0x7E (printable ASCII, no space), and not
+// one of the data model's own keys (IsOwnKey). Anything else is never looked
+// up or stored.
+func WellFormedToken(token string) bool {
+	if token == "" || len(token) > MaxTokenLen {
+		return false
+	}
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; c < 0x21 || c > 0x7e {
+			return false
+		}
+	}
+	return !IsOwnKey(token)
 }
 
 // IsOwnKey reports whether key names one of the non-token keys of the data

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -192,6 +193,32 @@ func TestKeys(t *testing.T) {
 	}
 }
 
+func TestWellFormedToken(t *testing.T) {
+	for _, c := range []struct {
+		token string
+		want  bool
+	}{
+		{"a", true},
+		{"TRIAL-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUV", true},
+		{"!~", true},
+		{strings.Repeat("k", MaxTokenLen), true},
+		{strings.Repeat("k", MaxTokenLen+1), false},
+		{"", false},
+		{"with space", false},
+		{"tab\there", false},
+		{"del\x7f", false},
+		{"é", false},
+		{"waiting-list", false},
+		{"counter/2026-01/jane@example.com", false},
+		{"pesto:outbox", false},
+		{"waiting-list2", true},
+	} {
+		if got := WellFormedToken(c.token); got != c.want {
+			t.Errorf("WellFormedToken(%q) = %v, want %v", c.token, got, c.want)
+		}
+	}
+}
+
 func BenchmarkDecodeTokenRecord(b *testing.B) {
 	for _, c := range []struct{ name, raw string }{
 		{"canonical", `{"UserEmail":"johndoe@example.com","MonthlyLimit":100,"Revoked":false}`},
@@ -205,15 +232,6 @@ func BenchmarkDecodeTokenRecord(b *testing.B) {
 				}
 			}
 		})
-	}
-}
-
-func BenchmarkAppendCounterKey(b *testing.B) {
-	b.ReportAllocs()
-	buf := make([]byte, 0, 128)
-	now := time.Now()
-	for b.Loop() {
-		buf = AppendCounterKey(buf[:0], now, "johndoe@example.com")
 	}
 }
 

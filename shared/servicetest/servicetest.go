@@ -1,0 +1,114 @@
+// Package servicetest is the test kit that the services' tests share: a log
+// buffer, an environment from a map, polling with a deadline, and running
+// the test binary as the service's real main in a child process.
+//
+// It is imported by _test.go files only.
+package servicetest
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+)
+
+// LogBuffer collects a service's log lines for assertions; safe for
+// concurrent use.
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p.
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Env returns a lookup over m in the shape of os.LookupEnv, which is what
+// the services' run functions take.
+func Env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	}
+}
+
+// Merge returns a new map with base's entries and then over's on top.
+func Merge(base, over map[string]string) map[string]string {
+	out := make(map[string]string, len(base)+len(over))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range over {
+		out[k] = v
+	}
+	return out
+}
+
+// PollInterval is how often Poll asks again.
+const PollInterval = 20 * time.Millisecond
+
+// Poll calls cond until it returns true, and fails t (naming what) when
+// that has not happened within the given time.
+func Poll(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(PollInterval)
+	}
+}
+
+// mainEnv, set in a child started by MainCommand, makes TestMain run the
+// service's main with the arguments after "--".
+const mainEnv = "PESTO_SERVICETEST_MAIN"
+
+// TestMain is a test package's TestMain: in a child started by MainCommand
+// it runs main with the child's arguments and returns when main does;
+// otherwise it runs the tests and exits with their status.
+//
+//	func TestMain(m *testing.M) { servicetest.TestMain(m, main) }
+func TestMain(m *testing.M, main func()) {
+	if os.Getenv(mainEnv) == "1" {
+		for i, a := range os.Args {
+			if a == "--" {
+				os.Args = append([]string{os.Args[0]}, os.Args[i+1:]...)
+				break
+			}
+		}
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// MainCommand returns a command that runs the test binary as the service's
+// real main (see TestMain) with args, in an environment of PATH and env
+// only. The caller sets its output and starts it.
+func MainCommand(env map[string]string, args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
+	cmd.Env = []string{mainEnv + "=1", "PATH=" + os.Getenv("PATH")}
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		cmd.Env = append(cmd.Env, k+"="+env[k])
+	}
+	return cmd
+}
