@@ -49,18 +49,19 @@ func wellFormed(token string) bool {
 }
 
 // handleDecide answers the auth hook (SPEC §2): 200 lets the request
-// through; every other answer is an *apiError for the error handler.
+// through; every other answer is an errorCode, or an error that
+// errorCodeOf maps to one, for the error handler.
 func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *authMetrics) fiber.Handler {
 	deadlines := newDeadlines(redisTimeout, deadlineStep)
 	return func(c fiber.Ctx) error {
 		token := c.Get(headerToken)
 		if token == "" {
 			m.outcome[outNoToken].Inc()
-			return errNoToken
+			return eNoToken
 		}
 		if !wellFormed(token) {
 			m.outcome[outMalformed].Inc()
-			return errNotRegistered
+			return eNotRegistered
 		}
 		// fiber reuses the header's bytes after the handler returns, and the
 		// client-side cache may keep the key: give it its own copy.
@@ -76,7 +77,7 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 		switch {
 		case errors.Is(err, errMissing):
 			m.outcome[outNotRegistered].Inc()
-			return errNotRegistered
+			return err
 		case err != nil:
 			m.outcome[outError].Inc()
 			return err
@@ -88,7 +89,7 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 		}
 		if rec.Revoked {
 			m.outcome[outRevoked].Inc()
-			return errRevoked
+			return eRevoked
 		}
 		if unmetered != "" && isUnmetered(unmetered, rec.UserEmail) {
 			m.outcome[outUnmetered].Inc()
@@ -117,7 +118,7 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 			m.outcome[outOverQuota].Inc()
 			h.SetBytesV("RateLimit-Remaining", []byte{'0'})
 			h.SetBytesV(fiber.HeaderRetryAfter, strconv.AppendInt(num[:0], reset, 10))
-			return errQuota
+			return eQuota
 		}
 		h.SetBytesV("RateLimit-Remaining", strconv.AppendInt(num[:0], rec.MonthlyLimit-used, 10))
 		m.outcome[outAllowed].Inc()

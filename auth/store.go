@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -24,8 +25,9 @@ type tokenStore interface {
 
 var _ tokenStore = (*redisStore)(nil)
 
-// errMissing: no record under the token.
-var errMissing = errNotRegistered
+// errMissing: no record under the token (errors.go answers it 401 Token
+// not registered).
+var errMissing = errors.New("no record under the token")
 
 type redisStore struct {
 	conn     *redisconn.Conn
