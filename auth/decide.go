@@ -172,16 +172,19 @@ func newAuthMetrics(reg *metrics.Registry) *authMetrics {
 
 // counterScript counts up to n calls atomically, so that a limit of N allows
 // exactly N calls whatever the number of racing callers and replicas. The
-// TTL is set when the counter is created, never pushed forward.
-// KEYS[1] counter, ARGV[1] limit, ARGV[2] TTL in seconds, ARGV[3] n. Returns
+// TTL is set when the counter is created, never pushed forward. It returns
 // {calls counted before, calls counted now}: the second is min(n, limit -
 // before), or 0 (and nothing is written) when the limit is reached.
 var counterScript = rueidis.NewLuaScript(`
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local granted = math.min(tonumber(ARGV[3]), tonumber(ARGV[1]) - used)
+local counter_key = KEYS[1]
+local limit = tonumber(ARGV[1])
+local ttl_seconds = ARGV[2]
+local n = tonumber(ARGV[3])
+local used = tonumber(redis.call('GET', counter_key) or '0')
+local granted = math.min(n, limit - used)
 if granted <= 0 then return {used, 0} end
-local after = redis.call('INCRBY', KEYS[1], granted)
-if after == granted then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+local after = redis.call('INCRBY', counter_key, granted)
+if after == granted then redis.call('EXPIRE', counter_key, ttl_seconds) end
 return {after - granted, granted}
 `)
 
@@ -258,7 +261,7 @@ func (c *coalescer) Count(ctx context.Context, key string, limit int64) (int64, 
 		c.keys[k] = b
 		c.mu.Unlock()
 		c.send(ctx, k, b)
-		return b.result(limit, 0)
+		return b.result(0)
 	}
 	b := head.next
 	if b == nil {
@@ -273,11 +276,11 @@ func (c *coalescer) Count(ctx context.Context, key string, limit int64) (int64, 
 		// The first call of a batch sends it when the one ahead is back.
 		<-b.turn
 		c.send(ctx, k, b)
-		return b.result(limit, 0)
+		return b.result(0)
 	}
 	select {
 	case <-b.done:
-		return b.result(limit, i)
+		return b.result(i)
 	case <-ctx.Done():
 		return 0, false, ctx.Err()
 	}
@@ -304,7 +307,7 @@ func (c *coalescer) send(ctx context.Context, k counterLimit, b *batch) {
 }
 
 // result is the answer of the i-th call of the batch.
-func (b *batch) result(limit, i int64) (int64, bool, error) {
+func (b *batch) result(i int64) (int64, bool, error) {
 	if b.err != nil {
 		return 0, false, b.err
 	}
