@@ -20,8 +20,6 @@ import (
 
 // Limits of the decision.
 const (
-	// maxTokenLen: a longer token is malformed and never looked up.
-	maxTokenLen = 256
 	// redisTimeout bounds the Redis work of one decision, so that a dead or
 	// slow Redis is answered 500 within a second, never a hang. Requests
 	// within deadlineStep of each other share one deadline.
@@ -34,20 +32,6 @@ const headerToken = "X-Pesto-Token"
 
 func timeNow() time.Time { return time.Now() }
 
-// wellFormed reports whether token may be looked up: at most 256 bytes of
-// 0x21–0x7E that do not name one of the data model's own keys.
-func wellFormed(token string) bool {
-	if len(token) > maxTokenLen {
-		return false
-	}
-	for i := 0; i < len(token); i++ {
-		if c := token[i]; c < 0x21 || c > 0x7e {
-			return false
-		}
-	}
-	return !wire.IsOwnKey(token)
-}
-
 // handleDecide answers the auth hook (SPEC §2): 200 lets the request
 // through; every other answer is an errorCode, or an error that
 // errorCodeOf maps to one, for the error handler.
@@ -59,7 +43,7 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 			m.outcome[outNoToken].Inc()
 			return eNoToken
 		}
-		if !wellFormed(token) {
+		if !wire.WellFormedToken(token) {
 			m.outcome[outMalformed].Inc()
 			return eNotRegistered
 		}

@@ -331,18 +331,6 @@ func TestRejectedByHTTPLayer(t *testing.T) {
 	}
 }
 
-func TestWellFormed(t *testing.T) {
-	for token, want := range map[string]bool{
-		"abc": true, "TRIAL-x": true, "!~": true, strings.Repeat("z", 256): true,
-		strings.Repeat("z", 257): false, "a b": false, "é": false, "a\x7f": false,
-		"waiting-list": false, "counter/x": false, "pesto:x": false, "Waiting-list": true,
-	} {
-		if got := wellFormed(token); got != want {
-			t.Errorf("wellFormed(%q) = %v", token, got)
-		}
-	}
-}
-
 // counterModel is an in-memory countFunc with the script's semantics, whose
 // calls can be held to line up a batch behind them.
 type counterModel struct {
