@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"pesto/shared/servicetest"
 )
 
 func TestConfigErrorsExit2(t *testing.T) {
@@ -23,7 +25,7 @@ func TestConfigErrorsExit2(t *testing.T) {
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			var stderr bytes.Buffer
-			cmd := runMain(t, map[string]string{c.name: c.value}, "")
+			cmd := servicetest.MainCommand(map[string]string{c.name: c.value})
 			cmd.Stderr = &stderr
 			err := cmd.Run()
 			var ee *exec.ExitError
@@ -40,7 +42,7 @@ func TestConfigErrorsExit2(t *testing.T) {
 		})
 	}
 	t.Run("unknown subcommand", func(t *testing.T) {
-		err := runMain(t, nil, "frobnicate").Run()
+		err := servicetest.MainCommand(nil, "frobnicate").Run()
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
 			t.Fatalf("exit: %v", err)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
 )
 
 // One minute before the month ends: RateLimit-Reset and Retry-After are 60.
@@ -369,7 +370,11 @@ func TestCoalescerBatchesBehindACallInFlight(t *testing.T) {
 		first <- answer{used, ok}
 	}()
 	// Wait until the first call is on its way, then line up the others.
-	waitFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.keys[counterLimit{"k", limit}] != nil })
+	servicetest.Poll(t, 5*time.Second, "first call on its way", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.keys[counterLimit{"k", limit}] != nil
+	})
 	answers := make(chan answer, waiting)
 	for i := 0; i < waiting; i++ {
 		go func() {
@@ -380,7 +385,7 @@ func TestCoalescerBatchesBehindACallInFlight(t *testing.T) {
 			answers <- answer{used, ok}
 		}()
 	}
-	waitFor(t, func() bool {
+	servicetest.Poll(t, 5*time.Second, "the others lined up behind it", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		next := c.keys[counterLimit{"k", limit}].next
@@ -454,16 +459,5 @@ func TestCoalescerErrorReachesTheBatch(t *testing.T) {
 	}
 	if len(c.keys) != 0 {
 		t.Fatal("key left behind after an error")
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"pesto/shared/redisconn"
 	"pesto/shared/redistest"
 	"pesto/shared/server"
+	"pesto/shared/servicetest"
 )
 
 // result is one call seen by a load generator.
@@ -79,18 +80,18 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 	stop := make(chan struct{})
 	results := load(a.URL, "tok-load", 8, stop)
 
-	pollUntil(t, 5*time.Second, "some calls allowed", func() bool {
+	servicetest.Poll(t, 5*time.Second, "some calls allowed", func() bool {
 		return metricValue(t, a.URL, `pesto_auth_decisions_total{outcome="allowed"}`) >= 50
 	})
 	rs.Stop()
 	down := time.Now()
 	// Keep Redis away long enough for the load to see the outage.
-	pollUntil(t, 5*time.Second, "500s during the outage", func() bool {
+	servicetest.Poll(t, 5*time.Second, "500s during the outage", func() bool {
 		return metricValue(t, a.URL, `pesto_redis_errors_total`) >= 20
 	})
 	rs.Restart()
 	up := time.Now()
-	pollUntil(t, 15*time.Second, "quota used up after the restart", func() bool {
+	servicetest.Poll(t, 15*time.Second, "quota used up after the restart", func() bool {
 		return metricValue(t, a.URL, `pesto_auth_decisions_total{outcome="over_quota"}`) >= 50
 	})
 	close(stop)
@@ -136,7 +137,7 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 func TestSentinelFailoverUnderTraffic(t *testing.T) {
 	s := redistest.StartSentinel(t)
 	s.Master.Do("SET", "tok-s", `{"UserEmail":"jane@example.com","MonthlyLimit":1000000,"Revoked":false}`)
-	pollUntil(t, 5*time.Second, "record replicated", func() bool { return s.Replica.Do("GET", "tok-s") != "" })
+	servicetest.Poll(t, 5*time.Second, "record replicated", func() bool { return s.Replica.Do("GET", "tok-s") != "" })
 	a := startAuth(t, map[string]string{"REDIS_URL": s.URL, "LOG_LEVEL": "warn"})
 	if got := call(t, "GET", a.URL, "tok-s"); got.Status != 200 {
 		t.Fatalf("before failover: %+v", got)
@@ -144,7 +145,7 @@ func TestSentinelFailoverUnderTraffic(t *testing.T) {
 	stop := make(chan struct{})
 	results := load(a.URL, "tok-s", 4, stop)
 	s.Failover()
-	pollUntil(t, 20*time.Second, "replica promoted", func() bool { return s.MasterAddr() == s.Replica.Addr })
+	servicetest.Poll(t, 20*time.Second, "replica promoted", func() bool { return s.MasterAddr() == s.Replica.Addr })
 	promoted := time.Now()
 	var okSince time.Time
 	t.Cleanup(func() {
@@ -152,7 +153,7 @@ func TestSentinelFailoverUnderTraffic(t *testing.T) {
 			t.Logf("auth logs:\n%s", lastLines(a.Logs.String(), 20))
 		}
 	})
-	pollUntil(t, 20*time.Second, "2 s of successes after the failover", func() bool {
+	servicetest.Poll(t, 20*time.Second, "2 s of successes after the failover", func() bool {
 		if call(t, "GET", a.URL, "tok-s").Status != 200 {
 			okSince = time.Time{}
 			return false
@@ -200,7 +201,7 @@ func TestSentinelFailoverUnderTraffic(t *testing.T) {
 func TestSlowClients(t *testing.T) {
 	rs := redistest.Start(t)
 	rs.Do("SET", "tok", validRecord)
-	cfg, err := loadConfig(lookup(map[string]string{"REDIS_URL": rs.URL}))
+	cfg, err := loadConfig(servicetest.Env(map[string]string{"REDIS_URL": rs.URL}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,13 +297,13 @@ func TestFrozenRedis(t *testing.T) {
 	if got := call(t, "GET", a.URL, "tok-metered"); got.Status != 500 || got.Header.Get("Retry-After") != "1" || time.Since(start) > time.Second {
 		t.Fatalf("metered with redis frozen: %+v after %v", got, time.Since(start))
 	}
-	pollUntil(t, 6*time.Second, "unmetered key refused with redis frozen", func() bool {
+	servicetest.Poll(t, 6*time.Second, "unmetered key refused with redis frozen", func() bool {
 		got := call(t, "GET", a.URL, "tok-trial")
 		return got.Status == 500 && got.Body == `{"message":"Internal server error"}`
 	})
 	t.Logf("unmetered key refused %v after the freeze", time.Since(frozen).Round(time.Millisecond))
 	rs.Thaw()
-	pollUntil(t, 5*time.Second, "allowed again after thaw", func() bool {
+	servicetest.Poll(t, 5*time.Second, "allowed again after thaw", func() bool {
 		return call(t, "GET", a.URL, "tok-metered").Status == 200 && call(t, "GET", a.URL, "tok-trial").Status == 200
 	})
 }

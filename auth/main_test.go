@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,41 +21,15 @@ import (
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
 	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
 )
 
-// TestMain lets a test run the real main in a child process (exit codes,
-// signals): the child is this test binary with PESTO_AUTH_MAIN=1.
-func TestMain(m *testing.M) {
-	if os.Getenv("PESTO_AUTH_MAIN") == "1" {
-		os.Args = append(os.Args[:1], strings.Fields(os.Getenv("PESTO_AUTH_ARGS"))...)
-		main()
-		return
-	}
-	os.Exit(m.Run())
-}
-
-// syncBuffer collects a service's log lines for assertions.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+func TestMain(m *testing.M) { servicetest.TestMain(m, main) }
 
 type authInstance struct {
 	URL  string
 	Port string
-	Logs *syncBuffer
+	Logs *servicetest.LogBuffer
 }
 
 // startAuth runs the whole program (run) on a free port until the test ends.
@@ -65,11 +37,11 @@ func startAuth(t *testing.T, env map[string]string) *authInstance {
 	t.Helper()
 	env = withDefaults(env)
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
+	logs := &servicetest.LogBuffer{}
 	addrc := make(chan net.Addr, 1)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- run(ctx, nil, lookup(env), logs, func(a net.Addr) { addrc <- a })
+		errc <- run(ctx, nil, servicetest.Env(env), logs, func(a net.Addr) { addrc <- a })
 	}()
 	var addr net.Addr
 	select {
@@ -96,20 +68,10 @@ func startAuth(t *testing.T, env map[string]string) *authInstance {
 	return &authInstance{URL: "http://127.0.0.1:" + port, Port: port, Logs: logs}
 }
 
-func withDefaults(env map[string]string) map[string]string {
-	out := map[string]string{"PORT": "0", "LOG_LEVEL": "debug", "SHUTDOWN_TIMEOUT": "2s"}
-	for k, v := range env {
-		out[k] = v
-	}
-	return out
-}
+// testEnv is the environment every test instance starts from.
+var testEnv = map[string]string{"PORT": "0", "LOG_LEVEL": "debug", "SHUTDOWN_TIMEOUT": "2s"}
 
-func lookup(env map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) {
-		v, ok := env[k]
-		return v, ok
-	}
-}
+func withDefaults(env map[string]string) map[string]string { return servicetest.Merge(testEnv, env) }
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}
 
@@ -141,18 +103,6 @@ func call(t testing.TB, method, url, token string) answer {
 	return answer{res.StatusCode, string(body), res.Header}
 }
 
-// pollUntil calls f until it returns true or the deadline passes.
-func pollUntil(t testing.TB, within time.Duration, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 const validRecord = `{"UserEmail":"jane@example.com","MonthlyLimit":100,"Revoked":false}`
 
 func TestRedisKilledAndBack(t *testing.T) {
@@ -180,7 +130,7 @@ func TestRedisKilledAndBack(t *testing.T) {
 
 	rs.Restart()
 	rs.Do("SET", "tok-ok", validRecord)
-	pollUntil(t, 10*time.Second, "allowed again after redis is back", func() bool {
+	servicetest.Poll(t, 10*time.Second, "allowed again after redis is back", func() bool {
 		return call(t, "GET", a.URL, "tok-ok").Status == 200
 	})
 	if got := call(t, "GET", a.URL+"/healthz", "-"); got.Status != 200 || got.Body != "OK" {
@@ -205,7 +155,7 @@ func TestStartsWhileRedisDown(t *testing.T) {
 	}
 	rs.Restart()
 	rs.Do("SET", "tok-ok", validRecord)
-	pollUntil(t, 10*time.Second, "allowed once redis is up", func() bool {
+	servicetest.Poll(t, 10*time.Second, "allowed once redis is up", func() bool {
 		return call(t, "GET", a.URL, "tok-ok").Status == 200
 	})
 	if got := call(t, "GET", a.URL+"/healthz", "-"); got.Status != 200 {
@@ -281,7 +231,7 @@ func TestCacheInvalidation(t *testing.T) {
 
 	rs.Do("SET", "tok-cached", `{"UserEmail":"jane@example.com","MonthlyLimit":100,"Revoked":true}`)
 	n := 0
-	pollUntil(t, time.Second, "revocation seen through the cache", func() bool {
+	servicetest.Poll(t, time.Second, "revocation seen through the cache", func() bool {
 		n++
 		return call(t, "GET", a.URL, "tok-cached").Body == `{"message":"Token has been revoked"}`
 	})
@@ -292,11 +242,11 @@ func TestCacheInvalidation(t *testing.T) {
 		t.Fatalf("unknown: %+v", got)
 	}
 	rs.Do("SET", "tok-new", validRecord)
-	pollUntil(t, time.Second, "new key seen through the cache", func() bool {
+	servicetest.Poll(t, time.Second, "new key seen through the cache", func() bool {
 		return call(t, "GET", a.URL, "tok-new").Status == 200
 	})
 	rs.Do("DEL", "tok-new")
-	pollUntil(t, time.Second, "deleted key seen through the cache", func() bool {
+	servicetest.Poll(t, time.Second, "deleted key seen through the cache", func() bool {
 		return call(t, "GET", a.URL, "tok-new").Status == 401
 	})
 }
@@ -379,49 +329,38 @@ func TestLogsNeverHoldTheToken(t *testing.T) {
 
 func TestSubcommands(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"version"}, lookup(nil), &out, nil); err != nil || out.String() != "auth dev\n" {
+	if err := run(context.Background(), []string{"version"}, servicetest.Env(nil), &out, nil); err != nil || out.String() != "auth dev\n" {
 		t.Fatalf("version: %q, %v", out.String(), err)
 	}
 	rs := redistest.Start(t)
 	a := startAuth(t, map[string]string{"REDIS_URL": rs.URL})
-	if err := run(context.Background(), []string{"healthcheck"}, lookup(map[string]string{"PORT": a.Port}), io.Discard, nil); err != nil {
+	if err := run(context.Background(), []string{"healthcheck"}, servicetest.Env(map[string]string{"PORT": a.Port}), io.Discard, nil); err != nil {
 		t.Fatalf("healthcheck of a healthy service: %v", err)
 	}
 	rs.Stop()
-	err := run(context.Background(), []string{"healthcheck"}, lookup(map[string]string{"PORT": a.Port}), io.Discard, nil)
+	err := run(context.Background(), []string{"healthcheck"}, servicetest.Env(map[string]string{"PORT": a.Port}), io.Discard, nil)
 	if cli.ExitCode("auth", err, io.Discard) != 1 {
 		t.Fatalf("healthcheck with redis down: %v", err)
 	}
 	free := strconv.Itoa(redistest.FreePort(t))
-	err = run(context.Background(), []string{"healthcheck"}, lookup(map[string]string{"PORT": free}), io.Discard, nil)
+	err = run(context.Background(), []string{"healthcheck"}, servicetest.Env(map[string]string{"PORT": free}), io.Discard, nil)
 	if cli.ExitCode("auth", err, io.Discard) != 1 {
 		t.Fatalf("healthcheck of nothing: %v", err)
 	}
-}
-
-// runMain runs the real main in a child process.
-func runMain(t *testing.T, env map[string]string, args string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = []string{"PESTO_AUTH_MAIN=1", "PESTO_AUTH_ARGS=" + args}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	return cmd
 }
 
 // SIGTERM stops accepting, drains, and exits 0.
 func TestSIGTERM(t *testing.T) {
 	rs := redistest.Start(t)
 	port := strconv.Itoa(redistest.FreePort(t))
-	var stdout syncBuffer
-	cmd := runMain(t, map[string]string{"PORT": port, "REDIS_URL": rs.URL}, "")
+	var stdout servicetest.LogBuffer
+	cmd := servicetest.MainCommand(map[string]string{"PORT": port, "REDIS_URL": rs.URL})
 	cmd.Stdout = &stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	url := "http://127.0.0.1:" + port
-	pollUntil(t, 10*time.Second, "auth ready", func() bool {
+	servicetest.Poll(t, 10*time.Second, "auth ready", func() bool {
 		res, err := httpClient.Get(url + "/healthz")
 		if err != nil {
 			return false
@@ -451,7 +390,7 @@ func TestSIGTERM(t *testing.T) {
 // newTestApp is the app on a real Redis with a fixed clock, for app.Test.
 func newTestApp(t *testing.T, rs *redistest.Server, env map[string]string, now time.Time) (*fiber.App, *countingStore) {
 	t.Helper()
-	cfg, err := loadConfig(lookup(withDefaults(mergeEnv(map[string]string{"REDIS_URL": rs.URL}, env))))
+	cfg, err := loadConfig(servicetest.Env(withDefaults(servicetest.Merge(map[string]string{"REDIS_URL": rs.URL}, env))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,17 +399,6 @@ func newTestApp(t *testing.T, rs *redistest.Server, env map[string]string, now t
 	t.Cleanup(conn.Close)
 	store := &countingStore{tokenStore: newRedisStore(conn, cfg.CacheTTL)}
 	return newApp(log, cfg, store, metrics.NewRegistry(), nil, func() time.Time { return now }), store
-}
-
-func mergeEnv(a, b map[string]string) map[string]string {
-	out := map[string]string{}
-	for k, v := range a {
-		out[k] = v
-	}
-	for k, v := range b {
-		out[k] = v
-	}
-	return out
 }
 
 // countingStore counts the Redis lookups, to prove some answers need none.
