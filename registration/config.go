@@ -2,13 +2,17 @@ package main
 
 import (
 	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
 	"fmt"
+	netmail "net/mail"
 	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/rueidis"
@@ -214,4 +218,144 @@ func (c regConfig) redisOptions() rueidis.ClientOption {
 	opt.PipelineMultiplex = -1 // 2^0: one connection
 	opt.RingScaleEachConn = 8  // 2^8 commands in flight per connection
 	return opt
+}
+
+// Defaults of the email variables (SPEC §5).
+const (
+	defaultMailFrom    = "Pesto <pesto@teknologiumum.com>"
+	defaultMailSubject = "Your Pesto API key"
+	defaultMaxAttempts = 10
+	smtpTimeout        = 10 * time.Second
+)
+
+// tlsMode is how the SMTP connection is encrypted.
+type tlsMode int
+
+const (
+	tlsStartTLS      tlsMode = iota // STARTTLS required (smtp://, the default)
+	tlsImplicit                     // TLS from the first byte (smtps://)
+	tlsOpportunistic                // STARTTLS when offered (?tls=opportunistic)
+	tlsNone                         // plaintext (?tls=none), local development only
+)
+
+// smtpServer is a parsed SMTP_URL.
+type smtpServer struct {
+	Host     string
+	Port     int
+	TLS      tlsMode
+	Username string // "" means no SMTP AUTH
+	Password string
+}
+
+// mailConfig is the email part of the configuration: SMTP_URL, MAIL_FROM,
+// MAIL_SUBJECT, MAIL_MAX_ATTEMPTS.
+type mailConfig struct {
+	SMTP        *smtpServer // nil when SMTP_URL is empty: emails wait in the outbox
+	From        *netmail.Address
+	Subject     string
+	MaxAttempts int
+	// Timeout bounds every SMTP operation (dial, each command, the data).
+	Timeout time.Duration
+	// TLSConfig, when set, replaces the default TLS settings (system roots,
+	// server name from SMTP_URL). Tests use it to trust their own CA.
+	TLSConfig *tls.Config
+}
+
+// loadMailConfig reads and checks the email variables; a bad one is
+// recorded on e (config.Env.Fail) and so exits 2 naming it.
+func loadMailConfig(e *config.Env) mailConfig {
+	c := mailConfig{
+		Subject:     e.String("MAIL_SUBJECT", defaultMailSubject),
+		MaxAttempts: int(e.Int("MAIL_MAX_ATTEMPTS", defaultMaxAttempts, 1, 1000)),
+		Timeout:     smtpTimeout,
+	}
+	if v, ok := e.Lookup("SMTP_URL"); ok {
+		s, err := parseSMTPURL(v)
+		if err != nil {
+			e.Fail("SMTP_URL", "%v", err) // never echoes the value: it may hold a password
+		}
+		c.SMTP = s
+	}
+	from, err := netmail.ParseAddress(e.String("MAIL_FROM", defaultMailFrom))
+	if err != nil {
+		e.Fail("MAIL_FROM", "want an address such as %q: %v", defaultMailFrom, err)
+		from = &netmail.Address{Address: "pesto@teknologiumum.com"}
+	}
+	c.From = from
+	if strings.IndexFunc(c.Subject, unicode.IsControl) >= 0 {
+		e.Fail("MAIL_SUBJECT", "control characters are not allowed")
+	}
+	return c
+}
+
+// parseSMTPURL reads smtp://[user[:password]@]host[:port][?tls=opportunistic|none]
+// or smtps://[user[:password]@]host[:port]. Its errors never quote the
+// URL, which may hold a password, nor any part of it but the scheme: a
+// password pasted unescaped ("pa?ss", "pa#ss") ends up in the port, the
+// query or the fragment, so their values are not shown either.
+func parseSMTPURL(v string) (*smtpServer, error) {
+	u, err := url.Parse(v)
+	if err != nil {
+		return nil, errors.New("not a URL; want smtp://user:password@host:587 or smtps://user:password@host:465")
+	}
+	s := &smtpServer{Host: u.Hostname()}
+	defaultPort := 587
+	switch u.Scheme {
+	case "smtp":
+		s.TLS = tlsStartTLS
+	case "smtps":
+		s.TLS, defaultPort = tlsImplicit, 465
+	default:
+		return nil, errors.New("unknown scheme; want smtp:// (STARTTLS) or smtps:// (implicit TLS)")
+	}
+	if u.Opaque != "" || s.Host == "" {
+		return nil, errors.New("no host; want smtp://user:password@host:587")
+	}
+	if u.Path != "" && u.Path != "/" {
+		return nil, errors.New("a path is not allowed")
+	}
+	if u.Fragment != "" {
+		return nil, errors.New("a fragment is not allowed")
+	}
+	s.Port = defaultPort
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, errors.New("port: want a number from 1 to 65535")
+		}
+		s.Port = n
+	} else if strings.HasSuffix(u.Host, ":") {
+		return nil, errors.New("empty port")
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return nil, errors.New("bad query string")
+	}
+	for k, vs := range q {
+		if k != "tls" {
+			return nil, errors.New("unknown parameter: only tls= is known")
+		}
+		if len(vs) != 1 {
+			return nil, errors.New("tls is given more than once")
+		}
+		switch {
+		case vs[0] == "opportunistic" && s.TLS == tlsStartTLS:
+			s.TLS = tlsOpportunistic
+		case vs[0] == "none" && s.TLS == tlsStartTLS:
+			s.TLS = tlsNone
+		case s.TLS == tlsImplicit:
+			return nil, errors.New("smtps:// is always TLS: tls= is only for smtp://")
+		default:
+			return nil, errors.New("tls=: want opportunistic or none")
+		}
+	}
+	if u.User != nil {
+		// url.Parse has already percent-decoded both.
+		s.Username = u.User.Username()
+		s.Password, _ = u.User.Password()
+		if s.Username == "" {
+			return nil, errors.New("a password without a user name")
+		}
+	}
+	return s, nil
 }

@@ -17,12 +17,6 @@ import (
 	"pesto/shared/redisconn"
 )
 
-// outboxAttempts is a hash: stream entry ID -> SMTP attempts the server
-// refused so far. It lives beside the stream (same hash tag, same cluster
-// slot) so that one script can drop an entry and its count together, and
-// any worker that reclaims an entry continues its count.
-const outboxAttempts = "pesto:{waiting-list}:outbox:attempts"
-
 // Defaults of the outbox's tunables.
 const (
 	defaultMinIdle      = 2 * time.Minute

@@ -4,15 +4,6 @@ import (
 	"strconv"
 )
 
-// The mail outbox's keys. The {waiting-list} hash tag puts them in the same
-// Redis Cluster slot as the waiting list, so that approve can remove a
-// signup and queue its email in one atomic script, in a cluster too.
-const (
-	outboxStream = "pesto:{waiting-list}:outbox"      // stream of keyEmail entries
-	outboxDead   = "pesto:{waiting-list}:outbox:dead" // entries that ran out of attempts
-	outboxGroup  = "mailers"                          // consumer group of every registration process
-)
-
 // keyEmail is one queued email that gives a user their API key.
 type keyEmail struct {
 	To    string // address, as on the signup

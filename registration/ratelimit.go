@@ -9,11 +9,7 @@ import (
 
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
-	"pesto/shared/wire"
 )
-
-// rateLimitPrefix starts every rate-limit key: pesto:ratelimit:<route>:<client>.
-const rateLimitPrefix = wire.OwnPrefix + "ratelimit:"
 
 // rateScript is a generic cell rate algorithm (GCRA) limiter, one atomic
 // step however many replicas share the Redis: a client may make burst

@@ -8,7 +8,6 @@ import (
 	"github.com/gofiber/fiber/v3"
 	"github.com/gofiber/fiber/v3/middleware/cors"
 
-	"pesto/registration/web"
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
 	"pesto/shared/sentry"
@@ -71,39 +70,6 @@ func limitBody(maxBody int) fiber.Handler {
 		}
 		return c.Next()
 	}
-}
-
-// handlePage answers GET / with the signup page.
-func handlePage(c fiber.Ctx) error { return sendPage(c, web.Signup()) }
-
-// sendPage sends an HTML page of the web package, with its headers.
-func sendPage(c fiber.Ctx, page []byte) error {
-	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
-	c.Set(fiber.HeaderContentSecurityPolicy, web.CSP)
-	c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
-	return c.Send(page)
-}
-
-// localResultPage marks a request answered with the result page.
-type localResultPageKey struct{}
-
-var localResultPage localResultPageKey
-
-// markResultPage notes, before anything can fail, whether a register
-// request is a plain HTML form POST from a browser (form-encoded, and
-// text/html preferred over JSON): its answer, success or error, is then the
-// result page with the same status.
-func markResultPage(c fiber.Ctx) error {
-	if mediaType(c) == fiber.MIMEApplicationForm &&
-		c.Accepts(fiber.MIMEApplicationJSON, fiber.MIMETextHTML) == fiber.MIMETextHTML {
-		c.Locals(localResultPage, true)
-	}
-	return c.Next()
-}
-
-func wantsResultPage(c fiber.Ctx) bool {
-	v, _ := c.Locals(localResultPage).(bool)
-	return v
 }
 
 type regMetrics struct {

@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"errors"
 	"log/slog"
-	"time"
 
 	"github.com/gofiber/fiber/v3"
 	"github.com/redis/rueidis"
@@ -14,36 +11,6 @@ import (
 	"pesto/shared/redisconn"
 	"pesto/shared/wire"
 )
-
-// Shapes of generated keys (SPEC §1).
-const (
-	trialPrefix      = "TRIAL-"
-	trialTokenChars  = 58
-	trialEmailChars  = 20
-	approvedKeyChars = 64
-)
-
-const alphanumeric = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-
-// randomAlphanumeric returns n characters of [A-Za-z0-9] from crypto/rand,
-// each equally likely: bytes of 248 and above (248 = 4×62) are discarded
-// rather than folded onto the first characters.
-func randomAlphanumeric(n int) string {
-	out := make([]byte, 0, n)
-	buf := make([]byte, n+n/4+8)
-	for len(out) < n {
-		_, _ = rand.Read(buf) // crypto/rand.Read never fails (Go ≥ 1.24)
-		for _, b := range buf {
-			if b < 248 && len(out) < n {
-				out = append(out, alphanumeric[b%62])
-			}
-		}
-	}
-	return string(out)
-}
-
-// errCollision: a freshly generated key already exists.
-var errCollision = errors.New("generated key already exists")
 
 // createTrial stores a new trial key: SET NX with a TTL of a day. A
 // collision (astronomically unlikely) draws another key.
@@ -86,7 +53,3 @@ func handleTrial(log *slog.Logger, conn *redisconn.Conn, domain string, limit *r
 		return c.SendString(`{"token":"` + token + `"}`)
 	}
 }
-
-// redisTimeout bounds the Redis work of one request, so that a dead or slow
-// Redis is answered 500 within a second, never a hang.
-const redisTimeout = 500 * time.Millisecond

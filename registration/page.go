@@ -1,0 +1,45 @@
+package main
+
+import (
+	"github.com/gofiber/fiber/v3"
+
+	"pesto/registration/web"
+)
+
+// handlePage answers GET / with the signup page.
+func handlePage(c fiber.Ctx) error { return sendPage(c, web.Signup()) }
+
+// sendPage sends an HTML page of the web package, with its headers.
+func sendPage(c fiber.Ctx, page []byte) error {
+	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
+	c.Set(fiber.HeaderContentSecurityPolicy, web.CSP)
+	c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
+	return c.Send(page)
+}
+
+// localResultPage marks a request answered with the result page.
+type localResultPageKey struct{}
+
+var localResultPage localResultPageKey
+
+// markResultPage notes, before anything can fail, whether a register
+// request is a plain HTML form POST from a browser (form-encoded, and
+// text/html preferred over JSON): its answer, success or error, is then the
+// result page with the same status.
+func markResultPage(c fiber.Ctx) error {
+	if mediaType(c) == fiber.MIMEApplicationForm &&
+		c.Accepts(fiber.MIMEApplicationJSON, fiber.MIMETextHTML) == fiber.MIMETextHTML {
+		c.Locals(localResultPage, true)
+	}
+	return c.Next()
+}
+
+func wantsResultPage(c fiber.Ctx) bool {
+	v, _ := c.Locals(localResultPage).(bool)
+	return v
+}
+
+// pageThanks is the result page's message after a form POST without
+// JavaScript. Created and Accepted read the same, so the page does not tell whether an email
+// is already known either.
+const pageThanks = "Thank you! Your request is on the waiting list. You will get your API key by email once it is approved."

@@ -1,0 +1,27 @@
+package main
+
+import "pesto/shared/wire"
+
+// approvingPrefix starts the key that holds an approval's token from its
+// first step until it is complete: pesto:{waiting-list}:approving:<email>
+// (email trimmed and lower-cased). The hash tag keeps it in the waiting
+// list's cluster slot, beside the outbox.
+const approvingPrefix = wire.OwnPrefix + "{waiting-list}:approving:"
+
+// outboxAttempts is a hash: stream entry ID -> SMTP attempts the server
+// refused so far. It lives beside the stream (same hash tag, same cluster
+// slot) so that one script can drop an entry and its count together, and
+// any worker that reclaims an entry continues its count.
+const outboxAttempts = "pesto:{waiting-list}:outbox:attempts"
+
+// The mail outbox's keys. The {waiting-list} hash tag puts them in the same
+// Redis Cluster slot as the waiting list, so that approve can remove a
+// signup and queue its email in one atomic script, in a cluster too.
+const (
+	outboxStream = "pesto:{waiting-list}:outbox"      // stream of keyEmail entries
+	outboxDead   = "pesto:{waiting-list}:outbox:dead" // entries that ran out of attempts
+	outboxGroup  = "mailers"                          // consumer group of every registration process
+)
+
+// rateLimitPrefix starts every rate-limit key: pesto:ratelimit:<route>:<client>.
+const rateLimitPrefix = wire.OwnPrefix + "ratelimit:"

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/mail"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gofiber/fiber/v3"
+)
+
+// mediaType returns the request's Content-Type without parameters, lower-cased.
+func mediaType(c fiber.Ctx) string {
+	ct := string(c.Request().Header.ContentType())
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.ToLower(strings.TrimSpace(ct))
+}
+
+// rejectEncoding refuses a compressed body: it would be read as is, and
+// inflating it could exceed MAX_BODY_BYTES many times over.
+func rejectEncoding(c fiber.Ctx) error {
+	if ce := c.Get(fiber.HeaderContentEncoding); ce != "" && !strings.EqualFold(ce, "identity") {
+		return errContentType
+	}
+	return nil
+}
+
+// decodeObject decodes exactly one JSON object from body into v.
+func decodeObject(body []byte, v any) error {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 || body[0] != '{' {
+		return errBadJSON
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return badRequest(te.Field + " has the wrong type")
+		}
+		return errBadJSON
+	}
+	if err := dec.Decode(&struct{}{}); err != io.EOF {
+		return errBadJSON // something after the object
+	}
+	return nil
+}
+
+// parseEmail returns the trimmed address when it is a single address that
+// net/mail accepts, written as a bare address (no display name, no angle
+// brackets, no comment) of at most 254 bytes.
+func parseEmail(v string) (string, error) {
+	v = strings.TrimSpace(v)
+	if len(v) > maxEmailBytes {
+		return "", badRequest(msgEmailLength)
+	}
+	if v == "" || !utf8.ValidString(v) || strings.ContainsAny(v, "<>()\",;") {
+		return "", badRequest(msgEmail)
+	}
+	a, err := mail.ParseAddress(v)
+	if err != nil || a.Name != "" || a.Address != v {
+		return "", badRequest(msgEmail)
+	}
+	return v, nil
+}
+
+// sendMessage sends the JSON body {"message":"…"} with the status set.
+func sendMessage(c fiber.Ctx, message string) error {
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(newAPIError(0, message).body)
+}
+
+// readAdminJSON reads an admin request body: JSON only.
+func readAdminJSON(c fiber.Ctx, v any) error {
+	if err := rejectEncoding(c); err != nil {
+		return err
+	}
+	if mediaType(c) != fiber.MIMEApplicationJSON {
+		return errContentType
+	}
+	return decodeObject(c.Request().Body(), v)
+}
+
+// either returns a unless it is absent, else b.
+func either(a, b json.RawMessage) json.RawMessage {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// requiredString reads a JSON string that must be present.
+func requiredString(raw json.RawMessage, typeMsg, missingMsg string) (string, error) {
+	if raw == nil || string(raw) == "null" {
+		return "", badRequest(missingMsg)
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", badRequest(typeMsg)
+	}
+	return s, nil
+}
+
+// redisTimeout bounds the Redis work of one request, so that a dead or slow
+// Redis is answered 500 within a second, never a hang.
+const redisTimeout = 500 * time.Millisecond
