@@ -337,12 +337,13 @@ func (o *outbox) nextDue(now time.Time) *queuedEmail {
 
 // touchScript makes sure the entry is still this consumer's, and resets its
 // idle time so that no other worker reclaims it during the attempt.
-// KEYS[1] stream; ARGV[1] group, ARGV[2] entry ID, ARGV[3] consumer.
 // Returns 1 when it is ours, 0 when it was finished or reclaimed meanwhile.
 var touchScript = rueidis.NewLuaScript(`
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+local stream = KEYS[1]
+local group, id, consumer = ARGV[1], ARGV[2], ARGV[3]
+local p = redis.call('XPENDING', stream, group, id, id, 1)
+if #p == 0 or p[1][2] ~= consumer then return 0 end
+redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID')
 return 1
 `)
 
@@ -416,11 +417,12 @@ func (o *outbox) deliver(ctx context.Context, c rueidis.Client, q *queuedEmail) 
 }
 
 // ackScript acknowledges and deletes an entry, and drops its attempt count.
-// KEYS[1] stream, KEYS[2] attempts hash; ARGV[1] group, ARGV[2] entry ID.
 var ackScript = rueidis.NewLuaScript(`
-local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-redis.call('HDEL', KEYS[2], ARGV[2])
+local stream, attempts = KEYS[1], KEYS[2]
+local group, id = ARGV[1], ARGV[2]
+local n = redis.call('XACK', stream, group, id)
+redis.call('XDEL', stream, id)
+redis.call('HDEL', attempts, id)
 return n
 `)
 
@@ -444,13 +446,14 @@ func (o *outbox) flushAcks(ctx context.Context, c rueidis.Client) error {
 // deadScript moves an entry to the dead-letter stream: acknowledged,
 // deleted, its count dropped and its copy added, in one step. It does
 // nothing when the entry is no longer pending (another worker finished it).
-// KEYS[1] stream, KEYS[2] attempts hash, KEYS[3] dead-letter stream;
-// ARGV[1] group, ARGV[2] entry ID, ARGV[3…] the dead entry's field/values.
 var deadScript = rueidis.NewLuaScript(`
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('XDEL', KEYS[1], ARGV[2])
-redis.call('HDEL', KEYS[2], ARGV[2])
-redis.call('XADD', KEYS[3], '*', unpack(ARGV, 3))
+local stream, attempts, dead = KEYS[1], KEYS[2], KEYS[3]
+local group, id = ARGV[1], ARGV[2]
+-- ARGV[3] onwards: the dead entry's field/value pairs
+if redis.call('XACK', stream, group, id) == 0 then return 0 end
+redis.call('XDEL', stream, id)
+redis.call('HDEL', attempts, id)
+redis.call('XADD', dead, '*', unpack(ARGV, 3))
 return 1
 `)
 

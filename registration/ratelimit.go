@@ -17,21 +17,21 @@ import (
 // "theoretical arrival time" in microseconds of the Redis clock (so
 // replicas' clocks do not matter; microseconds, so that rates up to a million
 // a second keep their spacing) and expires when the client is back to a full
-// burst. KEYS[1] the client's key, ARGV[1] burst, ARGV[2] period in µs.
-// Returns 0 when the request is allowed, else the milliseconds until one
+// burst. Returns 0 when the request is allowed, else the milliseconds until one
 // would be.
 var rateScript = rueidis.NewLuaScript(`
+local client_key = KEYS[1]
+local burst = tonumber(ARGV[1])
+local period = tonumber(ARGV[2]) -- microseconds
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local burst = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
 local interval = period / burst
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local tat = tonumber(redis.call('GET', client_key) or '0')
 if tat < now then tat = now end
 local newtat = tat + interval
 local allowAt = newtat - period
 if allowAt > now then return math.ceil((allowAt - now) / 1000) end
-redis.call('SET', KEYS[1], string.format('%d', math.ceil(newtat)), 'PX', math.max(1, math.ceil((newtat - now) / 1000)))
+redis.call('SET', client_key, string.format('%d', math.ceil(newtat)), 'PX', math.max(1, math.ceil((newtat - now) / 1000)))
 return 0
 `)
 

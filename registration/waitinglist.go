@@ -69,12 +69,13 @@ end
 
 // registerScript appends a signup unless the same person is on the list:
 // the check and the RPUSH are one atomic step, so racing signups of one
-// email leave one entry. KEYS[1] waiting list; ARGV[1] the signup as
-// stored, ARGV[2] its email for find (personKey). Returns 1 when appended,
-// 0 when already listed.
+// email leave one entry. Returns 1 when appended, 0 when already listed.
 var registerScript = rueidis.NewLuaScript(findSignupLua + `
-if find(KEYS[1], ARGV[2]) then return 0 end
-redis.call('RPUSH', KEYS[1], ARGV[1])
+local list_key = KEYS[1]
+local signup = ARGV[1] -- as stored
+local email = ARGV[2] -- its email for find (personKey)
+if find(list_key, email) then return 0 end
+redis.call('RPUSH', list_key, signup)
 return 1
 `)
 
@@ -108,20 +109,21 @@ func approvingKey(email string) string { return approvingPrefix + personKey(emai
 // claimScript is approve's first step on the waiting list's side. It finds
 // the signup and records the token of this approval under the approving key,
 // unless an earlier attempt recorded one: then that token is kept, so that a
-// repeated approve completes the first attempt. KEYS[1] waiting list,
-// KEYS[2] approving key; ARGV[1] email (personKey), ARGV[2] token. Returns
-// {} when the signup is not listed (and forgets a stale approving key), else
+// repeated approve completes the first attempt. Returns {} when the signup is not listed (and forgets a stale approving key), else
 // {signup, token to use}.
 var claimScript = rueidis.NewLuaScript(findSignupLua + `
-local raw = find(KEYS[1], ARGV[1])
+local list_key, approving_key = KEYS[1], KEYS[2]
+local email = ARGV[1] -- personKey
+local new_token = ARGV[2]
+local raw = find(list_key, email)
 if not raw then
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', approving_key)
   return {}
 end
-local token = redis.call('GET', KEYS[2])
+local token = redis.call('GET', approving_key)
 if not token then
-  token = ARGV[2]
-  redis.call('SET', KEYS[2], token)
+  token = new_token
+  redis.call('SET', approving_key, token)
 end
 return {raw, token}
 `)
@@ -129,19 +131,19 @@ return {raw, token}
 // completeScript is approve's last step: it removes the signup (that one
 // element, never the whole list) and queues the key's email in one atomic
 // step, and forgets the approving key. When the signup is already gone
-// (a racing approve completed it) nothing is queued. KEYS[1] waiting list,
-// KEYS[2] approving key, KEYS[3] outbox stream; ARGV[1] the signup's raw
-// element, ARGV[2..] the email's stream fields. Returns 1 when queued.
+// (a racing approve completed it) nothing is queued. Returns 1 when queued.
 var completeScript = rueidis.NewLuaScript(`
-local removed = redis.call('LREM', KEYS[1], 1, ARGV[1])
-redis.call('DEL', KEYS[2])
+local list_key, approving_key, outbox_key = KEYS[1], KEYS[2], KEYS[3]
+local raw = ARGV[1] -- the signup's element, as listed
+-- ARGV[2] onwards: the email's stream fields
+local removed = redis.call('LREM', list_key, 1, raw)
+redis.call('DEL', approving_key)
 if removed == 0 then return 0 end
-redis.call('XADD', KEYS[3], '*', unpack(ARGV, 2))
+redis.call('XADD', outbox_key, '*', unpack(ARGV, 2))
 return 1
 `)
 
-// rejectScript removes a person's signup. KEYS[1] waiting list, KEYS[2]
-// approving key; ARGV[1] email (personKey). Returns {removed} with removed
+// rejectScript removes a person's signup. Returns {removed} with removed
 // 1 or 0 (not listed), or {removed, token} when the approving key names the
 // token of an unfinished approval of the person. That key was never
 // delivered (its email is queued only in the step that removes the signup),
@@ -149,19 +151,23 @@ return 1
 // approving key is left until then, so that a reject repeated after a crash
 // in between finishes the clean-up.
 var rejectScript = rueidis.NewLuaScript(findSignupLua + `
-local raw = find(KEYS[1], ARGV[1])
+local list_key, approving_key = KEYS[1], KEYS[2]
+local email = ARGV[1] -- personKey
+local raw = find(list_key, email)
 local removed = 0
-if raw then removed = redis.call('LREM', KEYS[1], 1, raw) end
-local token = redis.call('GET', KEYS[2])
+if raw then removed = redis.call('LREM', list_key, 1, raw) end
+local token = redis.call('GET', approving_key)
 if token then return {removed, token} end
 return {removed}
 `)
 
-// deleteIfScript deletes KEYS[1] only while it still holds ARGV[1], so that
-// a record rewritten meanwhile (revoked, or someone else's) is kept.
-// Returns 1 when deleted.
+// deleteIfScript deletes a record only while it still holds the value
+// read, so that a record rewritten meanwhile (revoked, or someone else's) is
+// kept. Returns 1 when deleted.
 var deleteIfScript = rueidis.NewLuaScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local record_key = KEYS[1]
+local read = ARGV[1]
+if redis.call('GET', record_key) == read then return redis.call('DEL', record_key) end
 return 0
 `)
 
