@@ -9,6 +9,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 
 	"pesto/shared/logging"
+	"pesto/shared/wire"
 )
 
 // Admin validation messages; each names its field.
@@ -74,7 +75,7 @@ func handleApprove(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Han
 			if a.Token, err = requiredString(body.Token, msgTokenType, msgToken); err != nil {
 				return err
 			}
-			if !wellFormedToken(a.Token) {
+			if !wire.WellFormedToken(a.Token) {
 				return badRequest(msgToken)
 			}
 		}
@@ -111,7 +112,7 @@ func handleRevoke(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Hand
 		if token == "" {
 			return badRequest(msgTokenMissing)
 		}
-		if !wellFormedToken(token) {
+		if !wire.WellFormedToken(token) {
 			return errUserNotExists // no such key can exist
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)

@@ -3,12 +3,7 @@ package main
 import (
 	"crypto/rand"
 	"errors"
-
-	"pesto/shared/wire"
 )
-
-// maxTokenLen bounds an admin-supplied token, as auth does.
-const maxTokenLen = 256
 
 // Shapes of generated keys (SPEC §1).
 const (
@@ -39,17 +34,3 @@ func randomAlphanumeric(n int) string {
 
 // errCollision: a freshly generated key already exists.
 var errCollision = errors.New("generated key already exists")
-
-// wellFormedToken reports whether token may name an API key: 1–256 bytes of
-// 0x21–0x7E, not one of the data model's own keys (as auth checks).
-func wellFormedToken(token string) bool {
-	if token == "" || len(token) > maxTokenLen {
-		return false
-	}
-	for i := 0; i < len(token); i++ {
-		if c := token[i]; c < 0x21 || c > 0x7e {
-			return false
-		}
-	}
-	return !wire.IsOwnKey(token)
-}
