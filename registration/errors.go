@@ -98,7 +98,7 @@ func errorHandler(log *slog.Logger, m *regMetrics, rep *sentry.Reporter) fiber.E
 		}
 		c.Status(ae.status)
 		if wantsResultPage(c) {
-			return sendPage(c, web.Result(false, ae.message))
+			return sendPage(c, web.Refused(ae.message))
 		}
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Send(ae.body)

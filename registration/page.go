@@ -38,8 +38,3 @@ func wantsResultPage(c fiber.Ctx) bool {
 	v, _ := c.Locals(localResultPage).(bool)
 	return v
 }
-
-// pageThanks is the result page's message after a form POST without
-// JavaScript. Created and Accepted read the same, so the page does not tell whether an email
-// is already known either.
-const pageThanks = "Thank you! Your request is on the waiting list. You will get your API key by email once it is approved."

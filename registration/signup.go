@@ -81,7 +81,7 @@ func handleRegister(log *slog.Logger, conn *redisconn.Conn, limit *rateLimiter, 
 		log.Debug("signup", "created", created)
 		c.Status(status)
 		if wantsResultPage(c) {
-			return sendPage(c, web.Result(true, pageThanks))
+			return sendPage(c, web.Confirmed())
 		}
 		return sendMessage(c, message)
 	}

@@ -49,14 +49,19 @@ var (
 // not modify it.
 func Signup() []byte { return signupPage }
 
-// Result returns the page shown after a form POST without JavaScript. When
-// ok it shows Confirmation and ignores message (a new and a known email
-// look the same); otherwise it shows message, HTML-escaped.
-func Result(ok bool, message string) []byte {
-	title, class, back := "Your signup was not sent", "error", "Back to the signup form"
-	if ok {
-		title, class, back, message = "You're on the waiting list", "ok", "Back to the signup page", Confirmation
-	}
+// Confirmed returns the page shown after a successful form POST without
+// JavaScript: Confirmation, the same for a new and a known email.
+func Confirmed() []byte {
+	return result("You're on the waiting list", "ok", "Back to the signup page", Confirmation)
+}
+
+// Refused returns the page shown after a form POST without JavaScript that
+// was refused: message, HTML-escaped.
+func Refused(message string) []byte {
+	return result("Your signup was not sent", "error", "Back to the signup form", message)
+}
+
+func result(title, class, back, message string) []byte {
 	body := strings.NewReplacer(
 		"{{title}}", html.EscapeString(title),
 		"{{class}}", class,
