@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
 	"pesto/shared/wire"
 )
 
@@ -351,7 +352,7 @@ func TestKeyEmailHeaderInjection(t *testing.T) {
 		approveToken(t, base, fmt.Sprintf(`{"email":"eve%d@example.com","limit":1}`, i))
 	}
 	got := srv.waitReceived(t, len(names), 10*time.Second)
-	waitFor(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outboxStream) == "0" })
+	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outboxStream) == "0" })
 	allowed := map[string]bool{"From": true, "To": true, "Subject": true, "Message-Id": true, "Date": true,
 		"Mime-Version": true, "Content-Type": true, "User-Agent": true, "X-Mailer": true}
 	for _, m := range srv.Received() {

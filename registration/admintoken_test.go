@@ -14,13 +14,14 @@ import (
 	"pesto/shared/cli"
 	"pesto/shared/config"
 	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
 )
 
 // adminTokenCmd runs `registration admin-token args...` with env.
 func adminTokenCmd(env map[string]string, args ...string) (string, error) {
 	var out bytes.Buffer
 	err := run(context.Background(), append([]string{"admin-token"}, args...),
-		func(k string) (string, bool) { v, ok := env[k]; return v, ok }, &out, nil)
+		servicetest.Env(env), &out, nil)
 	return strings.TrimSuffix(out.String(), "\n"), err
 }
 

@@ -1,19 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"pesto/shared/servicetest"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -22,41 +20,9 @@ import (
 // env names ADMIN_JWT_SECRET itself.
 const testAdminSecret = "test-secret-0123456789-abcdefghij-klmnop"
 
-// exitCodeEnv, set in a re-executed test binary, makes TestMain run main
-// with the arguments after "--" (see runMain).
-const exitCodeEnv = "PESTO_REGISTRATION_RUN_MAIN"
-
-func TestMain(m *testing.M) {
-	if os.Getenv(exitCodeEnv) == "1" {
-		for i, a := range os.Args {
-			if a == "--" {
-				os.Args = append([]string{os.Args[0]}, os.Args[i+1:]...)
-				break
-			}
-		}
-		main()
-		return
-	}
-	os.Exit(m.Run())
-}
-
-// logBuffer collects a service's log lines; safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// TestMain runs the tests, or main itself in a child that
+// servicetest.MainCommand started.
+func TestMain(m *testing.M) { servicetest.TestMain(m, main) }
 
 // startRegistration runs the whole service through run() on a free port
 // and returns its base URL ("http://127.0.0.1:PORT") and its logs. env is
@@ -65,15 +31,14 @@ func (b *logBuffer) String() string {
 // ADMIN_JWT_SECRET is testAdminSecret (name it with "" to leave the admin
 // API unconfigured). The service is stopped, and checked to stop cleanly,
 // when the test ends.
-func startRegistration(t testing.TB, env map[string]string) (baseURL string, logs *logBuffer) {
+func startRegistration(t testing.TB, env map[string]string) (baseURL string, logs *servicetest.LogBuffer) {
 	t.Helper()
 	if env["REDIS_URL"] == "" {
 		t.Fatal("startRegistration: env must name REDIS_URL (start one with redistest.Start)")
 	}
-	full := testEnv(env)
-	lookup := func(k string) (string, bool) { v, ok := full[k]; return v, ok }
+	lookup := servicetest.Env(testEnv(env))
 
-	logs = new(logBuffer)
+	logs = new(servicetest.LogBuffer)
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan net.Addr, 1)
 	done := make(chan error, 1)
@@ -108,26 +73,14 @@ func startRegistration(t testing.TB, env map[string]string) (baseURL string, log
 // both rate limits 1000000/s, SHUTDOWN_TIMEOUT 2s, ADMIN_JWT_SECRET
 // testAdminSecret, LOG_LEVEL debug.
 func testEnv(env map[string]string) map[string]string {
-	full := map[string]string{
+	return servicetest.Merge(map[string]string{
 		"PORT":             "0",
 		"REGISTER_RATE":    "1000000/s",
 		"TRIAL_RATE":       "1000000/s",
 		"SHUTDOWN_TIMEOUT": "2s",
 		"ADMIN_JWT_SECRET": testAdminSecret,
 		"LOG_LEVEL":        "debug",
-	}
-	for k, v := range env {
-		full[k] = v
-	}
-	return full
-}
-
-// mainCommand is the test binary run as the registration command (see
-// TestMain), with env ("K=V") and args.
-func mainCommand(env []string, args ...string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
-	cmd.Env = append([]string{exitCodeEnv + "=1", "PATH=" + os.Getenv("PATH")}, env...)
-	return cmd
+	}, env)
 }
 
 // adminBearer returns an Authorization header value with an HS256 admin

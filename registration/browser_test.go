@@ -19,6 +19,7 @@ import (
 
 	"pesto/registration/web"
 	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
 )
 
 // chromiumPath is where Debian's chromium package installs the browser.
@@ -207,20 +208,14 @@ func TestSignupPageInBrowser(t *testing.T) {
 // connected to Redis.
 func waitHealthy(t *testing.T, base string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	servicetest.Poll(t, 10*time.Second, "/healthz answers 200", func() bool {
 		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/healthz did not answer 200 within 10s (last error: %v)", err)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, not synchronisation
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }
 
 // startBrowser starts headless Chromium for the test and returns the

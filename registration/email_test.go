@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
 )
 
 // End to end: the service started through run(), an approve through the
@@ -61,7 +62,7 @@ func TestApproveSendsKeyEmail(t *testing.T) {
 	if !strings.Contains(m.HTML, "Hello &lt;b&gt;x&lt;/b&gt;,") || strings.Contains(m.HTML, "<b>x</b>") {
 		t.Errorf("HTML part does not escape the name:\n%s", m.HTML)
 	}
-	waitFor(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outboxStream) == "0" })
+	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outboxStream) == "0" })
 
 	// The same approve again: the key exists, nothing is queued or sent.
 	send(t, "PUT", base+"/api/approve", `{"email":"jane@example.com","limit":250,"token":"`+token+`"}`,
@@ -72,7 +73,7 @@ func TestApproveSendsKeyEmail(t *testing.T) {
 		t.Errorf("XLEN outbox = %s after the repeats, want 0", got)
 	}
 
-	waitFor(t, 5*time.Second, "/metrics shows one email sent and an empty outbox", func() bool {
+	servicetest.Poll(t, 5*time.Second, "/metrics shows one email sent and an empty outbox", func() bool {
 		metrics := send(t, "GET", base+"/metrics", "").body
 		return strings.Contains(metrics, "\npesto_emails_sent_total 1\n") && strings.Contains(metrics, "\npesto_outbox_depth 0\n")
 	})
@@ -119,7 +120,7 @@ func TestTwoInstancesSendEachEmailOnce(t *testing.T) {
 	}
 
 	srv.waitReceived(t, n, 15*time.Second)
-	waitFor(t, 5*time.Second, "the outbox is empty and nothing is pending", func() bool {
+	servicetest.Poll(t, 5*time.Second, "the outbox is empty and nothing is pending", func() bool {
 		return rs.Do("XLEN", outboxStream) == "0" && pendingCount(t, rs) == 0
 	})
 	got := srv.Received()
@@ -150,7 +151,7 @@ func TestApproveWithoutSMTPKeepsEmail(t *testing.T) {
 	base, logs := startRegistration(t, map[string]string{"REDIS_URL": rs.URL})
 	rs.Do("RPUSH", "waiting-list", `{"name":"Jane","email":"jane@example.com","building":"","calls":1}`)
 	approveToken(t, base, `{"email":"jane@example.com","limit":5}`)
-	waitFor(t, 10*time.Second, "/metrics shows the waiting email", func() bool {
+	servicetest.Poll(t, 10*time.Second, "/metrics shows the waiting email", func() bool {
 		return strings.Contains(send(t, "GET", base+"/metrics", "").body, "\npesto_outbox_depth 1\n")
 	})
 	if got := rs.Do("XLEN", outboxStream); got != "1" {

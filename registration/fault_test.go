@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
 	"pesto/shared/wire"
 )
 
@@ -55,7 +56,7 @@ func try(method, url, body string, headers ...string) (response, error) {
 type mainProcess struct {
 	cmd  *exec.Cmd
 	base string
-	logs *logBuffer
+	logs *servicetest.LogBuffer
 	done chan struct{}
 }
 
@@ -65,14 +66,8 @@ type mainProcess struct {
 func startMain(t *testing.T, env map[string]string) *mainProcess {
 	t.Helper()
 	port := redistest.FreePort(t)
-	full := testEnv(env)
-	full["PORT"] = strconv.Itoa(port)
-	var vars []string
-	for k, v := range full {
-		vars = append(vars, k+"="+v)
-	}
-	cmd := mainCommand(vars)
-	p := &mainProcess{cmd: cmd, base: "http://127.0.0.1:" + strconv.Itoa(port), logs: new(logBuffer), done: make(chan struct{})}
+	cmd := servicetest.MainCommand(servicetest.Merge(testEnv(env), map[string]string{"PORT": strconv.Itoa(port)}))
+	p := &mainProcess{cmd: cmd, base: "http://127.0.0.1:" + strconv.Itoa(port), logs: new(servicetest.LogBuffer), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -87,21 +82,21 @@ func startMain(t *testing.T, env map[string]string) *mainProcess {
 			<-p.done
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := try("GET", p.base+"/healthz", ""); err == nil {
-			return p
-		}
+	exited := false
+	servicetest.Poll(t, 10*time.Second, "registration serves", func() bool {
 		select {
 		case <-p.done:
-			t.Fatalf("registration exited before serving:\n%s", p.logs)
+			exited = true
+			return true
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("registration did not serve within 10s:\n%s", p.logs)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval
+		_, err := try("GET", p.base+"/healthz", "")
+		return err == nil
+	})
+	if exited {
+		t.Fatalf("registration exited before serving:\n%s", p.logs)
 	}
+	return p
 }
 
 // kill ends the process with SIGKILL: no drain, no deferred code.
@@ -239,7 +234,7 @@ func TestApproveRepeatedAfterKillBetweenSteps(t *testing.T) {
 	}
 
 	got := srv.waitReceived(t, len(cases), 10*time.Second)
-	waitFor(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outboxStream) == "0" })
+	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outboxStream) == "0" })
 	byKey := emailsByKey(t, got)
 	for i := range cases {
 		k := fmt.Sprintf("crash%d@example.com first-key-%d", i, i)
@@ -384,7 +379,7 @@ func TestApproveSurvivesSIGKILL(t *testing.T) {
 				oks.Add(1)
 			})
 		}
-		waitFor(t, 10*time.Second, "round "+strconv.Itoa(round)+": "+when, func() bool {
+		servicetest.Poll(t, 10*time.Second, "round "+strconv.Itoa(round)+": "+when, func() bool {
 			// An answer ends the wait either way: the approves may all
 			// pass between two looks.
 			return oks.Load() > 0 || (when != "first answer" && len(rs.Keys(approvingPrefix+"k"+strconv.Itoa(round)+"u*")) > 0)
@@ -450,7 +445,7 @@ func TestApproveSurvivesSIGKILL(t *testing.T) {
 
 	srv.Start()
 	got := srv.waitReceived(t, len(emails), 20*time.Second)
-	waitFor(t, 10*time.Second, "the outbox is empty and nothing is pending", func() bool {
+	servicetest.Poll(t, 10*time.Second, "the outbox is empty and nothing is pending", func() bool {
 		return rs.Do("XLEN", outboxStream) == "0" && pendingCount(t, rs) == 0
 	})
 	byKey := emailsByKey(t, srv.Received())
@@ -535,7 +530,7 @@ func TestOutboxSMTPFlapping(t *testing.T) {
 		t.FailNow()
 	}
 	srv.waitReceived(t, n, 15*time.Second)
-	waitFor(t, 5*time.Second, "the outbox is empty and nothing is pending", func() bool {
+	servicetest.Poll(t, 5*time.Second, "the outbox is empty and nothing is pending", func() bool {
 		return rs.Do("XLEN", outboxStream) == "0" && pendingCount(t, rs) == 0
 	})
 	got := srv.Received()
@@ -629,16 +624,16 @@ func TestRedisRestartDuringTraffic(t *testing.T) {
 		}
 		return n
 	}
-	waitFor(t, 10*time.Second, "traffic flows", func() bool { return count(201) >= 10 })
+	servicetest.Poll(t, 10*time.Second, "traffic flows", func() bool { return count(201) >= 10 })
 	rs.Stop()
 	down := time.Now()
-	waitFor(t, 5*time.Second, "requests fail while Redis is down for a second", func() bool {
+	servicetest.Poll(t, 5*time.Second, "requests fail while Redis is down for a second", func() bool {
 		return count(500) >= 8 && time.Since(down) > time.Second
 	})
 	rs.Restart()
 	back := time.Now()
 	var healed time.Time
-	waitFor(t, 5*time.Second, "requests succeed again", func() bool {
+	servicetest.Poll(t, 5*time.Second, "requests succeed again", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, o := range outcomes {
@@ -746,7 +741,7 @@ func TestSMTPURLEmptyWarnsOnce(t *testing.T) {
 	rs := redistest.Start(t)
 	for _, env := range []map[string]string{{"REDIS_URL": rs.URL}, {"REDIS_URL": rs.URL, "SMTP_URL": ""}} {
 		base, logs := startRegistration(t, env)
-		waitFor(t, 5*time.Second, "the warning is logged", func() bool { return strings.Contains(logs.String(), "SMTP_URL is empty") })
+		servicetest.Poll(t, 5*time.Second, "the warning is logged", func() bool { return strings.Contains(logs.String(), "SMTP_URL is empty") })
 		if r := send(t, "POST", base+"/api/trial", ""); r.status != 200 {
 			t.Fatalf("trial: %d %s", r.status, r.body)
 		}

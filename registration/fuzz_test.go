@@ -16,6 +16,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"pesto/shared/config"
+	"pesto/shared/servicetest"
 )
 
 // Fuzz targets of what an operator or an attacker hands the service: the
@@ -57,7 +58,7 @@ func FuzzSMTPURL(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw, password string) {
 		v := strings.Replace(raw, "PASSWORD", password, 1)
 		s, err := parseSMTPURL(v)
-		e := config.New(mapEnv(map[string]string{"SMTP_URL": v}))
+		e := config.New(servicetest.Env(map[string]string{"SMTP_URL": v}))
 		cfg := loadMailConfig(e)
 		if err == nil {
 			if s.Host == "" || s.Port < 1 || s.Port > 65535 || s.TLS < tlsStartTLS || s.TLS > tlsNone ||

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	htmltemplate "html/template"
 	"io"
 	"math/big"
@@ -30,6 +31,7 @@ import (
 
 	"pesto/shared/config"
 	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
 )
 
 // testSMTP is a real SMTP server (emersion/go-smtp) on a loopback port that
@@ -160,17 +162,12 @@ func (s *testSMTP) Refused() int {
 // waitReceived polls until n messages arrived, failing the test after d.
 func (s *testSMTP) waitReceived(t testing.TB, n int, d time.Duration) []receivedMail {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		got := s.Received()
-		if len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v the SMTP server received %d messages, want %d", d, len(got), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var got []receivedMail
+	servicetest.Poll(t, d, fmt.Sprintf("the SMTP server receives %d messages", n), func() bool {
+		got = s.Received()
+		return len(got) >= n
+	})
+	return got
 }
 
 // url returns the SMTP_URL of this server, credentials percent-encoded,
@@ -363,7 +360,7 @@ func parseMail(t testing.TB, data []byte) parsedMail {
 // testMailConfig is the mail config of a test server.
 func testMailConfig(t testing.TB, s *testSMTP, query string) mailConfig {
 	t.Helper()
-	e := config.New(mapEnv(map[string]string{"SMTP_URL": s.url(query)}))
+	e := config.New(servicetest.Env(map[string]string{"SMTP_URL": s.url(query)}))
 	cfg := loadMailConfig(e)
 	if err := e.Err(); err != nil {
 		t.Fatal(err)
@@ -371,14 +368,6 @@ func testMailConfig(t testing.TB, s *testSMTP, query string) mailConfig {
 	cfg.TLSConfig = s.clientTLS()
 	cfg.Timeout = 5 * time.Second
 	return cfg
-}
-
-// mapEnv is a lookupEnv over a map.
-func mapEnv(m map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) {
-		v, ok := m[k]
-		return v, ok
-	}
 }
 
 // TestKeyTemplatesMatchGoTemplates pins keyTemplate.render to what
@@ -483,7 +472,7 @@ func TestLoadMailConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := config.New(mapEnv(tt.env))
+			e := config.New(servicetest.Env(tt.env))
 			loadMailConfig(e)
 			var ce *config.Error
 			if !errors.As(e.Err(), &ce) {
@@ -519,7 +508,7 @@ func TestLoadMailConfigDefaults(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := config.New(mapEnv(tt.env))
+			e := config.New(servicetest.Env(tt.env))
 			got := loadMailConfig(e)
 			if err := e.Err(); err != nil {
 				t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"pesto/shared/cli"
 	"pesto/shared/config"
 	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
 )
 
 // Each bad value stops the program before it serves, naming the variable.
@@ -57,7 +58,7 @@ func TestConfigErrors(t *testing.T) {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			env := map[string]string{c.name: c.value}
 			var out bytes.Buffer
-			err := run(context.Background(), nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, &out, nil)
+			err := run(context.Background(), nil, servicetest.Env(env), &out, nil)
 			var ce *config.Error
 			if !errors.As(err, &ce) || ce.Var != c.name {
 				t.Fatalf("got %v, want a *config.Error naming %s", err, c.name)
@@ -82,7 +83,7 @@ func TestConfigAccepts(t *testing.T) {
 		"ADMIN_JWT_SECRET":     strings.Repeat("s", 32),
 		"ADMIN_JWT_PUBLIC_KEY": pubPEM,
 	}
-	cfg, err := loadConfig(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	cfg, err := loadConfig(servicetest.Env(env))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,9 +115,9 @@ func fmtPrefixes(c regConfig) string {
 
 // runMain runs the test binary as the registration command (see TestMain)
 // and returns its exit code and output.
-func runMain(t *testing.T, env []string, args ...string) (int, string, string) {
+func runMain(t *testing.T, env map[string]string, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := mainCommand(env, args...)
+	cmd := servicetest.MainCommand(env, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -128,7 +129,7 @@ func runMain(t *testing.T, env []string, args ...string) (int, string, string) {
 }
 
 func TestMainExitCodes(t *testing.T) {
-	code, _, stderr := runMain(t, []string{"ADMIN_JWT_SECRET=short"})
+	code, _, stderr := runMain(t, map[string]string{"ADMIN_JWT_SECRET": "short"})
 	if code != 2 || stderr != "registration: ADMIN_JWT_SECRET: want at least 32 bytes, got 5\n" {
 		t.Fatalf("bad config: exit %d, stderr %q", code, stderr)
 	}
@@ -140,7 +141,7 @@ func TestMainExitCodes(t *testing.T) {
 	if code != 0 || stdout != "registration dev\n" {
 		t.Fatalf("version: exit %d, stdout %q", code, stdout)
 	}
-	code, _, _ = runMain(t, []string{"PORT=1"}, "healthcheck")
+	code, _, _ = runMain(t, map[string]string{"PORT": "1"}, "healthcheck")
 	if code != 1 {
 		t.Fatalf("healthcheck of nothing: exit %d, want 1", code)
 	}
@@ -152,11 +153,11 @@ func TestHealthcheckSubcommand(t *testing.T) {
 	rs := redistest.Start(t)
 	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL})
 	port := base[strings.LastIndexByte(base, ':')+1:]
-	if code, _, _ := runMain(t, []string{"PORT=" + port}, "healthcheck"); code != 0 {
+	if code, _, _ := runMain(t, map[string]string{"PORT": port}, "healthcheck"); code != 0 {
 		t.Fatalf("healthy: exit %d", code)
 	}
 	rs.Stop()
-	if code, _, _ := runMain(t, []string{"PORT=" + port}, "healthcheck"); code != 1 {
+	if code, _, _ := runMain(t, map[string]string{"PORT": port}, "healthcheck"); code != 1 {
 		t.Fatalf("redis down: exit %d", code)
 	}
 }
@@ -192,17 +193,9 @@ func TestRedisDown(t *testing.T) {
 	send(t, "POST", base+"/api/register", `{"name":"","email":"b@b.co","calls":1}`).want(t, 400, `{"message":"`+msgName+`"}`)
 
 	rs.Restart()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r := send(t, "POST", base+"/api/register", `{"name":"c","email":"c@b.co","calls":1}`)
-		if r.status == 201 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not healed within 10s: %d %s", r.status, r.body)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
-	}
+	servicetest.Poll(t, 10*time.Second, "signups heal after Redis restarts", func() bool {
+		return send(t, "POST", base+"/api/register", `{"name":"c","email":"c@b.co","calls":1}`).status == 201
+	})
 	if r := send(t, "GET", base+"/healthz", ""); r.status != 200 || r.body != "OK" {
 		t.Fatalf("healthz: %d %s", r.status, r.body)
 	}
@@ -218,11 +211,7 @@ func TestStartsWithRedisDown(t *testing.T) {
 		t.Fatalf("healthz %d", r.status)
 	}
 	rs.Restart()
-	deadline := time.Now().Add(10 * time.Second)
-	for send(t, "POST", base+"/api/trial", "").status != 200 {
-		if time.Now().After(deadline) {
-			t.Fatal("not healed within 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	servicetest.Poll(t, 10*time.Second, "trials heal after Redis restarts", func() bool {
+		return send(t, "POST", base+"/api/trial", "").status == 200
+	})
 }

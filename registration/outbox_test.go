@@ -16,31 +16,14 @@ import (
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
 	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
 )
-
-// syncBuffer is a log destination that tests read while workers write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // testWorker is one outbox worker running on its own Redis connection.
 type testWorker struct {
 	*outbox
 	reg  *metrics.Registry
-	logs *syncBuffer
+	logs *servicetest.LogBuffer
 	stop func() time.Duration // cancels Run and returns how long it took to return
 }
 
@@ -48,7 +31,7 @@ type testWorker struct {
 // may shorten its timings before it starts.
 func startWorker(t *testing.T, r *redistest.Server, send func(context.Context, keyEmail) error, maxAttempts int, consumer string, tune func(*outbox)) *testWorker {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &servicetest.LogBuffer{}
 	log := logging.New(logs, slog.LevelDebug, "registration", "test")
 	opt, err := rueidis.ParseURL(r.URL) // one server, or every node of a cluster
 	if err != nil {
@@ -99,18 +82,6 @@ func mailerFor(t *testing.T, srv *testSMTP) func(context.Context, keyEmail) erro
 // queue XADDs k as approve does and returns the entry ID.
 func queue(r *redistest.Server, k keyEmail) string {
 	return r.Do(append([]string{"XADD", outboxStream, "*"}, k.fields()...)...)
-}
-
-// waitFor polls cond until it holds, failing the test after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // pendingCount is the number of entries read by the group and not acked.
@@ -186,10 +157,10 @@ func TestOutboxDeliversOnce(t *testing.T) {
 	queue(r, k)
 
 	got := srv.waitReceived(t, 1, 5*time.Second)
-	waitFor(t, 5*time.Second, "the entry is acknowledged and deleted", func() bool {
+	servicetest.Poll(t, 5*time.Second, "the entry is acknowledged and deleted", func() bool {
 		return r.Do("XLEN", outboxStream) == "0" && w.sent.Value() == 1
 	})
-	waitFor(t, 5*time.Second, "the depth gauge shows 0", func() bool {
+	servicetest.Poll(t, 5*time.Second, "the depth gauge shows 0", func() bool {
 		return strings.Contains(metricsText(t, w.reg), "\npesto_outbox_depth 0\n")
 	})
 	if n := pendingCount(t, r); n != 0 {
@@ -227,7 +198,7 @@ func TestOutboxSMTPOutage(t *testing.T) {
 
 	// Well past the attempts a refusal would be allowed (2), the email is
 	// still queued, with no attempt counted.
-	waitFor(t, 10*time.Second, "the worker retries for 2 s", func() bool {
+	servicetest.Poll(t, 10*time.Second, "the worker retries for 2 s", func() bool {
 		return time.Since(queued) >= 2*time.Second && w.unreachable.Value() >= 5
 	})
 	if got := r.Do("XLEN", outboxStream); got != "1" {
@@ -248,7 +219,7 @@ func TestOutboxSMTPOutage(t *testing.T) {
 	if got[0].To != k.To {
 		t.Errorf("sent to %q, want %q", got[0].To, k.To)
 	}
-	waitFor(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", outboxStream) == "0" })
+	servicetest.Poll(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", outboxStream) == "0" })
 	if n := len(srv.Received()); n != 1 {
 		t.Errorf("received %d emails, want 1", n)
 	}
@@ -264,13 +235,13 @@ func TestOutboxTwoWorkersEachEmailOnce(t *testing.T) {
 		queue(r, testKey(i))
 	}
 	srv.waitReceived(t, n, 10*time.Second)
-	waitFor(t, 5*time.Second, "every entry is acknowledged", func() bool {
+	servicetest.Poll(t, 5*time.Second, "every entry is acknowledged", func() bool {
 		return r.Do("XLEN", outboxStream) == "0" && a.sent.Value()+b.sent.Value() == n
 	})
 	// Past MinIdle, when each worker has run XAUTOCLAIM again: a late
 	// reclaim would show as a second copy.
 	sentAll := time.Now()
-	waitFor(t, 5*time.Second, "MinIdle passes", func() bool {
+	servicetest.Poll(t, 5*time.Second, "MinIdle passes", func() bool {
 		return time.Since(sentAll) > 1500*time.Millisecond && pendingCount(t, r) == 0
 	})
 	got := srv.Received()
@@ -309,7 +280,7 @@ func TestOutboxReclaimsCrashedWorker(t *testing.T) {
 	if d := time.Since(read); d < 290*time.Millisecond {
 		t.Errorf("reclaimed %v after the read, before MinIdle", d)
 	}
-	waitFor(t, 5*time.Second, "the reclaimed entry is acknowledged", func() bool {
+	servicetest.Poll(t, 5*time.Second, "the reclaimed entry is acknowledged", func() bool {
 		return r.Do("XLEN", outboxStream) == "0" && pendingCount(t, r) == 0
 	})
 	if !strings.Contains(w.logs.String(), `"id":"`+id+`"`) {
@@ -325,7 +296,7 @@ func TestOutboxResumesOwnPendingAtStart(t *testing.T) {
 	readAs(t, r, "w1")
 	startWorker(t, r, mailerFor(t, srv), 10, "w1", func(o *outbox) { o.MinIdle = time.Hour })
 	srv.waitReceived(t, 1, 5*time.Second)
-	waitFor(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", outboxStream) == "0" })
+	servicetest.Poll(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", outboxStream) == "0" })
 }
 
 // replayDead is the dead-letter replay command of the README (Email of the key): it
@@ -349,7 +320,7 @@ func TestOutboxDeadLetter(t *testing.T) {
 	k := testKey(7)
 	id := queue(r, k)
 
-	waitFor(t, 10*time.Second, "the entry reaches the dead-letter stream", func() bool { return r.Do("XLEN", outboxDead) == "1" })
+	servicetest.Poll(t, 10*time.Second, "the entry reaches the dead-letter stream", func() bool { return r.Do("XLEN", outboxDead) == "1" })
 	if got := r.Do("XLEN", outboxStream); got != "0" {
 		t.Errorf("XLEN outbox = %s, want 0", got)
 	}
@@ -404,7 +375,7 @@ func TestOutboxDeadLetter(t *testing.T) {
 	if got[0].To != k.To {
 		t.Errorf("replayed email went to %q, want %q", got[0].To, k.To)
 	}
-	waitFor(t, 5*time.Second, "the replayed entry is acknowledged", func() bool {
+	servicetest.Poll(t, 5*time.Second, "the replayed entry is acknowledged", func() bool {
 		return r.Do("XLEN", outboxStream) == "0" && r.Do("XLEN", outboxDead) == "0"
 	})
 }
@@ -450,7 +421,7 @@ func TestOutboxMalformedEntry(t *testing.T) {
 	for _, b := range bad {
 		r.Do(append([]string{"XADD", outboxStream, "*"}, b.fields...)...)
 	}
-	waitFor(t, 5*time.Second, "malformed entries are dead-lettered", func() bool {
+	servicetest.Poll(t, 5*time.Second, "malformed entries are dead-lettered", func() bool {
 		return r.Do("XLEN", outboxDead) == fmt.Sprint(len(bad)) && r.Do("XLEN", outboxStream) == "0"
 	})
 	if n := len(srv.Received()); n != 0 {
@@ -465,7 +436,7 @@ func TestOutboxWithoutSMTPKeepsEmails(t *testing.T) {
 	r := redistest.Start(t)
 	w := startWorker(t, r, nil, 10, "w1", func(o *outbox) { o.Block = 50 * time.Millisecond })
 	queue(r, testKey(1))
-	waitFor(t, 5*time.Second, "the depth gauge shows the waiting email", func() bool {
+	servicetest.Poll(t, 5*time.Second, "the depth gauge shows the waiting email", func() bool {
 		return strings.Contains(metricsText(t, w.reg), "\npesto_outbox_depth 1\n")
 	})
 	if n := pendingCount(t, r); n != 0 {
@@ -491,7 +462,7 @@ func TestOutboxRedisRestart(t *testing.T) {
 	if got[1].To != testKey(2).To {
 		t.Errorf("sent to %q, want %q", got[1].To, testKey(2).To)
 	}
-	waitFor(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", outboxStream) == "0" })
+	servicetest.Poll(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", outboxStream) == "0" })
 	if w.sent.Value() != 2 {
 		t.Errorf("sent %d, want 2", w.sent.Value())
 	}
@@ -502,13 +473,13 @@ func TestOutboxRedisDownAtStart(t *testing.T) {
 	srv := startTestSMTP(t)
 	r.Stop()
 	w := startWorker(t, r, mailerFor(t, srv), 10, "w1", nil)
-	waitFor(t, 5*time.Second, "the worker reports redis down", func() bool {
+	servicetest.Poll(t, 5*time.Second, "the worker reports redis down", func() bool {
 		return strings.Contains(w.logs.String(), "outbox: redis call failed")
 	})
 	r.Restart()
 	queue(r, testKey(1))
 	srv.waitReceived(t, 1, 15*time.Second)
-	waitFor(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", outboxStream) == "0" })
+	servicetest.Poll(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", outboxStream) == "0" })
 }
 
 func TestOutboxStopsPromptly(t *testing.T) {
@@ -520,7 +491,7 @@ func TestOutboxStopsPromptly(t *testing.T) {
 			r := redistest.Start(t)
 			c := r.Client()
 			w := startWorker(t, r, mailerFor(t, startTestSMTP(t)), 10, "w1", func(o *outbox) { o.Block = 5 * time.Second })
-			waitFor(t, 5*time.Second, "the worker blocks in XREADGROUP", func() bool {
+			servicetest.Poll(t, 5*time.Second, "the worker blocks in XREADGROUP", func() bool {
 				return blockedReads(t, c) == 1
 			})
 			return w
@@ -531,14 +502,14 @@ func TestOutboxStopsPromptly(t *testing.T) {
 				o.RetryMin, o.RetryMax = time.Minute, time.Minute
 			})
 			queue(r, testKey(1))
-			waitFor(t, 5*time.Second, "the worker pauses", func() bool { return w.unreachable.Value() == 1 })
+			servicetest.Poll(t, 5*time.Second, "the worker pauses", func() bool { return w.unreachable.Value() == 1 })
 			return w
 		}},
 		{"redis down", func(t *testing.T) *testWorker {
 			r := redistest.Start(t)
 			r.Stop()
 			w := startWorker(t, r, nil, 10, "w1", nil)
-			waitFor(t, 5*time.Second, "the worker reports redis down", func() bool {
+			servicetest.Poll(t, 5*time.Second, "the worker reports redis down", func() bool {
 				return strings.Contains(w.logs.String(), "outbox: redis call failed")
 			})
 			return w
