@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -459,23 +458,6 @@ func TestApproveSurvivesSIGKILL(t *testing.T) {
 	}
 	if n := rs.Do("XLEN", outboxDead); n != "0" {
 		t.Errorf("dead-letter stream holds %s", n)
-	}
-}
-
-// shutdown stops the SMTP server as a restarting mail server does: it
-// stops accepting at once and lets the sessions in progress finish. (A
-// server that drops a connection after storing a message but before its
-// "250" reaches the client makes any SMTP client send it again: SMTP itself
-// cannot deliver exactly once across that.)
-func (s *testSMTP) shutdown() {
-	s.mu.Lock()
-	srv := s.srv
-	s.srv = nil
-	s.mu.Unlock()
-	if srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
 	}
 }
 
