@@ -22,15 +22,15 @@ func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.
 		Health:       func(ctx context.Context) error { return conn.Ping(ctx, time.Second) },
 		ErrorHandler: errorHandler(log, m, rep),
 		Metrics:      reg,
-		BodyLimit:    readLimit(cfg.MaxBody),
+		// A body over MAX_BODY_BYTES is refused (413) by the HTTP layer,
+		// before any handler, having buffered at most MAX_BODY_BYTES.
+		BodyLimit: cfg.MaxBody,
 		// The client IP is not fiber's (it would take the leftmost
 		// X-Forwarded-For value, which the client writes): see clientIPs.
 	})
 	ips := clientIPs{trusted: cfg.TrustedProxies}
 	admin := &adminStore{conn: conn, log: log}
 	guard := requireAdmin(newAdminVerifier(cfg.AdminSecret, cfg.AdminPublicKey))
-
-	app.Use(limitBody(cfg.MaxBody))
 
 	public := []string{"/api/register", "/api/trial"}
 	if len(cfg.CORSOrigins) > 0 {
@@ -53,23 +53,6 @@ func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.
 	app.Put("/api/revoke", guard, handleRevoke(log, admin, m))
 	app.Put("/api/reject", guard, handleReject(log, admin, m))
 	return app
-}
-
-// readLimit is how much of a body the HTTP layer reads: more than
-// MAX_BODY_BYTES, so that limitBody can answer 413 to a client that is still
-// sending. A body over readLimit is refused by the HTTP layer itself, which
-// closes the connection under a client still writing (it sees a reset).
-func readLimit(maxBody int) int { return max(4*maxBody, 1<<20) }
-
-// limitBody answers 413 to a body over maxBody, before anything else looks
-// at the request.
-func limitBody(maxBody int) fiber.Handler {
-	return func(c fiber.Ctx) error {
-		if len(c.Request().Body()) > maxBody {
-			return errTooLarge
-		}
-		return c.Next()
-	}
 }
 
 type regMetrics struct {

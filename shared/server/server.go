@@ -44,7 +44,10 @@ type Options struct {
 	ErrorHandler fiber.ErrorHandler
 	Metrics      *metrics.Registry
 	// BodyLimit is the largest request body read; larger ones are refused
-	// with fiber.ErrRequestEntityTooLarge. Zero means 4 KiB.
+	// with fiber.ErrRequestEntityTooLarge before any handler runs, and no
+	// more than BodyLimit bytes of a body are ever buffered (a declared
+	// Content-Length over it is refused before its body is read; a chunked
+	// body as soon as it passes it). Zero means 4 KiB.
 	BodyLimit int
 	// Timeouts of each connection; zero values mean the defaults above.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -71,6 +74,9 @@ func New(o Options) *fiber.App {
 		IdleTimeout:               o.IdleTimeout,
 		ReadBufferSize:            8 << 10, // largest request head; larger gets 400
 		DisableDefaultContentType: true,    // an empty 200 carries no Content-Type
+		// No service reads multipart forms; fasthttp would otherwise parse
+		// them before any handler, spilling large files to disk.
+		DisablePreParseMultipartForm: true,
 	}
 	app := fiber.New(cfg)
 
@@ -165,7 +171,9 @@ func requestMetrics(reg *metrics.Registry, onError fiber.ErrorHandler) fiber.Han
 }
 
 // Serve listens on addr, serves app until ctx is done, then stops accepting
-// and drains in-flight requests for up to drain. ready, when not nil, is
+// and drains in-flight requests for up to drain. A connection the server
+// closes is closed gracefully (see lingerConn): a client still sending
+// reads its answer rather than a reset. ready, when not nil, is
 // called with the bound address once the listener is open.
 func Serve(ctx context.Context, app *fiber.App, addr string, drain time.Duration, log *slog.Logger, ready func(net.Addr)) error {
 	ln, err := net.Listen("tcp", addr)
@@ -174,7 +182,7 @@ func Serve(ctx context.Context, app *fiber.App, addr string, drain time.Duration
 	}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- app.Listener(ln, fiber.ListenConfig{DisableStartupMessage: true})
+		errc <- app.Listener(lingerListener{ln}, fiber.ListenConfig{DisableStartupMessage: true})
 	}()
 	log.Info("listening", "addr", ln.Addr().String())
 	if ready != nil {
