@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
 )
 
 func TestDialWhileDownThenHeal(t *testing.T) {
@@ -25,13 +26,9 @@ func TestDialWhileDownThenHeal(t *testing.T) {
 		t.Fatalf("ping: %v", err)
 	}
 	rs.Restart()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background(), time.Second) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("not connected within 10s of redis starting")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	servicetest.Poll(t, 10*time.Second, "connected after redis started", func() bool {
+		return c.Ping(context.Background(), time.Second) == nil
+	})
 	cl, _ := c.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

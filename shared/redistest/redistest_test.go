@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	"pesto/shared/servicetest"
 	"strings"
 	"testing"
 	"time"
@@ -73,21 +74,10 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("master %q, want %q", got, s.Master.Addr)
 	}
 	s.Master.Do("SET", "k", "v")
-	deadline := time.Now().Add(10 * time.Second)
-	for cli(s.Replica.Addr, "GET", "k") != "v\n" { // replication is asynchronous
-		if time.Now().After(deadline) {
-			t.Fatal("not replicated within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// Replication is asynchronous.
+	servicetest.Poll(t, 10*time.Second, "replicated", func() bool { return cli(s.Replica.Addr, "GET", "k") == "v\n" })
 	s.Failover()
-	deadline = time.Now().Add(20 * time.Second)
-	for s.MasterAddr() != s.Replica.Addr {
-		if time.Now().After(deadline) {
-			t.Fatalf("no failover within 20s: master %q", s.MasterAddr())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	servicetest.Poll(t, 20*time.Second, "failover", func() bool { return s.MasterAddr() == s.Replica.Addr })
 	// A fresh connection: the promotion may drop the ones the replica had.
 	if got := cli(s.Replica.Addr, "GET", "k"); got != "v\n" {
 		t.Fatalf("promoted replica has %q", got)
