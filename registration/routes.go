@@ -43,9 +43,10 @@ func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.
 	}
 
 	app.Get("/", handlePage)
-	app.Post("/api/register", markResultPage,
+	crossSite := refuseCrossSite(ips, cfg.CORSOrigins)
+	app.Post("/api/register", crossSite, markResultPage,
 		handleRegister(log, conn, newRateLimiter(conn, ips, "register", cfg.RegisterRate, m.limited[0]), m))
-	app.Post("/api/trial",
+	app.Post("/api/trial", crossSite,
 		handleTrial(log, conn, cfg.TrialDomain, newRateLimiter(conn, ips, "trial", cfg.TrialRate, m.limited[1]), m))
 
 	app.Get("/api/pending", guard, handlePending(admin))
