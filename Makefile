@@ -5,14 +5,15 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 MODULES   := ./auth/... ./registration/... ./shared/... ./deploy/... ./bench/...
 TESTFLAGS ?= -race -count=1 -p 1 -timeout 15m
 
-.PHONY: build test lint run bench fuzz clean
+.PHONY: build test lint run bench fuzz e2e clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o bin/auth ./auth
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o bin/registration ./registration
 
 ## test: lint, then every test of every module against real redis-server,
-## SMTP, proxies and browser (see .ci/run for what they need installed).
+## SMTP, proxies (nginx, Caddy, Traefik) and browser (see .ci/run for what
+## they need installed; Traefik: deploy/e2e/tools.sh).
 ## The service suites run twice: against a standalone Redis and against a
 ## three-master Redis Cluster (PESTO_REDIS=cluster, see shared/redistest).
 test: lint
@@ -22,7 +23,17 @@ test: lint
 lint:
 	@out=$$(gofmt -l auth registration shared); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(MODULES)
+	$(GO) vet -tags e2e ./deploy/e2e/...
 	staticcheck $(MODULES)
+	staticcheck -tags e2e ./deploy/e2e/...
+
+## e2e: the compose stack on a real Docker engine (Debian's docker.io,
+## installed and started if need be; root), checked through the gateway.
+## Images no registry gives here are made locally first; Traefik and the
+## Compose plugin are built once into /var/cache/pesto-e2e. See
+## deploy/e2e/run.sh and the README (Deploy).
+e2e:
+	deploy/e2e/run.sh
 
 ## run: both services on this machine against the local redis-server
 ## (auth on :3000, registration on :3001). The container stack: docker compose up.

@@ -1,0 +1,645 @@
+//go:build e2e
+
+// Package e2e checks the compose stack on a real Docker engine, from
+// outside, through the gateway: what a user of a Pesto SDK and an operator
+// see, with exact statuses, bodies and headers. make e2e (run.sh) prepares
+// the engine and the images, then runs this with PESTO_E2E_DIR (a clean
+// copy of the repository) and PESTO_E2E_DOCKER (the docker client).
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"mime/quotedprintable"
+	"net"
+	"net/http"
+	"net/mail"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"pesto/shared/servicetest"
+	"pesto/shared/wire"
+)
+
+const project = "pesto-e2e"
+
+// stack is the compose project under test.
+type stack struct {
+	t      *testing.T
+	dir    string
+	docker string
+	// Host addresses: the gateway, registration's admin API, the mail
+	// catcher's web API.
+	gateway, admin, mail string
+}
+
+func TestStack(t *testing.T) {
+	s := &stack{t: t, dir: mustEnv(t, "PESTO_E2E_DIR"), docker: mustEnv(t, "PESTO_E2E_DOCKER")}
+	gwPort, adminPort, mailPort := freePort(t), freePort(t), freePort(t)
+	s.gateway = "http://127.0.0.1:" + gwPort
+	s.admin = "http://127.0.0.1:" + adminPort
+	s.mail = "http://127.0.0.1:" + mailPort
+	secret := make([]byte, 48)
+	rand.Read(secret)
+	env := strings.Join([]string{
+		"COMPOSE_PROJECT_NAME=" + project,
+		"COMPOSE_PROFILES=dev",
+		"PESTO_VERSION=e2e",
+		// The gateway on loopback only: nothing here is for the network.
+		"PESTO_HTTP_PORT=127.0.0.1:" + gwPort,
+		"REGISTRATION_ADMIN_PORT=" + adminPort,
+		"MAILCATCHER_UI_PORT=" + mailPort,
+		"SMTP_URL=smtp://mailcatcher:1025?tls=none",
+		"ADMIN_JWT_SECRET=" + base64.StdEncoding.EncodeToString(secret),
+	}, "\n") + "\n"
+	if err := os.WriteFile(filepath.Join(s.dir, ".env"), []byte(env), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	down := false
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := s.compose("ps", "-a")
+			t.Logf("docker compose ps -a:\n%s", out)
+			out, _ = s.compose("logs", "--no-color", "--tail", "60")
+			t.Logf("docker compose logs:\n%s", out)
+		}
+		if !down {
+			if out, err := s.compose("down", "-v", "--remove-orphans"); err != nil {
+				t.Errorf("docker compose down -v: %v\n%s", err, out)
+			}
+		}
+	})
+
+	start := time.Now()
+	s.mustCompose("up", "-d", "--wait", "--wait-timeout", "180")
+	t.Logf("docker compose up -d --wait: %v", time.Since(start).Round(time.Millisecond))
+
+	step := func(name string, f func(t *testing.T)) {
+		if !t.Run(name, f) {
+			t.FailNow() // each step builds on the ones before
+		}
+	}
+	step("every container healthy", s.checkHealthy)
+
+	var trialKey string
+	step("signup page", func(t *testing.T) {
+		res := s.do(t, "GET", s.gateway+"/", nil, "")
+		if res.status != 200 || !strings.Contains(res.body, `<form id="signup" action="/api/register" method="post"`) {
+			t.Fatalf("GET /: %d %.200q, want 200 and the signup form", res.status, res.body)
+		}
+		wantHeader(t, res, "Content-Type", "text/html; charset=utf-8")
+	})
+	step("register", func(t *testing.T) {
+		for _, email := range []string{jane.Email, joe.Email} {
+			res := s.post(t, s.gateway+"/api/register", signupJSON(email))
+			wantJSON(t, res, 201, `{"message":"Created"}`)
+		}
+		res := s.post(t, s.gateway+"/api/register", signupJSON(jane.Email))
+		wantJSON(t, res, 202, `{"message":"Accepted"}`)
+	})
+	step("trial", func(t *testing.T) {
+		res := s.do(t, "POST", s.gateway+"/api/trial", nil, "")
+		m := regexp.MustCompile(`^\{"token":"(TRIAL-[A-Za-z0-9]{58})"\}$`).FindStringSubmatch(res.body)
+		if res.status != 200 || m == nil {
+			t.Fatalf("POST /api/trial: %d %q, want 200 {\"token\":\"TRIAL-…\"}", res.status, res.body)
+		}
+		trialKey = m[1]
+		// Unmetered: allowed, and counted nowhere.
+		for range 3 {
+			s.wantAllowed(t, "POST", "/api/execute", trialKey)
+		}
+		if got := s.redis(t, "--scan", "--pattern", "counter/*"); got != "" {
+			t.Errorf("counters after the trial key's calls: %q, want none", got)
+		}
+	})
+
+	var adminToken string
+	keys := map[string]string{} // email -> key
+	step("approve through the admin port", func(t *testing.T) {
+		out := s.mustCompose("exec", "-T", "registration", "/registration", "admin-token", "--sub", "e2e", "--ttl", "15m")
+		adminToken = strings.TrimSpace(out)
+		res := s.do(t, "GET", s.admin+"/api/pending", nil, adminToken)
+		var pending []signup
+		if err := json.Unmarshal([]byte(res.body), &pending); res.status != 200 || err != nil ||
+			!slices.Equal(pending, []signup{jane, joe}) {
+			t.Fatalf("GET /api/pending: %d %q, want 200 with Jane's and Joe's signups", res.status, res.body)
+		}
+		for email, limit := range map[string]int{jane.Email: 3, joe.Email: 100} {
+			res := s.do(t, "PUT", s.admin+"/api/approve", fmt.Appendf(nil, `{"email":%q,"limit":%d}`, email, limit), adminToken)
+			m := regexp.MustCompile(`^\{"message":"OK","token":"([A-Za-z0-9]{64})"\}$`).FindStringSubmatch(res.body)
+			if res.status != 200 || m == nil {
+				t.Fatalf("PUT /api/approve %s: %d %q, want 200 {\"message\":\"OK\",\"token\":\"…\"}", email, res.status, res.body)
+			}
+			keys[email] = m[1]
+			want := fmt.Sprintf(`{"UserEmail":%q,"MonthlyLimit":%d,"Revoked":false}`, email, limit)
+			if got := s.redis(t, "GET", m[1]); got != want {
+				t.Errorf("record of %s = %q, want %q", email, got, want)
+			}
+		}
+	})
+	step("the key emailed", func(t *testing.T) {
+		for email, key := range keys {
+			if got := s.emailedKey(t, email); got != key {
+				t.Errorf("key emailed to %s = %q, want the approved %q", email, got, key)
+			}
+		}
+	})
+	step("the emailed key on every API path, its limit exact", func(t *testing.T) {
+		key := keys[jane.Email]
+		s.wantAllowed(t, "POST", "/api/execute", key)
+		s.wantAllowed(t, "GET", "/api/list-runtimes", key)
+		s.wantAllowed(t, "GET", "/api/ping", key)
+		for _, path := range []string{"/api/ping", "/api/execute"} {
+			res := s.do(t, "GET", s.gateway+path, nil, "", "X-Pesto-Token", key)
+			wantDenied(t, res, 429, "Monthly limit exceeded")
+			wantSecondsToNextMonth(t, res, "Retry-After")
+			wantSecondsToNextMonth(t, res, "RateLimit-Reset")
+			wantHeader(t, res, "RateLimit-Limit", "3")
+			wantHeader(t, res, "RateLimit-Remaining", "0")
+		}
+		if got := s.redis(t, "GET", counterKey(jane.Email)); got != "3" {
+			t.Errorf("%s = %q, want 3 (the allowed calls)", counterKey(jane.Email), got)
+		}
+	})
+	step("missing and unknown keys", func(t *testing.T) {
+		wantDenied(t, s.do(t, "GET", s.gateway+"/api/ping", nil, ""), 401, "Token must be supplied")
+		wantDenied(t, s.do(t, "GET", s.gateway+"/api/ping", nil, "", "X-Pesto-Token", ""), 401, "Token must be supplied")
+		wantDenied(t, s.do(t, "GET", s.gateway+"/api/execute", nil, "", "X-Pesto-Token", "no-such-key-0123456789"), 401, "Token not registered")
+	})
+	step("revoke seen at once by both auth replicas", func(t *testing.T) {
+		key := keys[jane.Email]
+		replicas := s.authReplicas(t)
+		// Each replica has the record in its client-side cache (60 s)...
+		for _, r := range replicas {
+			wantDenied(t, s.do(t, "GET", r, nil, "", "X-Pesto-Token", key), 429, "Monthly limit exceeded")
+		}
+		res := s.do(t, "PUT", s.admin+"/api/revoke", fmt.Appendf(nil, `{"token":%q}`, key), adminToken)
+		wantJSON(t, res, 200, `{"message":"OK"}`)
+		revoked := time.Now()
+		// ...and Redis's invalidation reaches both at once: within a second,
+		// not after the cache's 60 s.
+		for _, base := range append(replicas, s.gateway+"/api/ping") {
+			var res answer
+			servicetest.Poll(t, time.Second, "revoked at "+base, func() bool {
+				res = s.do(t, "GET", base, nil, "", "X-Pesto-Token", key)
+				return res.status == 401
+			})
+			wantDenied(t, res, 401, "Token has been revoked")
+		}
+		t.Logf("revoked on %d replicas and the gateway within %v", len(replicas), time.Since(revoked).Round(time.Millisecond))
+	})
+	step("admin routes, /healthz and /metrics not routed", func(t *testing.T) {
+		for _, r := range []struct{ method, path string }{
+			{"GET", "/api/pending"}, {"PUT", "/api/approve"}, {"PUT", "/api/revoke"}, {"PUT", "/api/reject"},
+			{"GET", "/healthz"}, {"GET", "/metrics"},
+		} {
+			res := s.do(t, r.method, s.gateway+r.path, []byte(`{}`), adminToken, "X-Pesto-Token", keys[joe.Email])
+			if res.status != 404 || res.body != "404 page not found\n" {
+				t.Errorf("%s %s: %d %q, want Traefik's 404", r.method, r.path, res.status, res.body)
+			}
+		}
+	})
+	step("Redis stopped and restarted", func(t *testing.T) {
+		key := keys[joe.Email]
+		s.wantAllowed(t, "GET", "/api/ping", key)
+		s.mustCompose("stop", "redis")
+		var res answer
+		servicetest.Poll(t, 10*time.Second, "auth's answer with Redis stopped", func() bool {
+			res = s.do(t, "GET", s.gateway+"/api/execute", nil, "", "X-Pesto-Token", key)
+			return res.status != 200
+		})
+		wantDenied(t, res, 500, "Internal server error")
+		wantHeader(t, res, "Retry-After", "1")
+
+		s.mustCompose("up", "-d", "--wait", "--wait-timeout", "120")
+		servicetest.Poll(t, 30*time.Second, "auth's answer with Redis back", func() bool {
+			res = s.do(t, "GET", s.gateway+"/api/execute", nil, "", "X-Pesto-Token", key)
+			return res.status != 500
+		})
+		s.wantAllowed(t, "GET", "/api/list-runtimes", key)
+		// Kept (AOF): the records, the counters (Joe: one call before the
+		// stop, two since), the revocation, the trial key.
+		if got, want := s.redis(t, "GET", counterKey(joe.Email)), "3"; got != want {
+			t.Errorf("%s = %q, want %q", counterKey(joe.Email), got, want)
+		}
+		if got, want := s.redis(t, "GET", counterKey(jane.Email)), "3"; got != want {
+			t.Errorf("%s = %q, want %q", counterKey(jane.Email), got, want)
+		}
+		if got, want := s.redis(t, "GET", key), fmt.Sprintf(`{"UserEmail":%q,"MonthlyLimit":100,"Revoked":false}`, joe.Email); got != want {
+			t.Errorf("record of %s = %q, want %q", joe.Email, got, want)
+		}
+		wantDenied(t, s.do(t, "GET", s.gateway+"/api/ping", nil, "", "X-Pesto-Token", keys[jane.Email]), 401, "Token has been revoked")
+		s.wantAllowed(t, "GET", "/api/ping", trialKey)
+	})
+	step("every container healthy, memory under its limit", func(t *testing.T) {
+		s.checkHealthy(t)
+		s.checkMemory(t)
+	})
+	step("docker compose down -v leaves nothing", func(t *testing.T) {
+		s.mustCompose("down", "-v")
+		down = true
+		for _, what := range [][]string{
+			{"ps", "-a", "-q"}, {"network", "ls", "-q"}, {"volume", "ls", "-q"},
+		} {
+			args := append(what, "--filter", "label=com.docker.compose.project="+project)
+			out, err := exec.Command(s.docker, args...).CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != "" {
+				t.Errorf("docker %s after down: %q %v, want nothing", strings.Join(args, " "), out, err)
+			}
+		}
+	})
+}
+
+// signup is an element of the waiting list as GET /api/pending lists it.
+type signup struct {
+	Name     string `json:"name"`
+	Email    string `json:"email"`
+	Building string `json:"building"`
+	Calls    int    `json:"calls"`
+}
+
+var (
+	jane = signup{Name: "Jane", Email: "jane-e2e@example.com", Building: "an end-to-end test", Calls: 1000}
+	joe  = signup{Name: "Joe", Email: "joe-e2e@example.com", Building: "an end-to-end test", Calls: 1000}
+)
+
+func signupJSON(email string) []byte {
+	s := jane
+	if email == joe.Email {
+		s = joe
+	}
+	b, _ := json.Marshal(s)
+	return b
+}
+
+func counterKey(email string) string {
+	return "counter/" + time.Now().UTC().Format("2006-01") + "/" + email
+}
+
+// compose runs docker compose in the copy of the repository.
+func (s *stack) compose(args ...string) (string, error) {
+	cmd := exec.Command(s.docker, append([]string{"compose"}, args...)...)
+	cmd.Dir = s.dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return stdout.String(), nil
+}
+
+func (s *stack) mustCompose(args ...string) string {
+	s.t.Helper()
+	out, err := s.compose(args...)
+	if err != nil {
+		s.t.Fatalf("docker compose %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// redis runs redis-cli in the Redis container and returns its output
+// without the final newline.
+func (s *stack) redis(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := s.compose(append([]string{"exec", "-T", "redis", "redis-cli", "--no-raw"}, args...)...)
+	if err != nil {
+		t.Fatalf("redis-cli %v: %v\n%s", args, err, out)
+	}
+	out = strings.TrimSuffix(out, "\n")
+	// --no-raw quotes strings and shows a missing key as (nil).
+	if out == "(nil)" || out == "" {
+		return ""
+	}
+	if v, err := strconv.Unquote(out); err == nil {
+		return v
+	}
+	return out
+}
+
+type container struct {
+	Name, Service, State, Health string
+}
+
+func (s *stack) containers(t *testing.T) []container {
+	t.Helper()
+	out := s.mustCompose("ps", "-a", "--format", "json")
+	var cs []container
+	// One JSON object a line (Compose 2.21 and later), or one array.
+	if err := json.Unmarshal([]byte(out), &cs); err != nil {
+		cs = nil
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var c container
+			if err := json.Unmarshal([]byte(line), &c); err != nil {
+				t.Fatalf("docker compose ps: %v\n%s", err, out)
+			}
+			cs = append(cs, c)
+		}
+	}
+	return cs
+}
+
+// checkHealthy wants every service's containers running, and healthy where
+// the service has a healthcheck.
+func (s *stack) checkHealthy(t *testing.T) {
+	want := map[string]struct {
+		count  int
+		health string
+	}{
+		"redis": {1, "healthy"}, "auth": {2, "healthy"}, "registration": {1, "healthy"},
+		"gateway": {1, "healthy"}, "api": {1, ""}, "mailcatcher": {1, ""},
+	}
+	got := map[string]int{}
+	for _, c := range s.containers(t) {
+		got[c.Service]++
+		w, ok := want[c.Service]
+		if !ok {
+			t.Errorf("unexpected container %s", c.Name)
+			continue
+		}
+		if c.State != "running" || c.Health != w.health {
+			t.Errorf("%s: %s %q, want running %q", c.Name, c.State, c.Health, w.health)
+		}
+	}
+	for svc, w := range want {
+		if got[svc] != w.count {
+			t.Errorf("%d containers of %s, want %d", got[svc], svc, w.count)
+		}
+	}
+}
+
+// checkMemory wants each container under the memory limit compose.yaml sets.
+func (s *stack) checkMemory(t *testing.T) {
+	limits := map[string]float64{"redis": 256, "auth": 32, "registration": 32, "gateway": 64, "api": 16, "mailcatcher": 64}
+	var names []string
+	service := map[string]string{}
+	for _, c := range s.containers(t) {
+		names = append(names, c.Name)
+		service[c.Name] = c.Service
+	}
+	out, err := exec.Command(s.docker, append([]string{"stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}"}, names...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker stats: %v\n%s", err, out)
+	}
+	seen := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		name, usage, _ := strings.Cut(line, "\t")
+		used, limit, ok := strings.Cut(usage, " / ")
+		u, err1 := mebibytes(used)
+		l, err2 := mebibytes(limit)
+		if !ok || err1 != nil || err2 != nil {
+			t.Errorf("docker stats: cannot read %q", line)
+			continue
+		}
+		seen++
+		if want := limits[service[name]]; l != want {
+			t.Errorf("%s: limit %.0f MiB, want %.0f MiB (compose.yaml)", name, l, want)
+		}
+		if u >= l {
+			t.Errorf("%s: %.1f MiB used, at its limit %.0f MiB", name, u, l)
+		}
+		t.Logf("%s: %.1f MiB of %.0f MiB", name, u, l)
+	}
+	if seen != len(names) {
+		t.Errorf("docker stats listed %d containers, want %d", seen, len(names))
+	}
+}
+
+func mebibytes(v string) (float64, error) {
+	v = strings.TrimSpace(v)
+	for _, u := range []struct {
+		suffix string
+		scale  float64
+	}{{"GiB", 1024}, {"MiB", 1}, {"KiB", 1.0 / 1024}, {"B", 1.0 / (1 << 20)}} {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			f, err := strconv.ParseFloat(n, 64)
+			return f * u.scale, err
+		}
+	}
+	return 0, fmt.Errorf("unit of %q", v)
+}
+
+// authReplicas returns the base URL of each auth container on the frontend
+// network (a bridge network of this stack).
+func (s *stack) authReplicas(t *testing.T) []string {
+	t.Helper()
+	var urls []string
+	for _, id := range strings.Fields(s.mustCompose("ps", "-q", "auth")) {
+		out, err := exec.Command(s.docker, "inspect", "--format",
+			`{{(index .NetworkSettings.Networks "`+project+`_frontend").IPAddress}}`, id).CombinedOutput()
+		ip := net.ParseIP(strings.TrimSpace(string(out)))
+		if err != nil || ip == nil {
+			t.Fatalf("address of auth container %s: %v %q", id, err, out)
+		}
+		urls = append(urls, "http://"+net.JoinHostPort(ip.String(), "3000")+"/")
+	}
+	if len(urls) != 2 {
+		t.Fatalf("%d auth containers, want 2", len(urls))
+	}
+	return urls
+}
+
+// emailedKey waits for the key email to address at the mail catcher and
+// returns the key its text part gives.
+func (s *stack) emailedKey(t *testing.T, address string) string {
+	t.Helper()
+	var id string
+	servicetest.Poll(t, 30*time.Second, "the email to "+address, func() bool {
+		res := s.do(t, "GET", s.mail+"/api/v1/messages", nil, "")
+		var list struct {
+			Messages []struct {
+				ID      string
+				Subject string
+				To      []struct{ Address string }
+			}
+		}
+		if res.status != 200 || json.Unmarshal([]byte(res.body), &list) != nil {
+			return false
+		}
+		for _, m := range list.Messages {
+			if len(m.To) == 1 && m.To[0].Address == address && m.Subject == "Your Pesto API key" {
+				id = m.ID
+				return true
+			}
+		}
+		return false
+	})
+	raw := s.do(t, "GET", s.mail+"/api/v1/message/"+id+"/raw", nil, "")
+	text := textPart(t, raw.body)
+	m := regexp.MustCompile(`(?m)^ *X-Pesto-Token: (\S+)\r?$`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("the email to %s gives no key:\n%s", address, text)
+	}
+	return m[1]
+}
+
+// textPart returns the decoded text/plain part of a MIME message.
+func textPart(t *testing.T, raw string) string {
+	t.Helper()
+	msg, err := mail.ReadMessage(strings.NewReader(raw))
+	if err != nil {
+		t.Fatalf("email: %v", err)
+	}
+	var walk func(h map[string][]string, body io.Reader) string
+	walk = func(h map[string][]string, body io.Reader) string {
+		mt, params, _ := mime.ParseMediaType(first(h["Content-Type"]))
+		if strings.HasPrefix(mt, "multipart/") {
+			mr := multipart.NewReader(body, params["boundary"])
+			for {
+				p, err := mr.NextRawPart()
+				if err != nil {
+					return ""
+				}
+				if s := walk(p.Header, p); s != "" {
+					return s
+				}
+			}
+		}
+		if mt != "text/plain" {
+			return ""
+		}
+		if strings.EqualFold(first(h["Content-Transfer-Encoding"]), "quoted-printable") {
+			body = quotedprintable.NewReader(body)
+		} else if strings.EqualFold(first(h["Content-Transfer-Encoding"]), "base64") {
+			body = base64.NewDecoder(base64.StdEncoding, body)
+		}
+		b, _ := io.ReadAll(body)
+		return string(b)
+	}
+	text := walk(msg.Header, msg.Body)
+	if text == "" {
+		t.Fatalf("the email has no text/plain part:\n%s", raw)
+	}
+	return text
+}
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+// answer is what a client got.
+type answer struct {
+	status int
+	body   string
+	header http.Header
+}
+
+var client = &http.Client{
+	Timeout:       10 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// do sends a request; bearer, when set, is an admin token; extra are header
+// name, value pairs.
+func (s *stack) do(t *testing.T, method, url string, body []byte, bearer string, extra ...string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		req.Header[extra[i]] = []string{extra[i+1]}
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answer{status: res.StatusCode, body: string(b), header: res.Header}
+}
+
+func (s *stack) post(t *testing.T, url string, body []byte) answer {
+	t.Helper()
+	return s.do(t, "POST", url, body, "")
+}
+
+// wantAllowed wants the call let through to the API, which echoes it.
+func (s *stack) wantAllowed(t *testing.T, method, path, key string) {
+	t.Helper()
+	res := s.do(t, method, s.gateway+path, []byte(`{}`), "", "X-Pesto-Token", key)
+	line := method + " " + path + " HTTP/1.1\n"
+	if res.status != 200 || !strings.Contains(res.body, "\n"+line) {
+		t.Errorf("%s %s: %d %q, want 200 from the API (%q)", method, path, res.status, res.body, line)
+	}
+}
+
+func wantJSON(t *testing.T, got answer, status int, body string) {
+	t.Helper()
+	if got.status != status || got.body != body {
+		t.Errorf("got %d %q, want %d %q", got.status, got.body, status, body)
+	}
+	wantHeader(t, got, "Content-Type", "application/json")
+}
+
+// wantDenied wants auth's answer of SPEC §2 as the SDKs match it.
+func wantDenied(t *testing.T, got answer, status int, message string) {
+	t.Helper()
+	wantJSON(t, got, status, `{"message":"`+message+`"}`)
+	wantHeader(t, got, "X-Pesto-Error", message)
+}
+
+func wantHeader(t *testing.T, got answer, name, want string) {
+	t.Helper()
+	if v := got.header.Get(name); v != want {
+		t.Errorf("%s = %q, want %q", name, v, want)
+	}
+}
+
+// wantSecondsToNextMonth wants header name to count the seconds to the next
+// UTC month, give or take the test's own time.
+func wantSecondsToNextMonth(t *testing.T, got answer, name string) {
+	t.Helper()
+	v, err := strconv.ParseInt(got.header.Get(name), 10, 64)
+	now := time.Now()
+	want := int64(wire.NextMonth(now).Sub(now) / time.Second)
+	if err != nil || v < want-10 || v > want+1 {
+		t.Errorf("%s = %q, want about %d (seconds to the next UTC month)", name, got.header.Get(name), want)
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return port
+}
+
+func mustEnv(t *testing.T, name string) string {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		t.Fatalf("%s is not set: run make e2e (deploy/e2e/run.sh)", name)
+	}
+	return v
+}
