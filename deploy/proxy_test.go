@@ -1,16 +1,17 @@
 package deploy
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
 	"pesto/shared/wire"
 )
 
@@ -36,13 +38,16 @@ type front struct {
 	// "upstream ok".
 	viaProxy bool
 	// notFound is the proxy's answer to a path it does not route, and
-	// authDown its answer when auth cannot be reached.
+	// authDown its answer when auth cannot be reached. The recipes answer
+	// JSON; Traefik has no static answers: its own 404 text, and a 500
+	// with no body (the SDKs read any 500 as "retry later").
 	notFound, authDown answer
 }
 
 var (
-	jsonNotFound = answer{status: 404, body: `{"message":"Not found"}`}
-	jsonAuthDown = answer{status: 500, body: `{"message":"Internal server error"}`}
+	jsonNotFound  = answer{status: 404, body: `{"message":"Not found"}`}
+	jsonAuthDown  = answer{status: 500, body: `{"message":"Internal server error"}`}
+	traefikAbsent = answer{status: 404, body: "404 page not found\n"}
 )
 
 // Keys seeded for every front (the quota key is per front, see quotaKey).
@@ -66,6 +71,7 @@ var seeded = map[string]string{
 func TestProxies(t *testing.T) {
 	nginxBin := lookTool(t, "nginx")
 	caddyBin := lookTool(t, "caddy")
+	traefikBin := lookTraefik(t)
 
 	redis := redistest.Start(t)
 	for k, v := range seeded {
@@ -82,6 +88,8 @@ func TestProxies(t *testing.T) {
 			notFound: jsonNotFound, authDown: jsonAuthDown},
 		{name: "caddy", url: "http://" + startCaddy(t, caddyBin, authAddr, apiAddr, registrationAddr), viaProxy: true,
 			notFound: jsonNotFound, authDown: jsonAuthDown},
+		{name: "traefik", url: "http://" + startTraefik(t, traefikBin, authAddr, apiAddr, registrationAddr), viaProxy: true,
+			notFound: traefikAbsent, authDown: answer{status: 500}},
 	}
 	for i, f := range fronts {
 		// One call allowed per month: the first is let through, the second
@@ -468,7 +476,7 @@ func writeFile(t *testing.T, path, content string) {
 // it at cleanup. The returned stop may be called earlier; it is idempotent.
 func startProcess(t *testing.T, cmd *exec.Cmd) (stop func()) {
 	t.Helper()
-	var out syncBuffer
+	var out servicetest.LogBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", cmd.Path, err)
@@ -499,43 +507,19 @@ func startProcess(t *testing.T, cmd *exec.Cmd) (stop func()) {
 	return stop
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's writes and the
-// test's read.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // waitFor polls ready until it returns nil, for at most 10 s.
 func waitFor(t *testing.T, what string, ready func() error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
 	var err error
-	for {
-		if err = ready(); err == nil {
-			return
+	defer func() {
+		if t.Failed() {
+			t.Logf("%s: last error: %v", what, err)
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s not ready within 10s: %v", what, err)
-		case <-tick.C:
-		}
-	}
+	}()
+	servicetest.Poll(t, 10*time.Second, what+" ready", func() bool {
+		err = ready()
+		return err == nil
+	})
 }
 
 func waitListening(t *testing.T, what, addr string) {
@@ -547,4 +531,105 @@ func waitListening(t *testing.T, what, addr string) {
 		}
 		return err
 	})
+}
+
+// traefikCache is where deploy/e2e/tools.sh puts the Traefik it builds
+// (PESTO_E2E_CACHE overrides its parent, as for the script).
+func traefikCache() string {
+	dir := os.Getenv("PESTO_E2E_CACHE")
+	if dir == "" {
+		dir = "/var/cache/pesto-e2e"
+	}
+	return filepath.Join(dir, "bin", "traefik")
+}
+
+// lookTraefik returns a Traefik of the release line compose.yaml pins for
+// the gateway: $PESTO_TRAEFIK, the one deploy/e2e/tools.sh builds, or
+// traefik on PATH. None, or another line, fails the test.
+func lookTraefik(t *testing.T) string {
+	t.Helper()
+	image := service(t, loadCompose(t, nil), "gateway").Image
+	line, ok := strings.CutPrefix(image, "traefik:")
+	if !ok {
+		t.Fatalf("gateway image %q is not traefik:<version>", image)
+	}
+	bin := os.Getenv("PESTO_TRAEFIK")
+	if bin == "" {
+		bin = traefikCache()
+		if _, err := os.Stat(bin); err != nil {
+			if p, err := exec.LookPath("traefik"); err == nil {
+				bin = p
+			}
+		}
+	}
+	out, err := exec.Command(bin, "version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("traefik %s is not installed (deploy/e2e/tools.sh builds it into %s): %v\n%s",
+			line, traefikCache(), err, out)
+	}
+	version := regexp.MustCompile(`(?m)^Version:\s+(\S+)`).FindSubmatch(out)
+	if version == nil || !strings.HasPrefix(string(version[1])+".", line+".") {
+		t.Fatalf("%s is Traefik %q, want the line compose.yaml pins (%s)\n%s", bin, version, line, out)
+	}
+	return bin
+}
+
+// startTraefik runs Traefik as compose.yaml runs the gateway: its command
+// line and its dynamic configuration (docker/traefik/dynamic.yaml), with
+// only the addresses moved to this machine. It returns its address once
+// the routes are loaded.
+func startTraefik(t *testing.T, bin, authAddr, apiAddr, registrationAddr string) string {
+	t.Helper()
+	p := loadCompose(t, nil)
+	gw := service(t, p, "gateway")
+	if len(gw.Configs) != 1 {
+		t.Fatalf("gateway configs = %+v, want one (the dynamic configuration)", gw.Configs)
+	}
+	cfg := p.Configs[gw.Configs[0].Source]
+	if cfg.File == "" {
+		t.Fatalf("config %s is not a file", gw.Configs[0].Source)
+	}
+	dir := t.TempDir()
+	dynamic := recipe(t, cfg.File,
+		replacement{"address: http://auth:3000/", "address: http://" + authAddr + "/", 1},
+		replacement{"url: http://api:80", "url: http://" + apiAddr, 1},
+		replacement{"url: http://registration:3000", "url: http://" + registrationAddr, 1},
+	)
+	writeFile(t, filepath.Join(dir, "dynamic.yaml"), dynamic)
+
+	port := strconv.Itoa(redistest.FreePort(t))
+	pingPort := strconv.Itoa(redistest.FreePort(t))
+	args := []string{"--entrypoints.traefik.address=127.0.0.1:" + pingPort}
+	moved := map[string]string{
+		"--entrypoints.web.address=:80":                     "--entrypoints.web.address=127.0.0.1:" + port,
+		"--providers.file.filename=" + gw.Configs[0].Target: "--providers.file.filename=" + filepath.Join(dir, "dynamic.yaml"),
+	}
+	for _, arg := range gw.Command {
+		if m, ok := moved[arg]; ok {
+			delete(moved, arg)
+			arg = m
+		}
+		args = append(args, arg)
+	}
+	if len(moved) != 0 {
+		t.Fatalf("gateway command %v lacks %v", gw.Command, slices.Collect(maps.Keys(moved)))
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	startProcess(t, cmd)
+	addr := "127.0.0.1:" + port
+	// The file provider loads the routes after the listener is up: ready
+	// once a routed path gets auth's answer.
+	waitFor(t, "traefik", func() error {
+		res, err := client.Get("http://" + addr + "/api/list-runtimes")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != 401 {
+			return fmt.Errorf("GET /api/list-runtimes: %d, want auth's 401", res.StatusCode)
+		}
+		return nil
+	})
+	return addr
 }
