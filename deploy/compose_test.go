@@ -208,8 +208,10 @@ func checkStack(t *testing.T, p *types.Project) {
 			t.Errorf("%s Redis address = %v, want %v", name, got, want)
 		}
 	}
-	if v := auth.Environment["UNMETERED_EMAILS"]; v == nil || *v != "trial*@pesto.teknologiumum.com" {
-		t.Errorf("auth UNMETERED_EMAILS = %v, want the default", v)
+	// A new install meters trial keys too (issue 11): empty, not unset (the
+	// binary's default is the old services' pattern).
+	if v := auth.Environment["UNMETERED_EMAILS"]; v == nil || *v != "" {
+		t.Errorf("auth UNMETERED_EMAILS = %v, want set and empty", v)
 	}
 
 	checkGateway(t, p)
@@ -274,7 +276,8 @@ func TestEnvExampleDocumentsEveryVariable(t *testing.T) {
 	spec := []string{
 		"PORT", "REDIS_URL", "ENVIRONMENT", "LOG_LEVEL", "SENTRY_DSN", "SHUTDOWN_TIMEOUT",
 		"TOKEN_CACHE_TTL", "UNMETERED_EMAILS", "SMTP_URL", "MAIL_FROM", "MAIL_MAX_ATTEMPTS",
-		"TRIAL_EMAIL_DOMAIN", "REGISTER_RATE", "TRIAL_RATE", "TRUSTED_PROXIES", "MAX_BODY_BYTES",
+		"TRIAL_EMAIL_DOMAIN", "REGISTER_RATE", "TRIAL_RATE", "REGISTER_GLOBAL_RATE", "TRIAL_GLOBAL_RATE",
+		"IPV6_RATE_PREFIXES", "TRUSTED_PROXIES", "MAX_BODY_BYTES",
 		"CORS_ORIGINS", "ADMIN_JWT_SECRET", "ADMIN_JWT_PUBLIC_KEY",
 	}
 	c, err := os.ReadFile(composeFile)

@@ -74,12 +74,14 @@ func startRegistration(t testing.TB, env map[string]string) (baseURL string, log
 // testAdminSecret, LOG_LEVEL debug.
 func testEnv(env map[string]string) map[string]string {
 	return servicetest.Merge(map[string]string{
-		"PORT":             "0",
-		"REGISTER_RATE":    "1000000/s",
-		"TRIAL_RATE":       "1000000/s",
-		"SHUTDOWN_TIMEOUT": "2s",
-		"ADMIN_JWT_SECRET": testAdminSecret,
-		"LOG_LEVEL":        "debug",
+		"PORT":                 "0",
+		"REGISTER_RATE":        "1000000/s",
+		"TRIAL_RATE":           "1000000/s",
+		"REGISTER_GLOBAL_RATE": "1000000/s",
+		"TRIAL_GLOBAL_RATE":    "1000000/s",
+		"SHUTDOWN_TIMEOUT":     "2s",
+		"ADMIN_JWT_SECRET":     testAdminSecret,
+		"LOG_LEVEL":            "debug",
 	}, env)
 }
 

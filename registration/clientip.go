@@ -80,15 +80,3 @@ func parseHop(s string) (netip.Addr, bool) {
 	}
 	return a.Unmap(), true
 }
-
-// rateKey is the part of a rate-limit key that names a client: the IPv4
-// address, or the /64 of an IPv6 address (one host often owns a whole /64).
-func rateKey(a netip.Addr) string {
-	if !a.IsValid() {
-		return "unknown"
-	}
-	if a.Is6() {
-		return netip.PrefixFrom(a, 64).Masked().String()
-	}
-	return a.String()
-}

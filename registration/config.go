@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,7 +26,13 @@ const (
 	defaultTrialDomain  = "pesto.teknologiumum.com"
 	defaultRegisterRate = "10/m"
 	defaultTrialRate    = "5/h"
-	defaultMaxBody      = 16 << 10
+	// The global caps of the two public POST routes, whatever the clients.
+	defaultRegisterGlobalRate = "100/h"
+	defaultTrialGlobalRate    = "200/h"
+	// An IPv6 client counts against its /64 at the route's rate, its /56 at
+	// twice and its /48 at four times that rate.
+	defaultIPv6RatePrefixes = "64:1,56:2,48:4"
+	defaultMaxBody          = 16 << 10
 	// minAdminSecret is the shortest ADMIN_JWT_SECRET accepted (HS256 wants
 	// a key at least as long as its hash).
 	minAdminSecret = 32
@@ -38,6 +45,12 @@ type regConfig struct {
 	// RegisterRate and TrialRate are the per-client-IP limits of the two
 	// public POST routes.
 	RegisterRate, TrialRate rate
+	// RegisterGlobalRate and TrialGlobalRate cap each route over every
+	// client together.
+	RegisterGlobalRate, TrialGlobalRate rate
+	// IPv6RatePrefixes are the prefixes an IPv6 client is counted at, each
+	// with its multiple of the route's rate.
+	IPv6RatePrefixes []ratePrefix
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	// MaxBody is the largest request body read, in bytes.
@@ -66,16 +79,19 @@ func (r rate) String() string {
 func loadConfig(lookupEnv func(string) (string, bool)) (regConfig, error) {
 	e := config.New(lookupEnv)
 	c := regConfig{
-		Common:         config.LoadCommon(e),
-		TrialDomain:    trialDomain(e, e.String("TRIAL_EMAIL_DOMAIN", defaultTrialDomain)),
-		RegisterRate:   parseRate(e, "REGISTER_RATE", defaultRegisterRate),
-		TrialRate:      parseRate(e, "TRIAL_RATE", defaultTrialRate),
-		TrustedProxies: trustedProxies(e),
-		MaxBody:        int(e.Int("MAX_BODY_BYTES", defaultMaxBody, 256, 64<<20)),
-		CORSOrigins:    corsOrigins(e),
-		AdminSecret:    adminSecret(e),
-		AdminPublicKey: adminPublicKey(e),
-		Mail:           loadMailConfig(e),
+		Common:             config.LoadCommon(e),
+		TrialDomain:        trialDomain(e, e.String("TRIAL_EMAIL_DOMAIN", defaultTrialDomain)),
+		RegisterRate:       parseRate(e, "REGISTER_RATE", defaultRegisterRate),
+		TrialRate:          parseRate(e, "TRIAL_RATE", defaultTrialRate),
+		RegisterGlobalRate: parseRate(e, "REGISTER_GLOBAL_RATE", defaultRegisterGlobalRate),
+		TrialGlobalRate:    parseRate(e, "TRIAL_GLOBAL_RATE", defaultTrialGlobalRate),
+		IPv6RatePrefixes:   ipv6RatePrefixes(e),
+		TrustedProxies:     trustedProxies(e),
+		MaxBody:            int(e.Int("MAX_BODY_BYTES", defaultMaxBody, 256, 64<<20)),
+		CORSOrigins:        corsOrigins(e),
+		AdminSecret:        adminSecret(e),
+		AdminPublicKey:     adminPublicKey(e),
+		Mail:               loadMailConfig(e),
 	}
 	return c, e.Err()
 }
@@ -99,6 +115,31 @@ func parseRate(e *config.Env, name, def string) rate {
 		return rate{Count: 1, Per: time.Second}
 	}
 	return rate{Count: count, Per: per}
+}
+
+// ratePrefix is an IPv6 prefix length a client is counted at, with its
+// multiple of the route's rate.
+type ratePrefix struct {
+	Bits, Times int
+}
+
+// ipv6RatePrefixes reads comma-separated <prefix length>:<multiple>, such
+// as 64:1,56:2,48:4: lengths 16–128, each once; multiples 1–1000.
+func ipv6RatePrefixes(e *config.Env) []ratePrefix {
+	v := e.String("IPV6_RATE_PREFIXES", defaultIPv6RatePrefixes)
+	var out []ratePrefix
+	for _, f := range strings.Split(v, ",") {
+		b, m, ok := strings.Cut(strings.TrimSpace(f), ":")
+		bits, berr := strconv.Atoi(b)
+		times, merr := strconv.Atoi(m)
+		if !ok || berr != nil || merr != nil || bits < 16 || bits > 128 || times < 1 || times > 1000 ||
+			slices.ContainsFunc(out, func(p ratePrefix) bool { return p.Bits == bits }) {
+			e.Fail("IPV6_RATE_PREFIXES", "want comma-separated <prefix length>:<multiple of the rate> such as 64:1,56:2,48:4, got %q", v)
+			return nil
+		}
+		out = append(out, ratePrefix{Bits: bits, Times: times})
+	}
+	return out
 }
 
 // trustedProxies reads comma-separated IP addresses and CIDR prefixes.

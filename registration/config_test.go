@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,6 +37,14 @@ func TestConfigErrors(t *testing.T) {
 		{"REGISTER_RATE", "x/m"},
 		{"TRIAL_RATE", "-1/h"},
 		{"TRIAL_RATE", "5/hour"},
+		{"REGISTER_GLOBAL_RATE", "100"},
+		{"TRIAL_GLOBAL_RATE", "0/h"},
+		{"IPV6_RATE_PREFIXES", "64"},
+		{"IPV6_RATE_PREFIXES", "64:1,64:2"},
+		{"IPV6_RATE_PREFIXES", "129:1"},
+		{"IPV6_RATE_PREFIXES", "8:1"},
+		{"IPV6_RATE_PREFIXES", "64:0"},
+		{"IPV6_RATE_PREFIXES", "/64:1"},
 		{"TRUSTED_PROXIES", "10.0.0.0/33"},
 		{"TRUSTED_PROXIES", "127.0.0.1, proxy.local"},
 		{"MAX_BODY_BYTES", "lots"},
@@ -74,6 +83,9 @@ func TestConfigAccepts(t *testing.T) {
 		"TRIAL_EMAIL_DOMAIN":   "trial.example.org",
 		"REGISTER_RATE":        "100/s",
 		"TRIAL_RATE":           "7/h",
+		"REGISTER_GLOBAL_RATE": "50/m",
+		"TRIAL_GLOBAL_RATE":    "1000/h",
+		"IPV6_RATE_PREFIXES":   " 64:1, 48:10",
 		"TRUSTED_PROXIES":      " 10.0.0.0/8 ,192.168.1.1, ::1, fd00::/8 ",
 		"MAX_BODY_BYTES":       "1024",
 		"CORS_ORIGINS":         "https://pesto.example, http://localhost:5173/",
@@ -88,7 +100,8 @@ func TestConfigAccepts(t *testing.T) {
 		strings.Trim(strings.Join(strings.Fields(strings.Trim(strings.ReplaceAll(fmtPrefixes(cfg), ",", " "), "[]")), ","), ","),
 		strings.Join(cfg.CORSOrigins, ","), string(rune('0' + len(cfg.AdminPublicKey)/8))}, " | ")
 	want := "trial.example.org | 100/s | 7/h | 10.0.0.0/8,192.168.1.1/32,::1/128,fd00::/8 | https://pesto.example,http://localhost:5173 | 4"
-	if got != want || cfg.MaxBody != 1024 {
+	if got != want || cfg.MaxBody != 1024 || cfg.RegisterGlobalRate.String() != "50/m" || cfg.TrialGlobalRate.String() != "1000/h" ||
+		fmt.Sprint(cfg.IPv6RatePrefixes) != "[{64 1} {48 10}]" {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 
@@ -97,7 +110,8 @@ func TestConfigAccepts(t *testing.T) {
 		t.Fatal(err)
 	}
 	if def.TrialDomain != "pesto.teknologiumum.com" || def.RegisterRate.String() != "10/m" || def.TrialRate.String() != "5/h" ||
-		def.MaxBody != 16384 || def.CORSOrigins != nil || def.TrustedProxies != nil || def.AdminSecret != nil || def.AdminPublicKey != nil {
+		def.MaxBody != 16384 || def.RegisterGlobalRate.String() != "100/h" || def.TrialGlobalRate.String() != "200/h" ||
+		fmt.Sprint(def.IPv6RatePrefixes) != "[{64 1} {56 2} {48 4}]" || def.CORSOrigins != nil || def.TrustedProxies != nil || def.AdminSecret != nil || def.AdminPublicKey != nil {
 		t.Fatalf("defaults: %+v", def)
 	}
 }

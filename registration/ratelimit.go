@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/netip"
 	"strconv"
 
 	"github.com/gofiber/fiber/v3"
@@ -11,61 +12,99 @@ import (
 	"pesto/shared/redisconn"
 )
 
-// rateScript is a generic cell rate algorithm (GCRA) limiter, one atomic
-// step however many replicas share the Redis: a client may make burst
-// requests at once, then one every period/burst. The key holds the
-// "theoretical arrival time" in microseconds of the Redis clock (so
-// replicas' clocks do not matter; microseconds, so that rates up to a million
-// a second keep their spacing) and expires when the client is back to a full
-// burst. Returns 0 when the request is allowed, else the milliseconds until one
-// would be.
+// rateScript is a generic cell rate algorithm (GCRA) limiter over several
+// buckets, one atomic step however many replicas share the Redis: a request
+// is allowed when every bucket allows it, and then counts in every bucket.
+// A bucket allows burst requests at once, then one every period/burst. Its
+// key holds the "theoretical arrival time" in microseconds of the Redis
+// clock (so replicas' clocks do not matter; microseconds, so that rates up
+// to a million a second keep their spacing) and expires when the bucket is
+// back to a full burst. KEYS the buckets; ARGV burst and period in µs of
+// each, in turn. Returns 0 when the request is allowed, else the
+// milliseconds until it would be.
 var rateScript = rueidis.NewLuaScript(`
-local client_key = KEYS[1]
-local burst = tonumber(ARGV[1])
-local period = tonumber(ARGV[2]) -- microseconds
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = period / burst
-local tat = tonumber(redis.call('GET', client_key) or '0')
-if tat < now then tat = now end
-local newtat = tat + interval
-local allowAt = newtat - period
-if allowAt > now then return math.ceil((allowAt - now) / 1000) end
-redis.call('SET', client_key, string.format('%d', math.ceil(newtat)), 'PX', math.max(1, math.ceil((newtat - now) / 1000)))
+local wait = 0
+local tats = {}
+for i = 1, #KEYS do
+  local burst = tonumber(ARGV[2 * i - 1])
+  local period = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  tats[i] = tat + period / burst
+  local allowAt = tats[i] - period
+  if allowAt > now then wait = math.max(wait, math.ceil((allowAt - now) / 1000)) end
+end
+if wait > 0 then return wait end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%d', math.ceil(tats[i])), 'PX', math.max(1, math.ceil((tats[i] - now) / 1000)))
+end
 return 0
 `)
 
-// rateLimiter allows each client rate requests of one route; over it: 429
-// with Retry-After in whole seconds (at least 1).
+// rateLimiter allows each client of one route rate requests, and the route
+// global requests over all clients together; over either: 429 with
+// Retry-After in whole seconds (at least 1). An IPv6 client counts against
+// each of its prefixes (a /48 holds 65,536 /64s), each at its multiple of
+// rate.
 type rateLimiter struct {
-	conn          *redisconn.Conn
-	ips           clientIPs
-	prefix        string
-	burst, period string
-	limited       *metrics.Counter
+	conn     *redisconn.Conn
+	ips      clientIPs
+	prefix   string
+	perIPv4  []string // burst, period of an IPv4 address
+	global   []string // burst, period of the global bucket
+	prefixes []ratePrefix
+	perIPv6  []string // burst, period of each of prefixes, in turn
+	limited  *metrics.Counter
 }
 
-func newRateLimiter(conn *redisconn.Conn, ips clientIPs, route string, r rate, limited *metrics.Counter) *rateLimiter {
-	return &rateLimiter{
-		conn:    conn,
-		ips:     ips,
-		prefix:  rateLimitPrefix + route + ":",
-		burst:   strconv.FormatInt(r.Count, 10),
-		period:  strconv.FormatInt(r.Per.Microseconds(), 10),
-		limited: limited,
+func newRateLimiter(conn *redisconn.Conn, ips clientIPs, route string, r, global rate, prefixes []ratePrefix, limited *metrics.Counter) *rateLimiter {
+	args := func(r rate, times int) []string {
+		return []string{strconv.FormatInt(r.Count*int64(times), 10), strconv.FormatInt(r.Per.Microseconds(), 10)}
 	}
+	l := &rateLimiter{
+		conn:     conn,
+		ips:      ips,
+		prefix:   rateLimitPrefix + "{" + route + "}:",
+		perIPv4:  args(r, 1),
+		global:   args(global, 1),
+		prefixes: prefixes,
+		limited:  limited,
+	}
+	for _, p := range prefixes {
+		l.perIPv6 = append(l.perIPv6, args(r, p.Times)...)
+	}
+	return l
 }
 
-// allow counts the request against its client's limit, or returns the 429.
-// Handlers call it after validating the request, so that a request refused
-// for what it says neither touches Redis nor uses up the client's limit.
+// buckets returns the keys and the script's arguments of a request from a.
+func (l *rateLimiter) buckets(a netip.Addr) (keys, args []string) {
+	switch {
+	case a.Is6():
+		for _, p := range l.prefixes {
+			keys = append(keys, l.prefix+netip.PrefixFrom(a, p.Bits).Masked().String())
+		}
+		args = append(args, l.perIPv6...)
+	case a.IsValid():
+		keys, args = []string{l.prefix + a.String()}, append(args, l.perIPv4...)
+	default:
+		keys, args = []string{l.prefix + "unknown"}, append(args, l.perIPv4...)
+	}
+	return append(keys, l.prefix+"all"), append(args, l.global...)
+}
+
+// allow counts the request against its client's limits and the route's
+// global cap, or returns the 429: one script call. Handlers call it after
+// validating the request, so that a request refused for what it says
+// neither touches Redis nor uses up a limit.
 func (l *rateLimiter) allow(ctx context.Context, c fiber.Ctx) error {
-	key := l.prefix + rateKey(l.ips.clientIP(c))
+	keys, args := l.buckets(l.ips.clientIP(c))
 	cl, err := l.conn.Client()
 	if err != nil {
 		return err
 	}
-	wait, err := rateScript.Exec(ctx, cl, []string{key}, []string{l.burst, l.period}).AsInt64()
+	wait, err := rateScript.Exec(ctx, cl, keys, args).AsInt64()
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"net/netip"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -58,7 +58,7 @@ func TestRateLimitClientIP(t *testing.T) {
 	trusting, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRIAL_RATE": "1/h",
 		"TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8"})
 	direct, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRIAL_RATE": "1/h"})
-	key := func(ip string) string { return "pesto:ratelimit:trial:" + ip }
+	key := func(ip string) string { return "pesto:ratelimit:{trial}:" + ip }
 	trial := func(base string, xff ...string) int {
 		var h []string
 		for _, v := range xff {
@@ -104,19 +104,105 @@ func TestRateLimitClientIP(t *testing.T) {
 	}
 }
 
-func TestRateKey(t *testing.T) {
-	for _, c := range []struct{ in, want string }{
-		{"192.0.2.1", "192.0.2.1"},
-		{"::ffff:192.0.2.1", "192.0.2.1"},
-		{"2001:db8::1", "2001:db8::/64"},
+// An IPv6 client counts against its /64, /56 and /48 together, each with
+// its own allowance (IPV6_RATE_PREFIXES 64:1,56:2,48:4 by default): a /48
+// gets four times the rate of one /64, however many /64s it uses.
+func TestRateLimitIPv6Prefixes(t *testing.T) {
+	rs := redistest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRIAL_RATE": "1/h", "TRUSTED_PROXIES": "127.0.0.1"})
+	trial := func(ip string) response { return send(t, "POST", base+"/api/trial", "", "X-Forwarded-For", ip) }
+	for _, c := range []struct {
+		ip   string
+		want int
+	}{
+		{"2001:db8:1:100::1", 200},
+		{"2001:db8:1:100::2", 429},  // its /64 is used up
+		{"2001:db8:1:101::1", 200},  // another /64 of the same /56
+		{"2001:db8:1:102::1", 429},  // that /56 is used up (2)
+		{"2001:db8:1:200::1", 200},  // another /56 of the same /48
+		{"2001:db8:1:ff00::1", 200}, // the /48's fourth
+		{"2001:db8:1:fe00::1", 429}, // that /48 is used up (4)
+		{"2001:db8:2::1", 200},      // another /48
+		{"192.0.2.1", 200},          // IPv4: the address alone
+		{"192.0.2.1", 429},
+		{"192.0.2.2", 200},
 	} {
-		a, _ := parseHop(c.in)
-		if got := rateKey(a); got != c.want {
-			t.Errorf("rateKey(%s) = %s, want %s", c.in, got, c.want)
+		if r := trial(c.ip); r.status != c.want {
+			t.Fatalf("%s: got %d %s, want %d", c.ip, r.status, r.body, c.want)
+		} else if c.want == 429 {
+			r.want(t, 429, tooMany)
 		}
 	}
-	if got := rateKey(netip.Addr{}); got != "unknown" {
-		t.Errorf("rateKey(invalid) = %s", got)
+	// A refused request counts nowhere: the buckets are those of the six
+	// allowed IPv6 requests and the two IPv4 ones (the global cap's key, at
+	// the tests' 1000000/s, has expired already).
+	p := "pesto:ratelimit:{trial}:"
+	want := []string{p + "192.0.2.1", p + "192.0.2.2",
+		p + "2001:db8:1:100::/56", p + "2001:db8:1:100::/64", p + "2001:db8:1:101::/64", p + "2001:db8:1:200::/56",
+		p + "2001:db8:1:200::/64", p + "2001:db8:1::/48", p + "2001:db8:1:ff00::/56", p + "2001:db8:1:ff00::/64",
+		p + "2001:db8:2::/48", p + "2001:db8:2::/56", p + "2001:db8:2::/64"}
+	slices.Sort(want)
+	if got := rs.Keys(p + "*"); !slices.Equal(got, want) {
+		t.Fatalf("buckets:\n got %q\nwant %q", got, want)
+	}
+	// Each bucket expires when it is back to a full burst: within the hour
+	// of its rate (the /48: 4/h, so a quarter of an hour per request).
+	for _, k := range want {
+		if ttl, _ := strconv.Atoi(rs.Do("PTTL", k)); ttl < 1 || ttl > 3600_000 {
+			t.Fatalf("PTTL %s = %d", k, ttl)
+		}
+	}
+
+	// The issue's attack: twenty /64s of one /48 get four trial keys.
+	rs.Do("FLUSHALL")
+	ok := 0
+	for i := range 20 {
+		if trial("2001:db8:9:"+strconv.FormatInt(int64(i)<<8, 16)+"::1").status == 200 {
+			ok++
+		}
+	}
+	if ok != 4 {
+		t.Fatalf("%d of 20 /64s of one /48 got a trial key, want 4", ok)
+	}
+}
+
+// TRIAL_GLOBAL_RATE and REGISTER_GLOBAL_RATE cap each route over every
+// client together, in the same script call as the per-client limits.
+func TestRateLimitGlobal(t *testing.T) {
+	rs := redistest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRUSTED_PROXIES": "127.0.0.1",
+		"TRIAL_RATE": "10/h", "TRIAL_GLOBAL_RATE": "3/h", "REGISTER_RATE": "10/h", "REGISTER_GLOBAL_RATE": "2/h"})
+	for i := range 5 {
+		r := send(t, "POST", base+"/api/trial", "", "X-Forwarded-For", "198.51.100."+strconv.Itoa(i+1))
+		if i < 3 {
+			if r.status != 200 {
+				t.Fatalf("trial %d: got %d %s", i+1, r.status, r.body)
+			}
+			continue
+		}
+		r.want(t, 429, tooMany)
+		if s, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || s < 1100 || s > 1200 {
+			t.Fatalf("Retry-After %q, want about 1200 (3/h)", r.header.Get("Retry-After"))
+		}
+	}
+	if n := len(rs.Keys("TRIAL-*")); n != 3 {
+		t.Fatalf("%d trial keys, want 3", n)
+	}
+	for i := range 4 {
+		body := `{"name":"a","email":"a` + strconv.Itoa(i) + `@b.co","calls":1}`
+		r := send(t, "POST", base+"/api/register", body, "X-Forwarded-For", "2001:db8:"+strconv.Itoa(i+1)+"::1")
+		if i < 2 {
+			r.want(t, 201, created)
+		} else {
+			r.want(t, 429, tooMany)
+		}
+	}
+	if got := rs.Do("LLEN", "waiting-list"); got != "2" {
+		t.Fatalf("LLEN = %s, want 2", got)
+	}
+	// A refused request is not counted by its client's buckets either.
+	if rs.Do("EXISTS", "pesto:ratelimit:{trial}:198.51.100.4") != "0" || rs.Do("EXISTS", "pesto:ratelimit:{register}:2001:db8:3::/64") != "0" {
+		t.Fatal("a refused request was counted")
 	}
 }
 

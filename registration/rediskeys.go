@@ -23,5 +23,9 @@ const (
 	outboxGroup  = "mailers"                          // consumer group of every registration process
 )
 
-// rateLimitPrefix starts every rate-limit key: pesto:ratelimit:<route>:<client>.
+// rateLimitPrefix starts every rate-limit key:
+// pesto:ratelimit:{<route>}:<bucket>, where a bucket is an IPv4 address, an
+// IPv6 prefix (2001:db8:1:2::/64) or "all" (the route's global cap). The
+// hash tag puts a route's buckets in one cluster slot, so that one script
+// checks and counts all of a request's buckets at once.
 const rateLimitPrefix = wire.OwnPrefix + "ratelimit:"
