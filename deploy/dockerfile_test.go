@@ -424,29 +424,7 @@ func TestDockerignore(t *testing.T) {
 // the flags compose.yaml adds (its dir and port moved for the test), and
 // checks what production relies on.
 func TestRedisConf(t *testing.T) {
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Fatalf("redis-server is not installed (apt-get install redis-server): %v", err)
-	}
-	b, err := os.ReadFile("../docker/redis/redis.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	conf := string(b)
-	if strings.Count(conf, "\ndir /data\n") != 1 {
-		t.Fatalf("redis.conf: want one line dir /data")
-	}
-	conf = strings.Replace(conf, "\ndir /data\n", "\ndir "+dir+"\n", 1)
-	file := filepath.Join(dir, "redis.conf")
-	writeFile(t, file, conf)
-
-	addr := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
-	_, port, _ := net.SplitHostPort(addr)
-	startProcess(t, exec.Command("redis-server", file,
-		"--requirepass", "", "--maxmemory", "200mb", // as compose.yaml passes them
-		"--port", port, "--bind", "127.0.0.1"))
-	waitListening(t, "redis-server", addr)
-
+	addr, dir := startRedisConf(t)
 	want := map[string]string{
 		"appendonly":       "yes",
 		"appendfsync":      "everysec",
@@ -468,6 +446,37 @@ func TestRedisConf(t *testing.T) {
 		_, err := os.Stat(filepath.Join(dir, "appendonlydir"))
 		return err
 	})
+}
+
+// startRedisConf runs a real redis-server with docker/redis/redis.conf and
+// the flags compose.yaml adds (its dir and port moved for the test), and
+// returns its address and data directory.
+func startRedisConf(t *testing.T) (addr, dir string) {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("redis-server is not installed (apt-get install redis-server): %v", err)
+	}
+	b, err := os.ReadFile("../docker/redis/redis.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	conf := string(b)
+	if strings.Count(conf, "\ndir /data\n") != 1 {
+		t.Fatalf("redis.conf: want one line dir /data")
+	}
+	conf = strings.Replace(conf, "\ndir /data\n", "\ndir "+dir+"\n", 1)
+	file := filepath.Join(dir, "redis.conf")
+	writeFile(t, file, conf)
+
+	addr = "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	_, port, _ := net.SplitHostPort(addr)
+	startProcess(t, exec.Command("redis-server", file,
+		"--requirepass", "", "--maxmemory", "200mb", // as compose.yaml passes them
+		"--port", port, "--bind", "127.0.0.1"))
+	waitListening(t, "redis-server", addr)
+
+	return addr, dir
 }
 
 // configGet asks CONFIG GET name over RESP2 and returns the value.
