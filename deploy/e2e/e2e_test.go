@@ -118,12 +118,17 @@ func TestStack(t *testing.T) {
 			t.Fatalf("POST /api/trial: %d %q, want 200 {\"token\":\"TRIAL-…\"}", res.status, res.body)
 		}
 		trialKey = m[1]
-		// Unmetered: allowed, and counted nowhere.
+		// Metered (compose sets UNMETERED_EMAILS empty): each call counts
+		// against the trial's 10.
 		for range 3 {
 			s.wantAllowed(t, "POST", "/api/execute", trialKey)
 		}
-		if got := s.redis(t, "--scan", "--pattern", "counter/*"); got != "" {
-			t.Errorf("counters after the trial key's calls: %q, want none", got)
+		var rec struct{ UserEmail string }
+		if err := json.Unmarshal([]byte(s.redis(t, "GET", trialKey)), &rec); err != nil || !strings.HasPrefix(rec.UserEmail, "trial-") {
+			t.Fatalf("trial record: %q (%v)", s.redis(t, "GET", trialKey), err)
+		}
+		if got := s.redis(t, "GET", counterKey(rec.UserEmail)); got != "3" {
+			t.Errorf("%s = %q after the trial key's 3 calls, want 3", counterKey(rec.UserEmail), got)
 		}
 	})
 
