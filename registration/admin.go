@@ -1,15 +1,23 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strconv"
 	"strings"
 
 	"github.com/gofiber/fiber/v3"
 
 	"pesto/shared/logging"
 	"pesto/shared/wire"
+)
+
+// Page sizes of GET /api/pending.
+const (
+	defaultPendingLimit = 100
+	maxPendingLimit     = 1000
 )
 
 // Admin validation messages; each names its field.
@@ -21,15 +29,29 @@ const (
 	msgToken        = "token must be 1 to 256 printable ASCII characters and not a reserved key"
 	msgTokenMissing = "token is required"
 	msgTokenType    = "token must be a string"
+	msgPendingLimit = "limit must be an integer from 1 to 1000"
 )
 
+// handlePending answers GET /api/pending?limit=&cursor=: a page of the
+// waiting list, and a Link header to the next page when one follows.
 func handlePending(store *adminStore) fiber.Handler {
 	return func(c fiber.Ctx) error {
+		limit := defaultPendingLimit
+		if v := c.Query("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > maxPendingLimit {
+				return badRequest(msgPendingLimit)
+			}
+			limit = n
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
-		body, err := store.pending(ctx)
+		body, next, err := store.pending(ctx, limit, c.Query("cursor"))
 		if err != nil {
 			return err
+		}
+		if next != "" {
+			c.Set(fiber.HeaderLink, "</api/pending?limit="+strconv.Itoa(limit)+"&cursor="+next+`>; rel="next"`)
 		}
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Send(body)
@@ -60,8 +82,9 @@ func handleApprove(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Han
 		}
 		// The key is emailed to this address: one that cannot be mailed
 		// (a legacy signup's "email" with a line break, no '@'…) cannot be
-		// approved, only rejected.
-		if _, err := parseEmail(a.Email); err != nil {
+		// approved, only rejected. It is looked up in the form signups
+		// are stored in (domain lower-cased, in ASCII).
+		if a.Email, err = parseEmail(a.Email); err != nil {
 			return err
 		}
 		limit := either(body.Limit, body.MonthlyLimit)
@@ -148,9 +171,20 @@ func handleReject(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Hand
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
-		removed, discarded, err := store.reject(ctx, email)
-		if err != nil {
-			return err
+		// The stored form first (a signup of ours); as written otherwise,
+		// so that any legacy element can be rejected.
+		removed, discarded, err := false, "", error(nil)
+		if canonical, perr := parseEmail(email); perr == nil && canonical != email {
+			if removed, discarded, err = store.reject(ctx, canonical); err != nil {
+				return err
+			}
+		}
+		if !removed {
+			var d string
+			if removed, d, err = store.reject(ctx, email); err != nil {
+				return err
+			}
+			discarded = cmp.Or(discarded, d)
 		}
 		if discarded != "" {
 			log.Info("deleted the never-delivered key of an unfinished approval", "admin", adminSub(c),

@@ -33,11 +33,14 @@ func outboxEntries(t testing.TB, rs *redistest.Server) []map[string]string {
 }
 
 // dataKeys returns the keys in Redis other than the outbox streams (which
-// the outbox worker creates on start) and rate limits, sorted.
+// the outbox worker creates on start), the index of the waiting list
+// (derived from the list; waitinglist_test.go checks it) and rate limits,
+// sorted.
 func dataKeys(t testing.TB, rs *redistest.Server) []string {
 	t.Helper()
 	return slices.DeleteFunc(rs.Keys("*"), func(k string) bool {
-		return k == outboxStream || k == outboxDead || strings.HasPrefix(k, rateLimitPrefix)
+		return k == outboxStream || k == outboxDead || k == peopleKey || k == peopleMoreKey || k == peopleSeenKey ||
+			strings.HasPrefix(k, rateLimitPrefix)
 	})
 }
 

@@ -74,7 +74,7 @@ func TestSignupPageInBrowser(t *testing.T) {
 			wantStatus: http.StatusCreated,
 			want:       web.Confirmation,
 			wantKind:   "ok",
-			wantStored: `{"name":"Noscript Ned","email":"Ned@Example.com","building":"tests & tools","calls":0}`,
+			wantStored: `{"name":"Noscript Ned","email":"Ned@example.com","building":"tests & tools","calls":0}`,
 		},
 		{
 			name:     "javascript on, a value only the server refuses",

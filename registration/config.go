@@ -33,6 +33,7 @@ const (
 	// twice and its /48 at four times that rate.
 	defaultIPv6RatePrefixes = "64:1,56:2,48:4"
 	defaultMaxBody          = 16 << 10
+	defaultWaitingList      = 10_000
 	// minAdminSecret is the shortest ADMIN_JWT_SECRET accepted (HS256 wants
 	// a key at least as long as its hash).
 	minAdminSecret = 32
@@ -53,6 +54,9 @@ type regConfig struct {
 	IPv6RatePrefixes []ratePrefix
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
+	// WaitingListMax is the most signups the waiting list holds; a new
+	// person beyond it is answered 503.
+	WaitingListMax int
 	// MaxBody is the largest request body read, in bytes.
 	MaxBody int
 	// CORSOrigins are the origins allowed to call the public routes from a
@@ -88,6 +92,7 @@ func loadConfig(lookupEnv func(string) (string, bool)) (regConfig, error) {
 		IPv6RatePrefixes:   ipv6RatePrefixes(e),
 		TrustedProxies:     trustedProxies(e),
 		MaxBody:            int(e.Int("MAX_BODY_BYTES", defaultMaxBody, 256, 64<<20)),
+		WaitingListMax:     int(e.Int("WAITING_LIST_MAX", defaultWaitingList, 1, 1_000_000)),
 		CORSOrigins:        corsOrigins(e),
 		AdminSecret:        adminSecret(e),
 		AdminPublicKey:     adminPublicKey(e),

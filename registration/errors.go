@@ -54,6 +54,7 @@ var (
 	errEmailNotListed   = badRequest("Email does not exists")
 	errTokenExists      = badRequest("Token already exists")
 	errUserNotExists    = badRequest("User does not exists")
+	errBadCursor        = badRequest("cursor is not valid")
 	errInternal         = newAPIError(fiber.StatusInternalServerError, "Internal server error")
 	errRedisUnavailable = func() *apiError { e := *errInternal; e.retryAfter = "1"; return &e }()
 )

@@ -69,6 +69,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	obDone := make(chan error, 1)
 	go func() { obDone <- ob.Run(obCtx) }()
 
+	go warmIndex(obCtx, conn, log)
+
 	app := newApp(log, cfg, conn, reg, rep)
 	err = server.Serve(ctx, app, fmt.Sprintf(":%d", cfg.Port), cfg.ShutdownTimeout, log, ready)
 	// The outbox stops after the HTTP drain: an approve answered during

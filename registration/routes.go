@@ -45,7 +45,7 @@ func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.
 	app.Get("/", handlePage)
 	crossSite := refuseCrossSite(ips, cfg.CORSOrigins)
 	app.Post("/api/register", crossSite, markResultPage,
-		handleRegister(log, conn, newRateLimiter(conn, ips, "register", cfg.RegisterRate, cfg.RegisterGlobalRate, cfg.IPv6RatePrefixes, m.limited[0]), m))
+		handleRegister(log, conn, cfg.WaitingListMax, newRateLimiter(conn, ips, "register", cfg.RegisterRate, cfg.RegisterGlobalRate, cfg.IPv6RatePrefixes, m.limited[0]), m))
 	app.Post("/api/trial", crossSite,
 		handleTrial(log, conn, cfg.TrialDomain, newRateLimiter(conn, ips, "trial", cfg.TrialRate, cfg.TrialGlobalRate, cfg.IPv6RatePrefixes, m.limited[1]), m))
 

@@ -24,6 +24,9 @@ const (
 	maxEmailBytes    = 254
 	maxBuildingRunes = 1000
 	maxCalls         = 1_000_000_000
+	// maxStoredSignup bounds a signup as stored on the list, whatever it
+	// holds: with WAITING_LIST_MAX it bounds the list's memory.
+	maxStoredSignup = 1024
 )
 
 // Validation messages; each names its field.
@@ -38,13 +41,15 @@ const (
 	msgBuilding     = "building must be at most 1000 characters"
 	msgBuildingType = "building must be a string"
 	msgBuildingUTF8 = "building must be valid UTF-8"
+	msgBuildingCtl  = "building must not contain control characters"
+	msgBuildingSize = "building is too long: a signup is stored in at most 1024 bytes"
 	msgCallsMissing = "calls is required"
 	msgCalls        = "calls must be an integer from 0 to 1000000000"
 )
 
 // handleRegister answers POST /api/register (SPEC §3): JSON or a plain HTML
 // form; 201 Created, or 202 Accepted for a person already listed.
-func handleRegister(log *slog.Logger, conn *redisconn.Conn, limit *rateLimiter, m *regMetrics) fiber.Handler {
+func handleRegister(log *slog.Logger, conn *redisconn.Conn, listMax int, limit *rateLimiter, m *regMetrics) fiber.Handler {
 	return func(c fiber.Ctx) error {
 		if err := rejectEncoding(c); err != nil {
 			return err
@@ -67,7 +72,7 @@ func handleRegister(log *slog.Logger, conn *redisconn.Conn, limit *rateLimiter, 
 		if err := limit.allow(ctx, c); err != nil {
 			return err
 		}
-		created, err := register(ctx, conn, s)
+		created, err := register(ctx, conn, s, listMax)
 		if err != nil {
 			return err
 		}
@@ -199,6 +204,14 @@ func checkSignup(s wire.Signup) (wire.Signup, error) {
 	}
 	if utf8.RuneCountInString(s.Building) > maxBuildingRunes {
 		return s, badRequest(msgBuilding)
+	}
+	if strings.IndexFunc(s.Building, unicode.IsControl) >= 0 {
+		return s, badRequest(msgBuildingCtl)
+	}
+	if len(s.Encode()) > maxStoredSignup {
+		// Without a building a signup fits: a name is at most 100 × 6
+		// bytes ("\u2028"), an email 254.
+		return s, badRequest(msgBuildingSize)
 	}
 	return s, nil
 }

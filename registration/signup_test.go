@@ -31,10 +31,21 @@ func TestRegisterStoresExactBytes(t *testing.T) {
 		`{"name":"  Jane Doe ","email":" Jane@Example.com  ","building":"a <chat> bot & \"more\"","calls":1000}`).
 		want(t, http.StatusCreated, created)
 	got := rs.Do("LINDEX", "waiting-list", "0")
-	want := `{"name":"Jane Doe","email":"Jane@Example.com","building":"a <chat> bot & \"more\"","calls":1000}`
+	// The local part keeps its case; the domain is lower-cased (and ASCII).
+	want := `{"name":"Jane Doe","email":"Jane@example.com","building":"a <chat> bot & \"more\"","calls":1000}`
 	if got != want {
 		t.Fatalf("stored %s\nwant   %s", got, want)
 	}
+
+	// An international domain is stored lower-cased, in its ASCII form,
+	// and is the same person written either way.
+	send(t, "POST", base+"/api/register", `{"name":"Jürgen","email":"Jürgen@BÜCHER.example","calls":1}`).want(t, http.StatusCreated, created)
+	if got, want := rs.Do("LINDEX", "waiting-list", "1"), `{"name":"Jürgen","email":"Jürgen@xn--bcher-kva.example","building":"","calls":1}`; got != want {
+		t.Fatalf("stored %s\nwant   %s", got, want)
+	}
+	send(t, "POST", base+"/api/register", `{"name":"J","email":"Jürgen@xn--bcher-kva.EXAMPLE","calls":1}`).want(t, http.StatusAccepted, `{"message":"Accepted"}`)
+	send(t, "POST", base+"/api/register", `{"name":"J","email":"jürgen@bücher.example","calls":1}`).want(t, http.StatusAccepted, `{"message":"Accepted"}`)
+	rs.Do("LTRIM", "waiting-list", "0", "0")
 
 	// The same person again, any case and spacing: 202, nothing added.
 	for _, email := range []string{"jane@example.com", "  JANE@EXAMPLE.COM", "jAne@exAmple.cOm "} {
@@ -117,6 +128,24 @@ func TestRegisterValidation(t *testing.T) {
 		{"name number", `{"name":5,"email":"a@b.co","calls":1}`, jsonCT, 400, msg(msgNameString)},
 		{"name control", `{"name":"a\u0007b","email":"a@b.co","calls":1}`, jsonCT, 400, msg(msgNameControl)},
 		{"name newline", `{"name":"a\nb","email":"a@b.co","calls":1}`, jsonCT, 400, msg(msgNameControl)},
+		{"widest name and email with a building over 1 KiB", `{"name":"a` + long("\u2028", 98) + `a","email":"` + email254 + `","building":"` + long("b", 200) + `","calls":1}`, jsonCT, 400, msg(msgBuildingSize)},
+		{"building control", `{"name":"a","email":"a@b.co","building":"x\u0000y","calls":1}`, jsonCT, 400, msg(msgBuildingCtl)},
+		{"building tab", `{"name":"a","email":"a@b.co","building":"x\ty","calls":1}`, jsonCT, 400, msg(msgBuildingCtl)},
+		{"building C1", `{"name":"a","email":"a@b.co","building":"x\u0085y","calls":1}`, jsonCT, 400, msg(msgBuildingCtl)},
+		{"building control, form", `name=a&email=a%40b.co&building=x%0Dy&calls=1`, formCT, 400, msg(msgBuildingCtl)},
+		{"email control", `{"name":"a","email":"a\u0001@b.co","calls":1}`, jsonCT, 400, msg(msgEmail)},
+		{"email zero-width space", `{"name":"a","email":"ja\u200Bne@example.com","calls":1}`, jsonCT, 400, msg(msgEmail)},
+		{"email zero-width joiner", `{"name":"a","email":"jane@exa\u200Dmple.com","calls":1}`, jsonCT, 400, msg(msgEmail)},
+		{"email BOM", `{"name":"a","email":"\uFEFFjane@example.com","calls":1}`, jsonCT, 400, msg(msgEmail)},
+		{"email soft hyphen", `{"name":"a","email":"ja\u00ADne@example.com","calls":1}`, jsonCT, 400, msg(msgEmail)},
+		{"email bidi override", `{"name":"a","email":"\u202Emoc.elpmaxe@enaj","calls":1}`, jsonCT, 400, msg(msgEmail)},
+		{"email bidi isolate", `{"name":"a","email":"jane@\u2066example.com","calls":1}`, jsonCT, 400, msg(msgEmail)},
+		{"email no-break space", `{"name":"a","email":"jane@example.com\u00A0","calls":1}`, jsonCT, 400, msg(msgEmail)},
+		{"email ideographic space", `{"name":"a","email":"\u3000jane@example.com","calls":1}`, jsonCT, 400, msg(msgEmail)},
+		{"email line separator", `{"name":"a","email":"jane@example.com\u2028","calls":1}`, jsonCT, 400, msg(msgEmail)},
+		{"email no-break space, form", `name=a&email=jane%C2%A0%40example.com&calls=1`, formCT, 400, msg(msgEmail)},
+		{"email bad IDNA domain", `{"name":"a","email":"jane@xn--a.com","calls":1}`, jsonCT, 400, msg(msgEmail)},
+		{"email domain over 254 in ASCII", `{"name":"a","email":"` + long("a", 64) + "@" + long("ü", 60) + "." + long("c", 63) + "." + long("d", 50) + `","calls":1}`, jsonCT, 400, msg(msgEmailLength)},
 		{"email missing", `{"name":"a","calls":1}`, jsonCT, 400, msg(msgEmail)},
 		{"email invalid", `{"name":"a","email":"not an email","calls":1}`, jsonCT, 400, msg(msgEmail)},
 		{"email display name", `{"name":"a","email":"Jane <jane@example.com>","calls":1}`, jsonCT, 400, msg(msgEmail)},
@@ -165,9 +194,14 @@ func TestRegisterValidation(t *testing.T) {
 		})
 	}
 
-	// The bounds themselves are accepted.
+	// The bounds themselves are accepted: the longest name and email, and a
+	// building that makes the stored signup exactly 1024 bytes.
+	fill := maxStoredSignup - len(wire.Signup{Name: long("é", 100), Email: email254, Calls: 1000000000}.Encode())
+	building := long("ü", fill/2) + long("x", fill%2)
+	send(t, "POST", base+"/api/register", `{"name":"`+long("é", 100)+`","email":"`+email254+`","building":"`+building+`x","calls":1000000000}`, jsonCT...).
+		want(t, 400, msg(msgBuildingSize))
 	for i, body := range []string{
-		`{"name":"` + long("é", 100) + `","email":"` + email254 + `","building":"` + long("ü", 1000) + `","calls":1000000000}`,
+		`{"name":"` + long("é", 100) + `","email":"` + email254 + `","building":"` + building + `","calls":1000000000}`,
 		`name=` + long("x", 100) + `&email=b%40b.co&building=&calls=0`,
 	} {
 		ct := jsonCT

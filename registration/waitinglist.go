@@ -3,79 +3,195 @@ package main
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"log/slog"
+	"strconv"
 	"strings"
+	"time"
 
+	"github.com/gofiber/fiber/v3"
 	"github.com/redis/rueidis"
 
 	"pesto/shared/redisconn"
 	"pesto/shared/wire"
 )
 
-// findSignupLua defines find(list, email): the search of the waiting list
-// for a signup of the same person, shared by every script that looks one
-// up. email is the address trimmed and ASCII-lower-cased (personKey). The
-// list may hold 10,000 elements, so each is first checked as plain text,
-// without decoding it: at each '@' in it, the bytes either side are
-// compared with the email's, and only then the whole address, lower-cased.
-// An element is decoded (cjson) only when that matches, or when it holds an
-// escape (a legacy writer may have written "\u002B" for "+"). It returns
-// the first matching element's raw value, or nil.
-const findSignupLua = `
-local sfind, sbyte, slower, ssub = string.find, string.byte, string.lower, string.sub
-local function same(raw, email)
-  local ok, v = pcall(cjson.decode, raw)
-  if not ok or type(v) ~= 'table' or type(v.email) ~= 'string' then return false end
-  return slower((string.gsub(v.email, '^%s*(.-)%s*$', '%1'))) == email
-end
-local function find(list, email)
-  local at = sfind(email, '@', 1, true)
-  local n = #email
-  local b1, B1, b2, B2 = -1, -1, -1, -1
-  local fast = at and at > 1 and at < n
-  if fast then
-    b1 = sbyte(email, at - 1)
-    B1 = sbyte(string.upper(string.char(b1)))
-    b2 = sbyte(email, at + 1)
-    B2 = sbyte(string.upper(string.char(b2)))
+// indexLua defines the index of people on the waiting list, which makes
+// the duplicate check one hash lookup however long the list is (the list
+// itself cannot be searched in constant time). ix names its keys: list (the
+// waiting list), people (hash: person -> raw value of their oldest listed
+// signup), more (hash: person -> how many further signups of theirs are
+// listed, which only the old services wrote) and seen (hash: n, how many
+// list elements the index covers, and tail, the last of them). All are in
+// the waiting list's cluster slot (rediskeys.go).
+//
+// The old services keep writing to the list during a migration (RPUSH, and
+// LREM when their admin approves). sync, which every script runs first,
+// brings the index up to date: elements appended since it last looked are
+// indexed, and anything else — the list shorter than n, or its element n
+// no longer the one recorded as tail — starts the index again from the
+// list's head. Either way sync indexes at most 500 elements per call; a
+// script that finds the index behind answers indexing, and the caller
+// (execIndexed) calls it again, so a long list is indexed in steps between
+// which Redis serves everyone else. A person is the email trimmed and
+// lower-cased in ASCII (personKey).
+const indexLua = `
+local slower, sfind, smatch = string.lower, string.find, string.match
+local function person_of(raw)
+  -- Every writer puts "email":"…" as a top-level member (inside a JSON
+  -- string a quote is escaped, so the pattern cannot match there); a value
+  -- with an escape, or any other layout, is decoded.
+  local email = smatch(raw, '"email":"([^"\\]*)"')
+  if not email then
+    local ok, v = pcall(cjson.decode, raw)
+    if not ok or type(v) ~= 'table' or type(v.email) ~= 'string' then return nil end
+    email = v.email
   end
-  local len = redis.call('LLEN', list)
-  for first = 0, len - 1, 1000 do
-    local chunk = redis.call('LRANGE', list, first, first + 999)
-    for i = 1, #chunk do
-      local raw = chunk[i]
-      local maybe = sfind(raw, '\\', 1, true) ~= nil
-      if not maybe then
-        if fast then
-          local p = sfind(raw, '@', at, true)
-          while p do
-            local x, _, y = sbyte(raw, p - 1, p + 1)
-            if (x == b1 or x == B1) and (y == b2 or y == B2) and slower(ssub(raw, p - at + 1, p - at + n)) == email then
-              maybe = true
-              break
-            end
-            p = sfind(raw, '@', p + 1, true)
-          end
-        else
-          maybe = sfind(slower(raw), email, 1, true) ~= nil
-        end
-      end
-      if maybe and same(raw, email) then return raw end
+  return slower(smatch(email, '^%s*(.*%S)') or '')
+end
+local function add(ix, raw)
+  local person = person_of(raw)
+  if not person then return end
+  if redis.call('HSETNX', ix.people, person, raw) == 0 then
+    redis.call('HINCRBY', ix.more, person, 1)
+  end
+end
+-- mark records that the index covers the whole list.
+local function mark(ix)
+  local len = redis.call('LLEN', ix.list)
+  if len == 0 then
+    redis.call('DEL', ix.people, ix.more, ix.seen)
+    return 0
+  end
+  redis.call('HSET', ix.seen, 'n', len, 'tail', redis.call('LINDEX', ix.list, -1))
+  return len
+end
+local function reset(ix)
+  redis.call('DEL', ix.people, ix.more)
+  redis.call('HSET', ix.seen, 'n', 0, 'tail', '')
+  return 0
+end
+-- sync indexes what was appended since, at most step elements per call
+-- (a long list is indexed over several calls, Redis serving others in
+-- between). It returns the list's length and whether the index covers it.
+local step = 500
+local function sync(ix)
+  local len = redis.call('LLEN', ix.list)
+  if len == 0 then
+    -- An empty list has an empty index: no keys at all.
+    redis.call('DEL', ix.people, ix.more, ix.seen)
+    return 0, true
+  end
+  local seen = redis.call('HMGET', ix.seen, 'n', 'tail')
+  local n = tonumber(seen[1])
+  if n == nil or n > len then
+    n = reset(ix)
+  elseif n > 0 and redis.call('LINDEX', ix.list, n - 1) ~= seen[2] then
+    n = reset(ix)
+  end
+  if n == len then return len, true end
+  local last = math.min(len, n + step) - 1
+  local new = redis.call('LRANGE', ix.list, n, last)
+  for i = 1, #new do add(ix, new[i]) end
+  redis.call('HSET', ix.seen, 'n', last + 1, 'tail', new[#new])
+  return len, last + 1 == len
+end
+-- forget updates the index after raw was removed from the list (LREM),
+-- the index covering the list before.
+local function forget(ix, raw)
+  local person = person_of(raw)
+  if person then
+    local more = tonumber(redis.call('HGET', ix.more, person) or '0')
+    if more > 0 and redis.call('HGET', ix.people, person) == raw then
+      -- The person's oldest signup went and another is listed: which one
+      -- is now the oldest takes a pass over the list. Only signups the old
+      -- services wrote twice lead here.
+      return reset(ix)
+    elseif more > 1 then
+      redis.call('HINCRBY', ix.more, person, -1)
+    elseif more == 1 then
+      redis.call('HDEL', ix.more, person)
+    else
+      redis.call('HDEL', ix.people, person)
     end
   end
-  return nil
+  return mark(ix)
 end
+local function keys_from(first)
+  return {list = KEYS[first], people = KEYS[first + 1], more = KEYS[first + 2], seen = KEYS[first + 3]}
+end
+-- indexing is the reply of a script that found the index behind the list
+-- after one step of sync: the caller runs it again.
+local indexing = -2
 `
 
-// registerScript appends a signup unless the same person is on the list:
-// the check and the RPUSH are one atomic step, so racing signups of one
-// email leave one entry. Returns 1 when appended, 0 when already listed.
-var registerScript = rueidis.NewLuaScript(findSignupLua + `
-local list_key = KEYS[1]
+// indexing is what a script of the index answers when it has indexed one
+// step of a list the index did not cover yet (indexLua).
+const indexing = -2
+
+// execIndexed runs a script of the index, again as long as it answers
+// indexing (each run indexes one more step), within ctx.
+func execIndexed(ctx context.Context, c rueidis.Client, script *rueidis.Lua, keys, args []string) rueidis.RedisResult {
+	for {
+		res := script.Exec(ctx, c, keys, args)
+		if n, err := res.AsInt64(); err != nil || n != indexing {
+			return res
+		}
+		if ctx.Err() != nil {
+			return script.Exec(ctx, c, keys, args) // the context's error
+		}
+	}
+}
+
+// syncScript brings the index up to the list, one step per call.
+var syncScript = rueidis.NewLuaScript(indexLua + `
+local _, done = sync(keys_from(1))
+if not done then return indexing end
+return 1
+`)
+
+// warmIndex indexes the list at start, so that signups after a deployment
+// on a list the old services wrote do not wait for it: it retries (Redis
+// may be down) until the index covers the list once, or ctx ends.
+func warmIndex(ctx context.Context, conn *redisconn.Conn, log *slog.Logger) {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		if c, err := conn.Client(); err == nil {
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = execIndexed(sctx, c, syncScript, indexKeys, nil).Error()
+			cancel()
+			if err == nil {
+				log.Debug("waiting-list index covers the list")
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// indexKeys are the keys every script of the index takes, in this order
+// (indexLua's keys_from).
+var indexKeys = []string{wire.WaitingList, peopleKey, peopleMoreKey, peopleSeenKey}
+
+// registerScript appends a signup unless the same person is on the list or
+// the list is full: the check and the RPUSH are one atomic step, so racing
+// signups of one email leave one entry. Returns 1 when appended, 0 when
+// already listed, -1 when the list is full.
+var registerScript = rueidis.NewLuaScript(indexLua + `
+local ix = keys_from(1)
 local signup = ARGV[1] -- as stored
-local email = ARGV[2] -- its email for find (personKey)
-if find(list_key, email) then return 0 end
-redis.call('RPUSH', list_key, signup)
+local person = ARGV[2] -- personKey of its email
+local max = tonumber(ARGV[3])
+local len, done = sync(ix)
+if not done then return indexing end
+if redis.call('HEXISTS', ix.people, person) == 1 then return 0 end
+if len >= max then return -1 end
+redis.call('RPUSH', ix.list, signup)
+redis.call('HSET', ix.people, person, signup)
+redis.call('HSET', ix.seen, 'n', len + 1, 'tail', signup)
 return 1
 `)
 
@@ -93,15 +209,33 @@ func personKey(email string) string {
 	return string(b)
 }
 
-// register stores s unless the same person is listed; created tells which.
-func register(ctx context.Context, conn *redisconn.Conn, s wire.Signup) (created bool, err error) {
+// errListFull: the waiting list holds WAITING_LIST_MAX signups.
+var errListFull = func() *apiError {
+	e := newAPIError(fiber.StatusServiceUnavailable, "Waiting list is full")
+	e.retryAfter = listFullRetryAfter
+	return e
+}()
+
+// listFullRetryAfter is the Retry-After of errListFull, in seconds: the list
+// makes room only as an admin approves or rejects signups.
+const listFullRetryAfter = "3600"
+
+// register stores s unless the same person is listed (created is false) or
+// the list holds max signups (errListFull).
+func register(ctx context.Context, conn *redisconn.Conn, s wire.Signup, max int) (created bool, err error) {
 	c, err := conn.Client()
 	if err != nil {
 		return false, err
 	}
-	n, err := registerScript.Exec(ctx, c, []string{wire.WaitingList},
-		[]string{string(s.Encode()), personKey(s.Email)}).AsInt64()
-	return n == 1, err
+	n, err := execIndexed(ctx, c, registerScript, indexKeys,
+		[]string{string(s.Encode()), personKey(s.Email), strconv.Itoa(max)}).AsInt64()
+	if err != nil {
+		return false, err
+	}
+	if n < 0 {
+		return false, errListFull
+	}
+	return n == 1, nil
 }
 
 func approvingKey(email string) string { return approvingPrefix + personKey(email) }
@@ -111,11 +245,14 @@ func approvingKey(email string) string { return approvingPrefix + personKey(emai
 // unless an earlier attempt recorded one: then that token is kept, so that a
 // repeated approve completes the first attempt. Returns {} when the signup is not listed (and forgets a stale approving key), else
 // {signup, token to use}.
-var claimScript = rueidis.NewLuaScript(findSignupLua + `
-local list_key, approving_key = KEYS[1], KEYS[2]
-local email = ARGV[1] -- personKey
+var claimScript = rueidis.NewLuaScript(indexLua + `
+local ix = keys_from(1)
+local approving_key = KEYS[5]
+local person = ARGV[1] -- personKey
 local new_token = ARGV[2]
-local raw = find(list_key, email)
+local _, done = sync(ix)
+if not done then return indexing end
+local raw = redis.call('HGET', ix.people, person)
 if not raw then
   redis.call('DEL', approving_key)
   return {}
@@ -132,13 +269,17 @@ return {raw, token}
 // element, never the whole list) and queues the key's email in one atomic
 // step, and forgets the approving key. When the signup is already gone
 // (a racing approve completed it) nothing is queued. Returns 1 when queued.
-var completeScript = rueidis.NewLuaScript(`
-local list_key, approving_key, outbox_key = KEYS[1], KEYS[2], KEYS[3]
+var completeScript = rueidis.NewLuaScript(indexLua + `
+local ix = keys_from(1)
+local approving_key, outbox_key = KEYS[5], KEYS[6]
 local raw = ARGV[1] -- the signup's element, as listed
 -- ARGV[2] onwards: the email's stream fields
-local removed = redis.call('LREM', list_key, 1, raw)
+local _, done = sync(ix)
+if not done then return indexing end
+local removed = redis.call('LREM', ix.list, 1, raw)
 redis.call('DEL', approving_key)
 if removed == 0 then return 0 end
+forget(ix, raw)
 redis.call('XADD', outbox_key, '*', unpack(ARGV, 2))
 return 1
 `)
@@ -150,12 +291,16 @@ return 1
 // so the caller deletes its record and then the approving key; the
 // approving key is left until then, so that a reject repeated after a crash
 // in between finishes the clean-up.
-var rejectScript = rueidis.NewLuaScript(findSignupLua + `
-local list_key, approving_key = KEYS[1], KEYS[2]
-local email = ARGV[1] -- personKey
-local raw = find(list_key, email)
+var rejectScript = rueidis.NewLuaScript(indexLua + `
+local ix = keys_from(1)
+local approving_key = KEYS[5]
+local person = ARGV[1] -- personKey
+local _, done = sync(ix)
+if not done then return indexing end
+local raw = redis.call('HGET', ix.people, person)
 local removed = 0
-if raw then removed = redis.call('LREM', list_key, 1, raw) end
+if raw then removed = redis.call('LREM', ix.list, 1, raw) end
+if removed == 1 then forget(ix, raw) end
 local token = redis.call('GET', approving_key)
 if token then return {removed, token} end
 return {removed}
@@ -177,24 +322,61 @@ type adminStore struct {
 	log  *slog.Logger
 }
 
-// pending returns the waiting list, oldest first, as a JSON array; corrupt
-// elements are logged and left out.
-func (s *adminStore) pending(ctx context.Context) ([]byte, error) {
+// pendingWindow is how far back, from a cursor's offset, pending looks for
+// where the previous page ended: signups removed before it since move the
+// rest towards the head.
+const pendingWindow = 1000
+
+// pending returns up to limit signups of the waiting list, oldest first,
+// from cursor ("" for the head), as a JSON array, and the cursor of the
+// next page ("" when none follows); corrupt elements are logged and left
+// out. It reads at most limit+1 elements, and pendingWindow+1 more to
+// place a cursor, whatever the list's length.
+//
+// A cursor names the position after the page and the elements either side
+// of it (their FNV-64a digests): the next page starts at the first element
+// not shown, found again even when signups before it were approved or
+// rejected meanwhile (it moved towards the head); when it was removed too,
+// after the last element shown; when both were, at most pendingWindow
+// elements earlier (a page may then repeat signups, never skip one).
+func (s *adminStore) pending(ctx context.Context, limit int, cursor string) (page []byte, next string, err error) {
 	c, err := s.conn.Client()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	raws, err := c.Do(ctx, c.B().Lrange().Key(wire.WaitingList).Start(0).Stop(-1).Build()).AsStrSlice()
+	start := 0
+	if cursor != "" {
+		cur, ok := parseCursor(cursor)
+		if !ok {
+			return nil, "", errBadCursor
+		}
+		lo := max(0, cur.offset-pendingWindow)
+		raws, err := c.Do(ctx, c.B().Lrange().Key(wire.WaitingList).Start(int64(lo)).Stop(int64(cur.offset)).Build()).AsStrSlice()
+		if err != nil {
+			return nil, "", err
+		}
+		start = lo
+		if i := lastIndexDigest(raws, cur.next); i >= 0 {
+			start = lo + i
+		} else if i := lastIndexDigest(raws, cur.last); i >= 0 {
+			start = lo + i + 1
+		}
+	}
+	raws, err := c.Do(ctx, c.B().Lrange().Key(wire.WaitingList).Start(int64(start)).Stop(int64(start+limit)).Build()).AsStrSlice()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	out := make([]byte, 0, 2+len(raws)*96)
+	shown := raws[:min(limit, len(raws))]
+	if len(raws) > limit {
+		next = pageCursor{offset: start + limit, last: digest(shown[len(shown)-1]), next: digest(raws[limit])}.String()
+	}
+	out := make([]byte, 0, 2+len(shown)*96)
 	out = append(out, '[')
 	n := 0
-	for i, raw := range raws {
+	for i, raw := range shown {
 		su, err := wire.DecodeSignup(raw)
 		if err != nil {
-			s.log.Warn("corrupt waiting-list element skipped", "index", i, "err", err.Error())
+			s.log.Warn("corrupt waiting-list element skipped", "index", start+i, "err", err.Error())
 			continue
 		}
 		if n > 0 {
@@ -203,7 +385,48 @@ func (s *adminStore) pending(ctx context.Context) ([]byte, error) {
 		out = append(out, su.Encode()...)
 		n++
 	}
-	return append(out, ']'), nil
+	return append(out, ']'), next, nil
+}
+
+// pageCursor is where a page of pending ended (see pending).
+type pageCursor struct {
+	offset     int
+	last, next uint64 // digests of the last element shown and the next one
+}
+
+// String writes the cursor as <offset>-<last>-<next>, digests in hex.
+func (p pageCursor) String() string {
+	return strconv.Itoa(p.offset) + "-" + strconv.FormatUint(p.last, 16) + "-" + strconv.FormatUint(p.next, 16)
+}
+
+func parseCursor(v string) (pageCursor, bool) {
+	parts := strings.Split(v, "-")
+	if len(parts) != 3 || len(v) > 64 {
+		return pageCursor{}, false
+	}
+	var p pageCursor
+	var err1, err2, err3 error
+	p.offset, err1 = strconv.Atoi(parts[0])
+	p.last, err2 = strconv.ParseUint(parts[1], 16, 64)
+	p.next, err3 = strconv.ParseUint(parts[2], 16, 64)
+	return p, err1 == nil && err2 == nil && err3 == nil && p.offset > 0
+}
+
+// digest identifies a list element in a cursor.
+func digest(raw string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(raw))
+	return h.Sum64()
+}
+
+// lastIndexDigest returns the index of the last of raws with digest d, or -1.
+func lastIndexDigest(raws []string, d uint64) int {
+	for i := len(raws) - 1; i >= 0; i-- {
+		if digest(raws[i]) == d {
+			return i
+		}
+	}
+	return -1
 }
 
 // approval is a request of PUT /api/approve.
@@ -228,7 +451,7 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 	if err != nil {
 		return "", err
 	}
-	wl, approving := wire.WaitingList, approvingKey(a.Email)
+	approving := approvingKey(a.Email)
 	key := personKey(a.Email)
 
 	first, err := c.Do(ctx, c.B().Get().Key(approving).Build()).ToString()
@@ -243,7 +466,7 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 		return "", err
 	}
 
-	res, err := claimScript.Exec(ctx, c, []string{wl, approving}, []string{key, token}).AsStrSlice()
+	res, err := execIndexed(ctx, c, claimScript, append(indexKeys[:len(indexKeys):len(indexKeys)], approving), []string{key, token}).AsStrSlice()
 	if err != nil {
 		return "", err
 	}
@@ -289,7 +512,7 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 	}
 
 	mail := keyEmail{To: strings.TrimSpace(signup.Email), Name: signup.Name, Token: token, Limit: limit}
-	if _, err := completeScript.Exec(ctx, c, []string{wl, approving, outboxStream},
+	if _, err := execIndexed(ctx, c, completeScript, append(indexKeys[:len(indexKeys):len(indexKeys)], approving, outboxStream),
 		append([]string{raw}, mail.fields()...)).AsInt64(); err != nil {
 		return "", err
 	}
@@ -399,7 +622,7 @@ func (s *adminStore) reject(ctx context.Context, email string) (removed bool, di
 		return false, "", err
 	}
 	approving := approvingKey(email)
-	res, err := rejectScript.Exec(ctx, c, []string{wire.WaitingList, approving},
+	res, err := execIndexed(ctx, c, rejectScript, append(indexKeys[:len(indexKeys):len(indexKeys)], approving),
 		[]string{personKey(email)}).ToArray()
 	if err != nil {
 		return false, "", err
