@@ -115,7 +115,10 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 	reg, err := b.startService(ctx, "registration", regBin, func(port int) []string {
 		return []string{"PORT=" + strconv.Itoa(port), "REDIS_URL=" + redisURL, "LOG_LEVEL=warn",
 			"ENVIRONMENT=bench", "REGISTER_RATE=" + benchRate, "TRIAL_RATE=" + benchRate,
-			"REGISTER_GLOBAL_RATE=" + benchRate, "TRIAL_GLOBAL_RATE=" + benchRate}
+			"REGISTER_GLOBAL_RATE=" + benchRate, "TRIAL_GLOBAL_RATE=" + benchRate,
+			// The load adds signups to a list already -signups long: the
+			// bound must not turn them into 503s.
+			"WAITING_LIST_MAX=1000000"}
 	}, &rep.registration)
 	if err != nil {
 		if ctx.Err() != nil {
