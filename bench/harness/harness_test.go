@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -93,6 +94,45 @@ func TestRegisterScriptSendsUniqueSignups(t *testing.T) {
 	}
 	if res.Code(201) == 0 || int64(len(emails)) < res.Code(201) {
 		t.Fatalf("%d distinct emails, wrk saw %d × 201", len(emails), res.Code(201))
+	}
+}
+
+// The flood sends every signup from an address of its own, with an email of
+// its own: per-address limits cannot stop it.
+func TestFloodScriptSendsNewAddresses(t *testing.T) {
+	needWrk(t)
+	var (
+		mu    sync.Mutex
+		addrs = map[string]int{}
+		seen  = map[string]int{}
+		bad   []string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var s struct{ Name, Email string }
+		err := json.NewDecoder(r.Body).Decode(&s)
+		mu.Lock()
+		defer mu.Unlock()
+		xff := r.Header.Get("X-Forwarded-For")
+		if err != nil || r.Method != "POST" || r.URL.Path != "/api/register" || net.ParseIP(xff).To4() == nil || s.Name == "" {
+			bad = append(bad, r.Method+" "+r.URL.Path+" "+xff)
+		}
+		addrs[xff]++
+		seen[s.Email]++
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer srv.Close()
+
+	res, err := runWrk(context.Background(), t.TempDir(), load{url: srv.URL + "/api/register", threads: 2, conns: 4, duration: time.Second, script: floodScript})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bad) > 0 {
+		t.Fatalf("malformed requests: %v", bad[:min(len(bad), 3)])
+	}
+	if res.Code(201) == 0 || int64(len(addrs)) < min(res.Code(201), 2*65536) || int64(len(seen)) < res.Code(201) {
+		t.Fatalf("%d addresses and %d emails for %d × 201", len(addrs), len(seen), res.Code(201))
 	}
 }
 

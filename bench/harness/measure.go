@@ -193,6 +193,13 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 			return nil, err
 		}
 	}
+	if reg != nil {
+		if err := b.signupFlood(ctx, auth, tokenHeader, redisURL, rep); err != nil {
+			return nil, err
+		}
+	} else {
+		rep.flood.na = rep.registration.na
+	}
 
 	for _, s := range []*serviceStats{&rep.auth, &rep.registration, &rep.reference} {
 		bin := map[string]string{"auth": authBin, "registration": regBin, "reference": refBin}[s.name]

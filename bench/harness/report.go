@@ -68,6 +68,7 @@ type report struct {
 	authRuns, refRuns             []wrkResult
 	exact                         exactResult
 	register, trial               routeLoad
+	flood                         floodResult
 }
 
 func newReport(o options) *report {
@@ -133,6 +134,7 @@ func (r *report) targets() []target {
 			status: verdict(r.exact.exact()),
 		},
 	}
+	ts = append(ts, r.floodTargets()...)
 	for _, s := range []serviceStats{r.auth, r.registration} {
 		if s.na != "" {
 			for _, what := range []string{"idle RSS ≤ 8 MiB", "RSS under load ≤ 25 MiB", "start to ready ≤ 100 ms"} {
@@ -278,6 +280,7 @@ func (r *report) markdown() string {
 			map[bool]string{true: "every signup stored", false: "**mismatch**"}[r.register.listAfter-r.register.listBefore == created])
 	}
 	p("")
+	r.floodSection(p)
 	b.WriteString(analysis)
 	return b.String()
 }
