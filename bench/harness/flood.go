@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -25,9 +26,13 @@ const (
 	// floodSlack covers Redis's own bookkeeping during the run (rate-limit
 	// keys, client buffers).
 	floodSlack = 2 << 20
-	// floodConns is the flood's wrk connections (one thread): enough to keep
-	// registration and Redis busy without taking auth's CPU.
-	floodConns = 16
+	// floodConns is the flood's wrk connections (one thread), each sending
+	// a signup every floodDelayMS at most: up to 320 signups a second, over
+	// a million an hour, and what the list bound and the index must absorb
+	// (a flood with no pause would measure the two cores auth shares with
+	// wrk, registration and Redis here, not Redis).
+	floodConns   = 16
+	floodDelayMS = 50
 	// floodDrain bounds the wait for Redis after the flood.
 	floodDrain = 3 * time.Minute
 )
@@ -36,6 +41,9 @@ const (
 // from an address of its own (X-Forwarded-For, believed from the trusted
 // 127.0.0.1): per-address limits do not stop it.
 const floodLua = `
+function delay()
+  return FLOOD_DELAY
+end
 function request()
   n = n + 1
   local ip = string.format("198.%d.%d.%d", 18 + id % 2, math.floor(n / 256) % 256, n % 256)
@@ -44,12 +52,12 @@ function request()
 end
 `
 
-var floodScript = threadsLua + countLua + floodLua + reportLua
+var floodScript = threadsLua + countLua + strings.Replace(floodLua, "FLOOD_DELAY", strconv.Itoa(floodDelayMS), 1) + reportLua
 
 // floodResult is what the scenario measured.
 type floodResult struct {
 	na                    string
-	quietP99              int64     // auth's median p99 of the rounds, µs
+	quiet                 wrkResult // auth just before the flood, same load
 	auth                  wrkResult // auth during the flood
 	signups               wrkResult // registration's flood
 	listBefore, listAfter int64
@@ -76,7 +84,6 @@ func slowSignup(i int) string {
 // X-Forwarded-For, then auth's load and the flood at once.
 func (b *bench) signupFlood(ctx context.Context, auth *proc, tokenHeader, redisURL string, rep *report) error {
 	f := &rep.flood
-	f.quietP99 = median(p99Of(rep.authRuns))
 	b.progress("signup flood: listing %d entries built to be slow to scan", floodListed)
 	if err := b.do(ctx, b.rdb.B().Del().Key(wire.WaitingList).Build()).Error(); err != nil {
 		return err
@@ -91,7 +98,7 @@ func (b *bench) signupFlood(ctx context.Context, auth *proc, tokenHeader, redisU
 			return err
 		}
 	}
-	f.listMax = floodListed + floodAllowance
+	f.listMax = floodListed + 1 + floodAllowance // the first signup, then the flood's room
 	port, err := freePort()
 	if err != nil {
 		return err
@@ -110,13 +117,32 @@ func (b *bench) signupFlood(ctx context.Context, auth *proc, tokenHeader, redisU
 		return nil
 	}
 
+	// The first signup brings registration's index of people up to date
+	// with the entries listed behind its back (as the old services write
+	// them), in steps; that one-time cost is not the flood's.
+	b.progress("signup flood: a first signup, while registration indexes the listed entries")
+	client := &http.Client{Timeout: 5 * time.Second}
+	warm := `{"name":"Warm","email":"warm@example.com","building":"","calls":1}`
+	for deadline := time.Now().Add(floodDrain); ; {
+		err := expect(client, "POST", url(reg, "/api/register"), "application/json", warm, "", http.StatusCreated)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("registration did not take a first signup within %s: %w", floodDrain, err)
+		}
+	}
 	if f.listBefore, err = b.do(ctx, b.rdb.B().Llen().Key(wire.WaitingList).Build()).AsInt64(); err != nil {
 		return err
 	}
 	if f.memBefore, err = b.usedMemory(ctx); err != nil {
 		return err
 	}
-	b.progress("signup flood: auth wrk -t%d -c%d -d%s while registration takes signups (wrk -t1 -c%d)", b.o.threads, b.o.conns, b.o.duration, floodConns)
+	b.progress("signup flood: auth alone first (its quiet p99)")
+	if f.quiet, err = b.load(ctx, auth, "/", tokenHeader, countScript, b.o.duration); err != nil {
+		return err
+	}
+	b.progress("signup flood: auth wrk -t%d -c%d -d%s while registration takes signups (wrk -t1 -c%d, %d ms apart)", b.o.threads, b.o.conns, b.o.duration, floodConns, floodDelayMS)
 	type result struct {
 		res wrkResult
 		err error
@@ -182,8 +208,8 @@ func (r *report) floodTargets() []target {
 	grown := f.memAfter - f.memBefore
 	return []target{
 		{names[0], fmt.Sprintf("%d of %d answers ≥ 400, %d socket errors", f.auth.StatusErrors, f.auth.Requests, f.auth.SocketErrors()), verdict(errs == 0)},
-		{names[1], fmt.Sprintf("%s vs %s quiet = %.2f×", us(f.auth.P99US), us(f.quietP99), ratio(float64(f.auth.P99US), float64(f.quietP99))),
-			verdict(ratio(float64(f.auth.P99US), float64(f.quietP99)) <= maxP99Ratio)},
+		{names[1], fmt.Sprintf("%s vs %s quiet = %.2f×", us(f.auth.P99US), us(f.quiet.P99US), ratio(float64(f.auth.P99US), float64(f.quiet.P99US))),
+			verdict(ratio(float64(f.auth.P99US), float64(f.quiet.P99US)) <= maxP99Ratio)},
 		{names[2], fmt.Sprintf("%+.1f MiB for %d new entries; bound %s (%d × %d B + %s)", float64(grown)/(1<<20), f.listAfter-f.listBefore,
 			mib(f.bound()), max(f.listMax-f.listBefore, 0), floodEntryMax, mib(floodSlack)), verdict(grown <= f.bound())},
 	}
@@ -201,12 +227,12 @@ func (r *report) floodSection(p func(string, ...any)) {
 	}
 	p("The waiting list holds %d entries built to be slow to scan (an escaped character and a 900-byte field of escapes each); "+
 		"registration (`WAITING_LIST_MAX=%d`, `TRUSTED_PROXIES=127.0.0.1`, limits out of the way) takes signups from a new address each "+
-		"(`X-Forwarded-For`), `wrk -t1 -c%d`, while auth takes its load as in the rounds (`wrk -t%d -c%d -d%s`).",
-		f.listBefore, f.listMax, floodConns, r.o.threads, r.o.conns, r.o.duration)
+		"(`X-Forwarded-For`), `wrk -t1 -c%d` with %d ms between a connection's requests, while auth takes its load as in the rounds (`wrk -t%d -c%d -d%s`).",
+		f.listBefore, f.listMax, floodConns, floodDelayMS, r.o.threads, r.o.conns, r.o.duration)
 	p("")
 	p("| | requests | req/s | p50 | p99 | answers |")
 	p("|---|---|---|---|---|---|")
-	p("| auth, quiet (median of the rounds) | | | | %s | |", us(f.quietP99))
+	p("| auth, quiet (just before) | %d | %.0f | %s | %s | %v, %d socket errors |", f.quiet.Requests, f.quiet.RPS(), us(f.quiet.P50US), us(f.quiet.P99US), f.quiet.Codes, f.quiet.SocketErrors())
 	p("| auth, during the flood | %d | %.0f | %s | %s | %v, %d socket errors |", f.auth.Requests, f.auth.RPS(), us(f.auth.P50US), us(f.auth.P99US), f.auth.Codes, f.auth.SocketErrors())
 	p("| registration, the flood | %d | %.0f | %s | %s | %v, %d socket errors |", f.signups.Requests, f.signups.RPS(), us(f.signups.P50US), us(f.signups.P99US), f.signups.Codes, f.signups.SocketErrors())
 	p("")
