@@ -169,7 +169,7 @@ func (b *bench) signupFlood(ctx context.Context, auth *proc, tokenHeader, redisU
 	drained, cancel := context.WithTimeout(ctx, floodDrain)
 	defer cancel()
 	if f.listAfter, err = b.rdb.Do(drained, b.rdb.B().Llen().Key(wire.WaitingList).Build()).AsInt64(); err != nil {
-		return fmt.Errorf("Redis still busy %s after the flood: %w", floodDrain, err)
+		return fmt.Errorf("redis still busy %s after the flood: %w", floodDrain, err)
 	}
 	f.memAfter, err = b.usedMemory(ctx)
 	return err
