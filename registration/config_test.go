@@ -49,6 +49,9 @@ func TestConfigErrors(t *testing.T) {
 		{"TRUSTED_PROXIES", "127.0.0.1, proxy.local"},
 		{"MAX_BODY_BYTES", "lots"},
 		{"MAX_BODY_BYTES", "0"},
+		{"WAITING_LIST_MAX", "0"},
+		{"WAITING_LIST_MAX", "many"},
+		{"WAITING_LIST_MAX", "1000001"},
 		{"CORS_ORIGINS", "example.com"},
 		{"CORS_ORIGINS", "https://example.com/path"},
 		{"CORS_ORIGINS", "https://a.example, ftp://b.example"},
@@ -88,6 +91,7 @@ func TestConfigAccepts(t *testing.T) {
 		"IPV6_RATE_PREFIXES":   " 64:1, 48:10",
 		"TRUSTED_PROXIES":      " 10.0.0.0/8 ,192.168.1.1, ::1, fd00::/8 ",
 		"MAX_BODY_BYTES":       "1024",
+		"WAITING_LIST_MAX":     "500",
 		"CORS_ORIGINS":         "https://pesto.example, http://localhost:5173/",
 		"ADMIN_JWT_SECRET":     strings.Repeat("s", 32),
 		"ADMIN_JWT_PUBLIC_KEY": pubPEM,
@@ -100,7 +104,7 @@ func TestConfigAccepts(t *testing.T) {
 		strings.Trim(strings.Join(strings.Fields(strings.Trim(strings.ReplaceAll(fmtPrefixes(cfg), ",", " "), "[]")), ","), ","),
 		strings.Join(cfg.CORSOrigins, ","), string(rune('0' + len(cfg.AdminPublicKey)/8))}, " | ")
 	want := "trial.example.org | 100/s | 7/h | 10.0.0.0/8,192.168.1.1/32,::1/128,fd00::/8 | https://pesto.example,http://localhost:5173 | 4"
-	if got != want || cfg.MaxBody != 1024 || cfg.RegisterGlobalRate.String() != "50/m" || cfg.TrialGlobalRate.String() != "1000/h" ||
+	if got != want || cfg.MaxBody != 1024 || cfg.WaitingListMax != 500 || cfg.RegisterGlobalRate.String() != "50/m" || cfg.TrialGlobalRate.String() != "1000/h" ||
 		fmt.Sprint(cfg.IPv6RatePrefixes) != "[{64 1} {48 10}]" {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
@@ -109,7 +113,7 @@ func TestConfigAccepts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if def.TrialDomain != "pesto.teknologiumum.com" || def.RegisterRate.String() != "10/m" || def.TrialRate.String() != "5/h" ||
+	if def.WaitingListMax != 10000 || def.TrialDomain != "pesto.teknologiumum.com" || def.RegisterRate.String() != "10/m" || def.TrialRate.String() != "5/h" ||
 		def.MaxBody != 16384 || def.RegisterGlobalRate.String() != "100/h" || def.TrialGlobalRate.String() != "200/h" ||
 		fmt.Sprint(def.IPv6RatePrefixes) != "[{64 1} {56 2} {48 4}]" || def.CORSOrigins != nil || def.TrustedProxies != nil || def.AdminSecret != nil || def.AdminPublicKey != nil {
 		t.Fatalf("defaults: %+v", def)

@@ -484,7 +484,10 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 	}
 	signup, err := wire.DecodeSignup(raw)
 	if err != nil {
-		return "", err // find decoded it, so this cannot happen
+		// The index read the email of a corrupt element (a legacy writer's):
+		// it cannot be approved, only rejected.
+		_ = c.Do(ctx, c.B().Del().Key(approving).Build()).Error()
+		return "", errEmailNotListed
 	}
 
 	limit := a.Limit

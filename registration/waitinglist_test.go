@@ -248,3 +248,24 @@ func TestPendingPages(t *testing.T) {
 		send(t, "GET", base+"/api/pending?"+c.query, "", auth...).want(t, 400, c.want)
 	}
 }
+
+// A corrupt legacy element whose email the index can read is a person on
+// the list: a signup of theirs is a duplicate, approve refuses it (no key is
+// written) and reject removes it.
+func TestIndexCorruptLegacyElement(t *testing.T) {
+	rs := redistest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL})
+	admin := []string{"Content-Type", "application/json", "Authorization", adminBearer(t, "alice")}
+	corrupt := `{"email":"bad@example.com","name":`
+	rs.Do("RPUSH", "waiting-list", corrupt)
+	send(t, "POST", base+"/api/register", `{"name":"B","email":"bad@example.com","calls":1}`, "Content-Type", "application/json").
+		want(t, 202, `{"message":"Accepted"}`)
+	send(t, "PUT", base+"/api/approve", `{"email":"bad@example.com","limit":1}`, admin...).want(t, 400, `{"message":"Email does not exists"}`)
+	if got := dataKeys(t, rs); len(got) != 1 || got[0] != "waiting-list" {
+		t.Fatalf("keys %v, want only the list", got)
+	}
+	send(t, "PUT", base+"/api/reject", `{"email":"bad@example.com"}`, admin...).want(t, 200, `{"message":"OK"}`)
+	if got := rs.Do("EXISTS", "waiting-list", peopleKey, peopleSeenKey); got != "0" {
+		t.Fatalf("%s keys left", got)
+	}
+}
