@@ -118,7 +118,7 @@ func newBenchApp(b *testing.B) (*fiber.App, tokenStore) {
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	conn := redisconn.Dial(cfg.redisOptions(), log)
 	b.Cleanup(conn.Close)
-	rstore := newRedisStore(conn, cfg.CacheTTL)
+	rstore := newRedisStore(conn, cfg.CacheTTL, log)
 	return newApp(log, cfg, rstore, metrics.NewRegistry(), nil, func() time.Time { return now }), rstore
 }
 

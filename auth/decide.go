@@ -154,149 +154,338 @@ func newAuthMetrics(reg *metrics.Registry) *authMetrics {
 	return m
 }
 
-// counterScript counts up to n calls atomically, so that a limit of N allows
-// exactly N calls whatever the number of racing callers and replicas. The
-// TTL is set when the counter is created, never pushed forward. It returns
-// {calls counted before, calls counted now}: the second is min(n, limit -
-// before), or 0 (and nothing is written) when the limit is reached.
+// The quota path after the decision: calls are counted by group commit
+// (quota.Count), each batch by one counterScript call, in one atomic step.
+//
+// A call is counted if and only if it is answered 200 (SPEC §2), whatever
+// the timing. The script is told a deadline and grants nothing once Redis's
+// clock has passed it; the caller waits for the script's reply until
+// countGrace after that deadline (the reply's way back, and the clocks of
+// auth and Redis a little apart), so a grant normally reaches its caller in
+// time. A reply that comes later still, for a call that was answered 500
+// meanwhile, is refunded exactly (refundScript). A script held up in a stalled
+// Redis runs after its deadline when Redis resumes, and counts nothing.
+const countGrace = 150 * time.Millisecond
+
+// counterScript counts batches of calls, many counters in one call. Per
+// counter it grants min(n, limit - used) calls, or none (and writes
+// nothing) when the limit is reached, so that a limit of N allows exactly N
+// calls whatever the number of racing callers and replicas. The TTL is set
+// when the counter is created, never pushed forward; the value stays the
+// decimal count the old services read. Past the deadline (Unix
+// microseconds by Redis's clock; 0: none) it counts nothing and returns an
+// empty array; otherwise {used before, granted} for each counter, in order.
 var counterScript = rueidis.NewLuaScript(`
-local counter_key = KEYS[1]
-local limit = tonumber(ARGV[1])
+local deadline_us = tonumber(ARGV[1])
 local ttl_seconds = ARGV[2]
-local n = tonumber(ARGV[3])
-local used = tonumber(redis.call('GET', counter_key) or '0')
-local granted = math.min(n, limit - used)
-if granted <= 0 then return {used, 0} end
-local after = redis.call('INCRBY', counter_key, granted)
-if after == granted then redis.call('EXPIRE', counter_key, ttl_seconds) end
-return {after - granted, granted}
+local now = redis.call('TIME')
+if deadline_us > 0 and tonumber(now[1]) * 1000000 + tonumber(now[2]) > deadline_us then
+  return {}
+end
+local reply = {}
+for i, counter_key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[1 + 2 * i])
+  local n = tonumber(ARGV[2 + 2 * i])
+  local used = tonumber(redis.call('GET', counter_key) or '0')
+  local granted = math.min(n, limit - used)
+  if granted > 0 then
+    local after = redis.call('INCRBY', counter_key, granted)
+    if after == granted then redis.call('EXPIRE', counter_key, ttl_seconds) end
+  else
+    granted = 0
+  end
+  reply[2 * i - 1] = used
+  reply[2 * i] = granted
+end
+return reply
+`)
+
+// refundScript takes back calls that were counted but not answered 200 (a
+// reply that came after its callers gave up). A counter gone meanwhile
+// (expired, deleted) is left alone.
+var refundScript = rueidis.NewLuaScript(`
+local counter_key = KEYS[1]
+local calls = ARGV[1]
+if redis.call('EXISTS', counter_key) == 0 then return 0 end
+return redis.call('DECRBY', counter_key, calls)
 `)
 
 var counterTTL = strconv.FormatInt(int64(wire.CounterTTL/time.Second), 10)
 
-func (s *redisStore) countN(ctx context.Context, key string, limit, n int64) (before, granted int64, err error) {
+// errLate: the counter script ran after its deadline and counted nothing.
+var errLate = fmt.Errorf("counter script ran past its deadline: %w", context.DeadlineExceeded)
+
+// countBatch runs counterScript for the entries of one batch, which share a
+// hash slot, and sets their before and granted.
+func (s *redisStore) countBatch(ctx context.Context, deadline time.Time, entries []entry) error {
 	c, err := s.conn.Client()
 	if err != nil {
-		return 0, 0, err
+		return err
 	}
-	reply, err := counterScript.Exec(ctx, c, []string{key},
-		[]string{strconv.FormatInt(limit, 10), counterTTL, strconv.FormatInt(n, 10)}).ToArray()
+	keys := make([]string, len(entries))
+	args := make([]string, 2, 2+2*len(entries))
+	args[0], args[1] = "0", counterTTL
+	if !deadline.IsZero() {
+		args[0] = strconv.FormatInt(deadline.UnixMicro(), 10)
+	}
+	for i, e := range entries {
+		keys[i] = e.key
+		args = append(args, strconv.FormatInt(e.limit, 10), strconv.FormatInt(e.n, 10))
+	}
+	reply, err := counterScript.Exec(ctx, c, keys, args).ToArray()
 	if err != nil {
-		return 0, 0, err
+		return err
 	}
-	if len(reply) != 2 {
-		return 0, 0, fmt.Errorf("counter script: %d values", len(reply))
+	if len(reply) == 0 {
+		return errLate
 	}
-	if before, err = reply[0].AsInt64(); err == nil {
-		granted, err = reply[1].AsInt64()
+	if len(reply) != 2*len(entries) {
+		return fmt.Errorf("counter script: %d values for %d counters", len(reply), len(entries))
 	}
-	return before, granted, err
+	for i := range entries {
+		if entries[i].before, err = reply[2*i].AsInt64(); err != nil {
+			return err
+		}
+		if entries[i].granted, err = reply[2*i+1].AsInt64(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// countFunc counts up to n calls against limit on the counter key in one
-// atomic Redis step. It returns the calls counted before this step and how
-// many of the n it counted: min(n, limit-before), or 0.
-type countFunc func(ctx context.Context, key string, limit, n int64) (before, granted int64, err error)
-
-// coalescer is group commit for counters. Calls of one key that arrive
-// while a count of that key is on its way to Redis wait together, and are
-// counted by the next single script call: a hot key costs Redis one script
-// per round trip instead of one per call, and every call still waits for at
-// most one round trip of its own. The quota stays exact: each script is
-// atomic and grants calls in arrival order.
-type coalescer struct {
-	count countFunc
-	mu    sync.Mutex
-	keys  map[counterLimit]*batch // the batch being filled, per key with one on its way
+// refund takes n counted calls back from the counter key.
+func (s *redisStore) refund(ctx context.Context, key string, n int64) error {
+	c, err := s.conn.Client()
+	if err != nil {
+		return err
+	}
+	return refundScript.Exec(ctx, c, []string{key}, []string{strconv.FormatInt(n, 10)}).Error()
 }
 
-// counterLimit identifies a queue: a counter, and the limit its calls carry
-// (a record changed meanwhile starts another queue).
+// groupOf is the queue of a counter key: one for all on a single Redis, one
+// per hash slot on a Cluster (a script's keys must share a slot there).
+func (s *redisStore) groupOf(key string) uint16 {
+	if c, err := s.conn.Client(); err == nil && c.Mode() == rueidis.ClientModeCluster {
+		return hashSlot(key)
+	}
+	return 0
+}
+
+// countFunc counts the calls of a batch in one atomic Redis step, grants
+// nothing once deadline has passed (zero: no deadline), and sets each
+// entry's before and granted.
+type countFunc func(ctx context.Context, deadline time.Time, entries []entry) error
+
+// refundFunc takes n counted calls back from a counter.
+type refundFunc func(ctx context.Context, key string, n int64) error
+
+// quota is group commit for counters. Calls that arrive while a batch of
+// their queue is on its way to Redis wait together, whatever their keys,
+// and are counted by the next single script call: Redis runs one script per
+// round trip instead of one per call, for a hot key and for many keys
+// alike, and every call waits for at most one round trip besides its own.
+// The quota stays exact: each script is atomic and grants calls in arrival
+// order.
+type quota struct {
+	count   countFunc
+	refund  refundFunc
+	groupOf func(key string) uint16
+	onLost  func(key string, n int64, err error) // a refund that failed
+	mu      sync.Mutex
+	queues  map[uint16]*queue // queues with a batch on its way
+}
+
+// queue is the batches of one group: at most one on its way, one filling.
+type queue struct {
+	next *batch
+}
+
+// counterLimit identifies an entry of a batch: a counter, and the limit its
+// calls carry (a record changed meanwhile makes another entry).
 type counterLimit struct {
 	key   string
 	limit int64
 }
 
-// batch is the calls of one key counted by one script call.
-type batch struct {
-	n       int64         // calls in the batch
-	turn    chan struct{} // closed when the batch may be sent
-	done    chan struct{} // closed when before, granted and err are set (nil when alone)
-	next    *batch        // the batch filling behind this one, if any
-	before  int64
-	granted int64
-	err     error
+// entry is the calls of one counter and limit in a batch.
+type entry struct {
+	key     string
+	limit   int64
+	n       int64 // calls
+	before  int64 // set by countFunc: calls counted before these
+	granted int64 // set by countFunc: how many of the n it counted
 }
 
-func newCoalescer(count countFunc) *coalescer {
-	return &coalescer{count: count, keys: map[counterLimit]*batch{}}
+// batch is the calls counted by one script call.
+type batch struct {
+	entries  []entry
+	index    map[counterLimit]int // entry of each counter, once there are many
+	deadline time.Time            // the earliest of its calls' script deadlines
+	done     chan struct{}        // closed when the entries' results or err are set
+	answered bool                 // the reply is in (under quota.mu)
+	gaveUp   []member             // calls answered 500 before the reply (under quota.mu)
+	err      error
+}
+
+// member is one call of a batch: the i-th call of entry e.
+type member struct{ e, i int }
+
+// batchIndexFrom is the size from which a batch looks its entries up in a
+// map rather than by a scan.
+const batchIndexFrom = 16
+
+func newQuota(count countFunc, refund refundFunc, groupOf func(string) uint16, onLost func(string, int64, error)) *quota {
+	return &quota{count: count, refund: refund, groupOf: groupOf, onLost: onLost, queues: map[uint16]*queue{}}
+}
+
+// add joins a call to b and returns its place.
+func (b *batch) add(key string, limit int64, deadline time.Time) member {
+	if !deadline.IsZero() && (b.deadline.IsZero() || deadline.Before(b.deadline)) {
+		b.deadline = deadline
+	}
+	e := -1
+	if b.index != nil {
+		if i, ok := b.index[counterLimit{key, limit}]; ok {
+			e = i
+		}
+	} else {
+		for i := range b.entries {
+			if b.entries[i].key == key && b.entries[i].limit == limit {
+				e = i
+				break
+			}
+		}
+	}
+	if e < 0 {
+		e = len(b.entries)
+		b.entries = append(b.entries, entry{key: key, limit: limit})
+		if b.index != nil {
+			b.index[counterLimit{key, limit}] = e
+		} else if len(b.entries) == batchIndexFrom {
+			b.index = make(map[counterLimit]int, 2*batchIndexFrom)
+			for i := range b.entries {
+				b.index[counterLimit{b.entries[i].key, b.entries[i].limit}] = i
+			}
+		}
+	}
+	m := member{e, int(b.entries[e].n)}
+	b.entries[e].n++
+	return m
 }
 
 // Count counts one call against limit on key: it returns the calls counted
 // after this one and true, or false when the limit was reached before it.
-func (c *coalescer) Count(ctx context.Context, key string, limit int64) (int64, bool, error) {
-	k := counterLimit{key, limit}
-	c.mu.Lock()
-	head, busy := c.keys[k]
+// The call is counted only if Count returns true; it gives up, counting
+// nothing, when ctx is done (ctx's deadline less countGrace is the
+// script's deadline).
+func (q *quota) Count(ctx context.Context, key string, limit int64) (int64, bool, error) {
+	var deadline time.Time
+	if d, ok := ctx.Deadline(); ok {
+		deadline = d.Add(-countGrace)
+	}
+	g := q.groupOf(key)
+	q.mu.Lock()
+	qu, busy := q.queues[g]
+	var b *batch
 	if !busy {
-		// Nothing on its way for this key: count at once, alone. (Calls that
-		// come meanwhile join the next batch, so no one waits on this one.)
-		b := &batch{n: 1}
-		c.keys[k] = b
-		c.mu.Unlock()
-		c.send(ctx, k, b)
-		return b.result(0)
+		// Nothing on its way in this group: send at once.
+		qu = &queue{}
+		q.queues[g] = qu
+		b = &batch{done: make(chan struct{})}
+	} else if b = qu.next; b == nil {
+		b = &batch{done: make(chan struct{})}
+		qu.next = b
 	}
-	b := head.next
-	if b == nil {
-		b = &batch{turn: make(chan struct{}), done: make(chan struct{})}
-		head.next = b
+	m := b.add(key, limit, deadline)
+	q.mu.Unlock()
+	if !busy {
+		go q.send(g, qu, b)
 	}
-	i := b.n
-	b.n++
-	c.mu.Unlock()
+	return q.wait(ctx, b, m)
+}
 
-	if i == 0 {
-		// The first call of a batch sends it when the one ahead is back.
-		<-b.turn
-		c.send(ctx, k, b)
-		return b.result(0)
-	}
+// wait is the answer of member m of b, or ctx's error when the reply has not
+// come in by then; a grant that comes later is refunded by send.
+func (q *quota) wait(ctx context.Context, b *batch, m member) (int64, bool, error) {
 	select {
 	case <-b.done:
-		return b.result(i)
 	case <-ctx.Done():
-		return 0, false, ctx.Err()
+		q.mu.Lock()
+		if !b.answered {
+			b.gaveUp = append(b.gaveUp, m)
+			q.mu.Unlock()
+			return 0, false, ctx.Err()
+		}
+		q.mu.Unlock()
+		<-b.done
 	}
-}
-
-// send counts b, then lets the batch behind it go, or retires the key.
-func (c *coalescer) send(ctx context.Context, k counterLimit, b *batch) {
-	c.mu.Lock()
-	n := b.n // no call joins b from here on: it is no longer head.next
-	c.mu.Unlock()
-	b.before, b.granted, b.err = c.count(ctx, k.key, k.limit, n)
-	if b.done != nil {
-		close(b.done)
-	}
-
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if b.next == nil {
-		delete(c.keys, k)
-		return
-	}
-	c.keys[k] = b.next
-	close(b.next.turn)
-}
-
-// result is the answer of the i-th call of the batch.
-func (b *batch) result(i int64) (int64, bool, error) {
 	if b.err != nil {
 		return 0, false, b.err
 	}
-	if i >= b.granted {
+	e := &b.entries[m.e]
+	if int64(m.i) >= e.granted {
 		return 0, false, nil
 	}
-	return b.before + i + 1, true, nil
+	return e.before + int64(m.i) + 1, true, nil
+}
+
+// send counts b and then each batch that filled behind it, until the
+// queue is empty.
+func (q *quota) send(g uint16, qu *queue, b *batch) {
+	for b != nil {
+		q.sendOne(b)
+		q.mu.Lock()
+		b = qu.next
+		qu.next = nil
+		if b == nil {
+			delete(q.queues, g)
+		}
+		q.mu.Unlock()
+	}
+}
+
+// lateReply is how long a script's reply is still waited for after its
+// callers gave up, so that what it granted them can be refunded.
+const lateReply = 2 * time.Second
+
+func (q *quota) sendOne(b *batch) {
+	q.mu.Lock()
+	entries := b.entries // no call joins b from here on: it is no longer next
+	deadline := b.deadline
+	q.mu.Unlock()
+
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		b.err = errLate // its callers are past the script's deadline: send nothing
+	} else {
+		until := time.Now().Add(lateReply)
+		if !deadline.IsZero() {
+			until = deadline.Add(countGrace + lateReply)
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), until)
+		b.err = q.count(ctx, deadline, entries)
+		cancel()
+	}
+
+	q.mu.Lock()
+	b.answered = true
+	gaveUp := b.gaveUp
+	q.mu.Unlock()
+	close(b.done)
+
+	if b.err != nil || len(gaveUp) == 0 {
+		return
+	}
+	refunds := map[int]int64{}
+	for _, m := range gaveUp {
+		if int64(m.i) < entries[m.e].granted {
+			refunds[m.e]++
+		}
+	}
+	for e, n := range refunds {
+		ctx, cancel := context.WithTimeout(context.Background(), lateReply)
+		if err := q.refund(ctx, entries[e].key, n); err != nil && q.onLost != nil {
+			q.onLost(entries[e].key, n, err)
+		}
+		cancel()
+	}
 }

@@ -209,7 +209,7 @@ func TestSlowClients(t *testing.T) {
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	conn := redisconn.Dial(cfg.redisOptions(), log)
 	t.Cleanup(conn.Close)
-	app := newApp(log, cfg, newRedisStore(conn, cfg.CacheTTL), metrics.NewRegistry(), nil, timeNow)
+	app := newApp(log, cfg, newRedisStore(conn, cfg.CacheTTL, log), metrics.NewRegistry(), nil, timeNow)
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan net.Addr, 1)
 	done := make(chan error, 1)

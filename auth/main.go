@@ -51,6 +51,6 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer rep.Flush()
 
 	reg := metrics.NewRegistry()
-	app := newApp(log, cfg, newRedisStore(conn, cfg.CacheTTL), reg, rep, timeNow)
+	app := newApp(log, cfg, newRedisStore(conn, cfg.CacheTTL, log), reg, rep, timeNow)
 	return server.Serve(ctx, app, fmt.Sprintf(":%d", cfg.Port), cfg.ShutdownTimeout, log, ready)
 }

@@ -397,7 +397,7 @@ func newTestApp(t *testing.T, rs *redistest.Server, env map[string]string, now t
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	conn := redisconn.Dial(cfg.redisOptions(), log)
 	t.Cleanup(conn.Close)
-	store := &countingStore{tokenStore: newRedisStore(conn, cfg.CacheTTL)}
+	store := &countingStore{tokenStore: newRedisStore(conn, cfg.CacheTTL, log)}
 	return newApp(log, cfg, store, metrics.NewRegistry(), nil, func() time.Time { return now }), store
 }
 

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -32,12 +34,14 @@ var errMissing = errors.New("no record under the token")
 type redisStore struct {
 	conn     *redisconn.Conn
 	cacheTTL time.Duration
-	counts   *coalescer
+	counts   *quota
 }
 
-func newRedisStore(conn *redisconn.Conn, cacheTTL time.Duration) *redisStore {
+func newRedisStore(conn *redisconn.Conn, cacheTTL time.Duration, log *slog.Logger) *redisStore {
 	s := &redisStore{conn: conn, cacheTTL: cacheTTL}
-	s.counts = newCoalescer(s.countN)
+	s.counts = newQuota(s.countBatch, s.refund, s.groupOf, func(_ string, n int64, err error) {
+		log.Error("refund of calls answered 500 failed: the counter keeps them", "calls", n, "err", err.Error())
+	})
 	return s
 }
 
@@ -56,11 +60,33 @@ func (s *redisStore) Record(ctx context.Context, token string) (string, bool, er
 	return raw, res.IsCacheHit(), err
 }
 
-// Count counts one call; concurrent calls of one key share a script call.
+// Count counts one call; concurrent calls share a script call.
 func (s *redisStore) Count(ctx context.Context, key string, limit int64) (int64, bool, error) {
 	return s.counts.Count(ctx, key, limit)
 }
 
 func (s *redisStore) Ping(ctx context.Context) error {
 	return s.conn.Ping(ctx, time.Second)
+}
+
+// hashSlot is Redis Cluster's slot of key: CRC16 (XMODEM) of the key, or of
+// its hash tag ({…}) when it has a non-empty one, modulo 16384.
+func hashSlot(key string) uint16 {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for k := 0; k < len(key); k++ {
+		crc ^= uint16(key[k]) << 8
+		for b := 0; b < 8; b++ {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc & 16383
 }
