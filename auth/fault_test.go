@@ -307,3 +307,69 @@ func TestFrozenRedis(t *testing.T) {
 		return call(t, "GET", a.URL, "tok-metered").Status == 200 && call(t, "GET", a.URL, "tok-trial").Status == 200
 	})
 }
+
+// Redis stalls (SIGSTOP) under load through two replicas, then resumes: the
+// scripts queued meanwhile run after their deadlines and count nothing, so
+// the counter is exactly the number of calls answered 200, never above the
+// limit, and every other call was answered 500 within a second or 429.
+func TestStalledRedisCountsOnlyThe200s(t *testing.T) {
+	const limit = 600
+	rs := redistest.Start(t)
+	rs.Do("SET", "tok-stall", fmt.Sprintf(`{"UserEmail":"stall@example.com","MonthlyLimit":%d,"Revoked":false}`, limit))
+	env := map[string]string{"REDIS_URL": rs.URL, "LOG_LEVEL": "error"}
+	replicas := []*authInstance{startAuth(t, env), startAuth(t, env)}
+	metric := func(series string) (n int) {
+		for _, a := range replicas {
+			n += metricValue(t, a.URL, series)
+		}
+		return n
+	}
+	stop := make(chan struct{})
+	var results []<-chan []result
+	for _, a := range replicas {
+		results = append(results, load(a.URL, "tok-stall", 16, stop))
+	}
+	servicetest.Poll(t, 10*time.Second, "some calls allowed", func() bool {
+		return metric(`pesto_auth_decisions_total{outcome="allowed"}`) >= 100
+	})
+	rs.Freeze()
+	// Stalled long enough for calls on both replicas to give up while
+	// their scripts wait in Redis's sockets.
+	servicetest.Poll(t, 10*time.Second, "500s on both replicas during the stall", func() bool {
+		for _, a := range replicas {
+			if metricValue(t, a.URL, `pesto_redis_errors_total`) < 32 {
+				return false
+			}
+		}
+		return true
+	})
+	rs.Thaw()
+	servicetest.Poll(t, 20*time.Second, "quota used up after the stall", func() bool {
+		return metric(`pesto_auth_decisions_total{outcome="over_quota"}`) >= 100
+	})
+	close(stop)
+
+	counts := map[int]int{}
+	for _, rc := range results {
+		for _, r := range <-rc {
+			if r.err != nil {
+				t.Fatalf("transport error: %v", r.err)
+			}
+			counts[r.answer.Status]++
+			switch r.answer.Status {
+			case 200, 429:
+			case 500:
+				if r.answer.Body != `{"message":"Internal server error"}` || r.elapsed > time.Second {
+					t.Fatalf("500 after %v: %+v", r.elapsed, r.answer)
+				}
+			default:
+				t.Fatalf("unexpected answer %+v", r.answer)
+			}
+		}
+	}
+	used, _ := strconv.Atoi(rs.Do("GET", "counter/"+time.Now().UTC().Format("2006-01")+"/stall@example.com"))
+	t.Logf("answers %v, counter %d, limit %d", counts, used, limit)
+	if used != counts[200] || used != limit {
+		t.Fatalf("counter %d, %d answered 200, limit %d: want all three equal", used, counts[200], limit)
+	}
+}
