@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -172,6 +173,8 @@ func TestTargets(t *testing.T) {
 			registration: serviceStats{name: "registration", na: "n/a: not built"},
 			authRuns:     []wrkResult{run(70, 1500)},
 			refRuns:      []wrkResult{run(100, 1000)},
+			manyRuns:     []wrkResult{run(55, 1500)},
+			refManyRuns:  []wrkResult{run(100, 1000)},
 			exact:        exactResult{limit: 10, allowed: 10, counter: 10, overQuota: 5, requests: 15},
 		}
 		return r
@@ -188,6 +191,16 @@ func TestTargets(t *testing.T) {
 		{"p99 above 1.5×", func(r *report) { r.authRuns = []wrkResult{run(70, 1501)} }, "auth p99", "**not met**"},
 		{"every call 200", func(*report) {}, "auth answers every call", "met"},
 		{"a 500 under load", func(r *report) { r.authRuns[0].StatusErrors = 1 }, "auth answers every call", "**not met**"},
+		{"a 500 under the many-keys load", func(r *report) { r.manyRuns[0].StatusErrors = 1 }, "auth answers every call", "**not met**"},
+		{"many keys at 55%", func(*report) {}, "auth with 10000 keys: throughput", "met"},
+		{"many keys below 55%", func(r *report) { r.manyRuns = []wrkResult{run(54, 1500)} }, "auth with 10000 keys: throughput", "**not met**"},
+		{"many keys p99 above 1.5×", func(r *report) { r.manyRuns = []wrkResult{run(55, 1501)} }, "auth with 10000 keys: p99", "**not met**"},
+		{"Redis CPU at 1.5× the hot key's", func(r *report) {
+			r.authRuns[0].RedisCPU, r.manyRuns[0].RedisCPU = 700*2*time.Millisecond, 550*3*time.Millisecond
+		}, "Redis CPU per allowed call", "met"},
+		{"Redis CPU above 1.5× the hot key's", func(r *report) {
+			r.authRuns[0].RedisCPU, r.manyRuns[0].RedisCPU = 700*2*time.Millisecond, 550*3*time.Millisecond+time.Millisecond
+		}, "Redis CPU per allowed call", "**not met**"},
 		{"exact", func(*report) {}, "zero lost", "met"},
 		{"one extra", func(r *report) { r.exact.allowed, r.exact.counter = 11, 11 }, "zero lost", "**not met**"},
 		{"one lost", func(r *report) { r.exact.counter = 9 }, "zero lost", "**not met**"},
@@ -219,5 +232,34 @@ func TestTargets(t *testing.T) {
 				t.Fatalf("markdown lacks the row of %q:\n%s", got.name, md)
 			}
 		})
+	}
+}
+
+// The many-keys script sends the seeded keys only, spread over all of them.
+func TestManyKeysScriptSpreadsOverTheKeys(t *testing.T) {
+	needWrk(t)
+	const prefix, keys = "benchprefix", 50
+	var mu sync.Mutex
+	seen := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.Header.Get("X-Pesto-Token")]++
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	res, err := runWrk(context.Background(), t.TempDir(), load{url: srv.URL + "/", threads: 2, conns: 4, duration: time.Second, script: manyKeysScript(prefix, keys)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for token := range seen {
+		n, err := strconv.Atoi(strings.TrimPrefix(token, prefix))
+		if !strings.HasPrefix(token, prefix) || len(token) != len(prefix)+5 || err != nil || n < 0 || n >= keys {
+			t.Fatalf("unexpected token %q", token)
+		}
+	}
+	if len(seen) != keys || res.Requests < 10*keys {
+		t.Fatalf("%d distinct keys over %d requests, want all %d", len(seen), res.Requests, keys)
 	}
 }

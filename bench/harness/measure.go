@@ -40,6 +40,8 @@ const (
 	// throughputLimit is the MonthlyLimit of the throughput key: never
 	// reached, yet every call is counted (the real hot path).
 	throughputLimit = 1_000_000_000_000
+	// manyKeys is the number of keys of the many-keys load, one email each.
+	manyKeys = 10000
 	// benchRate is REGISTER_RATE and TRIAL_RATE (and their global caps): the limits must not
 	// be what is measured.
 	benchRate = "1000000/s"
@@ -93,6 +95,11 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 		return nil, err
 	}
 	tokenHeader := "X-Pesto-Token: " + throughputToken
+	manyPrefix := randomToken()[:20]
+	if err := b.seedMany(ctx, manyPrefix); err != nil {
+		return nil, err
+	}
+	manyScript := manyKeysScript(manyPrefix, manyKeys)
 
 	// Start and idle footprint of each server.
 	authEnv := func(port int) []string {
@@ -146,32 +153,44 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 		}
 	}
 
-	// Throughput and latency: auth against the reference, alternately.
-	b.progress("warming up auth and reference (%s each)", b.o.warmup)
-	for _, p := range []*proc{auth, ref} {
-		if _, err := b.load(ctx, p, "/", tokenHeader, plainScript, b.o.warmup); err != nil {
+	// Throughput and latency: auth against the reference, alternately,
+	// under each load: the hot key, and many keys.
+	type runKind struct {
+		p              *proc
+		header, script string
+		runs           *[]wrkResult
+	}
+	kinds := []runKind{
+		{auth, tokenHeader, plainScript, &rep.authRuns},
+		{ref, tokenHeader, plainScript, &rep.refRuns},
+		{auth, "", manyScript, &rep.manyRuns},
+		{ref, "", manyScript, &rep.refManyRuns},
+	}
+	b.progress("warming up auth and reference (%s each, both loads)", b.o.warmup)
+	for _, k := range kinds {
+		if _, err := b.load(ctx, k.p, "/", k.header, k.script, b.o.warmup); err != nil {
 			return nil, err
 		}
 	}
 	for round := range b.o.rounds {
-		order := []*proc{auth, ref}
+		order := kinds
 		if round%2 == 1 {
-			order = []*proc{ref, auth}
+			order = []runKind{kinds[3], kinds[2], kinds[1], kinds[0]}
 		}
-		for _, p := range order {
-			b.progress("round %d/%d: %s, wrk -t%d -c%d -d%s", round+1, b.o.rounds, p.name, b.o.threads, b.o.conns, b.o.duration)
-			res, err := b.measuredLoad(ctx, p, "/", tokenHeader, plainScript)
+		for _, k := range order {
+			what := "hot key"
+			if k.header == "" {
+				what = fmt.Sprintf("%d keys", manyKeys)
+			}
+			b.progress("round %d/%d: %s, %s, wrk -t%d -c%d -d%s", round+1, b.o.rounds, k.p.name, what, b.o.threads, b.o.conns, b.o.duration)
+			res, err := b.measuredLoad(ctx, k.p, "/", k.header, k.script)
 			if err != nil {
 				return nil, err
 			}
 			if res.StatusErrors > 0 {
-				b.progress("%s answered %d of %d requests with a status >= 400; its last lines:\n%s", p.name, res.StatusErrors, res.Requests, p.logTail())
+				b.progress("%s answered %d of %d requests with a status >= 400; its last lines:\n%s", k.p.name, res.StatusErrors, res.Requests, k.p.logTail())
 			}
-			if p == auth {
-				rep.authRuns = append(rep.authRuns, res)
-			} else {
-				rep.refRuns = append(rep.refRuns, res)
-			}
+			*k.runs = append(*k.runs, res)
 		}
 	}
 	if rep.auth.load, err = readMemory(auth); err != nil {
@@ -268,6 +287,57 @@ func (b *bench) do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResu
 
 func (b *bench) seed(ctx context.Context, token string, rec wire.TokenRecord) error {
 	return b.do(ctx, b.rdb.B().Set().Key(token).Value(string(rec.Encode())).Build()).Error()
+}
+
+// seedMany seeds the keys of the many-keys load: "<prefix><5 digits>", each
+// with an email of its own and a limit never reached.
+func (b *bench) seedMany(ctx context.Context, prefix string) error {
+	const batch = 1000
+	for i := 0; i < manyKeys; i += batch {
+		cmds := make(rueidis.Commands, 0, batch)
+		for j := i; j < min(i+batch, manyKeys); j++ {
+			rec := wire.TokenRecord{UserEmail: fmt.Sprintf("bench-many-%05d@example.com", j), MonthlyLimit: throughputLimit}
+			cmds = append(cmds, b.rdb.B().Set().Key(fmt.Sprintf("%s%05d", prefix, j)).Value(string(rec.Encode())).Build())
+		}
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		for _, r := range b.rdb.DoMulti(ctx, cmds...) {
+			if err := r.Error(); err != nil {
+				cancel()
+				return err
+			}
+		}
+		cancel()
+	}
+	return nil
+}
+
+// scriptStats is how many scripts (EVAL, EVALSHA) Redis has run and their
+// time, from INFO commandstats.
+func (b *bench) scriptStats(ctx context.Context) (calls int64, spent time.Duration, err error) {
+	info, err := b.do(ctx, b.rdb.B().Info().Section("commandstats").Build()).ToString()
+	if err != nil {
+		return 0, 0, err
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_evalsha:")
+		if !ok {
+			rest, ok = strings.CutPrefix(strings.TrimSpace(line), "cmdstat_eval:")
+		}
+		if !ok {
+			continue
+		}
+		for f := range strings.SplitSeq(rest, ",") {
+			k, v, _ := strings.Cut(f, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch k {
+			case "calls":
+				calls += n
+			case "usec":
+				spent += time.Duration(n) * time.Microsecond
+			}
+		}
+	}
+	return calls, spent, nil
 }
 
 // seedSignups puts o.signups signups on the waiting list, as registration
@@ -377,10 +447,19 @@ func (b *bench) measuredLoad(ctx context.Context, p *proc, path, header, script 
 	if err != nil {
 		return wrkResult{}, err
 	}
+	scripts0, scriptTime0, err := b.scriptStats(ctx)
+	if err != nil {
+		return wrkResult{}, err
+	}
 	res, err := b.load(ctx, p, path, header, script, b.o.duration)
 	if err != nil {
 		return wrkResult{}, err
 	}
+	scripts1, scriptTime1, err := b.scriptStats(ctx)
+	if err != nil {
+		return wrkResult{}, err
+	}
+	res.Scripts, res.ScriptTime = scripts1-scripts0, scriptTime1-scriptTime0
 	cpu1, err := cpuTime(p)
 	if err != nil {
 		return wrkResult{}, err

@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -11,11 +12,16 @@ import (
 // The targets of SPEC §7.
 const (
 	minThroughputRatio = 0.70
-	maxP99Ratio        = 1.5
-	maxIdleRSS         = 8 << 20
-	maxLoadRSS         = 25 << 20
-	maxBinary          = 12_000_000 // "12 MB", read strictly as 10^6 bytes
-	maxReady           = 100 * time.Millisecond
+	// Issue 12's targets for many keys: throughput and p99 against the
+	// reference under the same load, and Redis CPU per allowed call
+	// against the hot key's.
+	minManyThroughputRatio = 0.55
+	maxManyRedisRatio      = 1.5
+	maxP99Ratio            = 1.5
+	maxIdleRSS             = 8 << 20
+	maxLoadRSS             = 25 << 20
+	maxBinary              = 12_000_000 // "12 MB", read strictly as 10^6 bytes
+	maxReady               = 100 * time.Millisecond
 )
 
 // serviceStats is the footprint of one server.
@@ -65,7 +71,8 @@ type report struct {
 	wrkVersion, redisVersion      string
 	loadStart, loadEnd            string
 	auth, registration, reference serviceStats
-	authRuns, refRuns             []wrkResult
+	authRuns, refRuns             []wrkResult // the hot key
+	manyRuns, refManyRuns         []wrkResult // many keys
 	exact                         exactResult
 	register, trial               routeLoad
 	flood                         floodResult
@@ -111,21 +118,41 @@ func verdict(ok bool) string {
 func (r *report) targets() []target {
 	authRPS, refRPS := median(rpsOf(r.authRuns)), median(rpsOf(r.refRuns))
 	authP99, refP99 := median(p99Of(r.authRuns)), median(p99Of(r.refRuns))
+	manyRPS, refManyRPS := median(rpsOf(r.manyRuns)), median(rpsOf(r.refManyRuns))
+	manyP99, refManyP99 := median(p99Of(r.manyRuns)), median(p99Of(r.refManyRuns))
+	hotRedis, manyRedis := median(cpuOf(r.authRuns, true)), median(cpuOf(r.manyRuns, true))
+	allRuns := append(slices.Clone(r.authRuns), r.manyRuns...)
 	ts := []target{
 		{
-			name:     "auth throughput ≥ 70% of the reference's",
+			name:     "auth throughput (hot key) ≥ 70% of the reference's",
 			measured: fmt.Sprintf("%.0f vs %.0f req/s = %.0f%%", authRPS, refRPS, 100*ratio(authRPS, refRPS)),
 			status:   verdict(ratio(authRPS, refRPS) >= minThroughputRatio),
 		},
 		{
-			name:     "auth p99 ≤ 1.5× the reference's p99",
+			name:     "auth p99 (hot key) ≤ 1.5× the reference's p99",
 			measured: fmt.Sprintf("%s vs %s = %.2f×", us(authP99), us(refP99), ratio(float64(authP99), float64(refP99))),
 			status:   verdict(ratio(float64(authP99), float64(refP99)) <= maxP99Ratio),
 		},
 		{
-			name:     "auth answers every call of the valid key 200 under that load",
-			measured: fmt.Sprintf("%d of %d answers ≥ 400 over the rounds", sumErrors(r.authRuns), sumRequests(r.authRuns)),
-			status:   verdict(sumErrors(r.authRuns) == 0),
+			name:     "auth answers every call of a valid key 200 under both loads",
+			measured: fmt.Sprintf("%d of %d answers ≥ 400 over the rounds", sumErrors(allRuns), sumRequests(allRuns)),
+			status:   verdict(sumErrors(allRuns) == 0),
+		},
+		{
+			name:     fmt.Sprintf("auth with %d keys: throughput ≥ 55%% of the reference's under the same load", manyKeys),
+			measured: fmt.Sprintf("%.0f vs %.0f req/s = %.0f%%", manyRPS, refManyRPS, 100*ratio(manyRPS, refManyRPS)),
+			status:   verdict(ratio(manyRPS, refManyRPS) >= minManyThroughputRatio),
+		},
+		{
+			name:     fmt.Sprintf("auth with %d keys: p99 ≤ 1.5× the reference's p99", manyKeys),
+			measured: fmt.Sprintf("%s vs %s = %.2f×", us(manyP99), us(refManyP99), ratio(float64(manyP99), float64(refManyP99))),
+			status:   verdict(ratio(float64(manyP99), float64(refManyP99)) <= maxP99Ratio),
+		},
+		{
+			name: fmt.Sprintf("Redis CPU per allowed call with %d keys ≤ 1.5× the hot key's", manyKeys),
+			measured: fmt.Sprintf("%s vs %s = %.2f×", micro(manyRedis), micro(hotRedis),
+				ratio(float64(manyRedis), float64(hotRedis))),
+			status: verdict(hotRedis > 0 && ratio(float64(manyRedis), float64(hotRedis)) <= maxManyRedisRatio),
 		},
 		{
 			name: "zero lost or extra counts (counter = 200s served = limit)",
@@ -199,8 +226,8 @@ func (r *report) markdown() string {
 	p("- Date: %s", r.date.Format("2006-01-02 15:04 UTC"))
 	p("- Machine: %d × %s; load average %s at the start, %s at the end", r.nproc, r.cpu, r.loadStart, r.loadEnd)
 	p("- Build: %s, %s; wrk %s; redis-server %s (no persistence); all on loopback", r.goVersion, r.authVersion, r.wrkVersion, r.redisVersion)
-	p("- Load: `wrk -t%d -c%d -d%s`, auth (`X-Pesto-Token` of a metered key with a limit never reached: every call is counted) and a do-nothing fiber v3 handler (bench/reference) alternately, rounds: %d each after a %s warm-up; medians of the rounds",
-		r.o.threads, r.o.conns, r.o.duration, r.o.rounds, r.o.warmup)
+	p("- Load: `wrk -t%d -c%d -d%s`, auth (metered keys with a limit never reached: every call is counted; the hot key, and %d keys) and a do-nothing fiber v3 handler (bench/reference) alternately under each, rounds: %d each after a %s warm-up; medians of the rounds",
+		r.o.threads, r.o.conns, r.o.duration, manyKeys, r.o.rounds, r.o.warmup)
 	p("")
 	p("## Targets")
 	p("")
@@ -212,33 +239,36 @@ func (r *report) markdown() string {
 	p("")
 	p("## auth against the reference")
 	p("")
-	p("CPU per request is the CPU time (user + system, /proc/<pid>/stat) the server used during the run over the requests served; for auth, plus redis-server's. It is much less sensitive than req/s to other work on the machine.")
+	p("Two loads, each beside the reference under the same wrk script: **the hot key** (every call carries one key) and **%d keys** (each call carries one of %d keys, one email each, chosen uniformly at random). "+
+		"CPU per request is the CPU time (user + system, /proc/<pid>/stat) the server used during the run over the requests served; for auth, plus redis-server's. It is much less sensitive than req/s to other work on the machine.", manyKeys, manyKeys)
+	r.loadTable(p, "The hot key", r.authRuns, r.refRuns)
+	r.loadTable(p, fmt.Sprintf("%d keys", manyKeys), r.manyRuns, r.refManyRuns)
 	p("")
-	p("| run | auth req/s | auth p50 | auth p99 | auth CPU/req (+ redis) | reference req/s | reference p50 | reference p99 | reference CPU/req |")
-	p("|---|---|---|---|---|---|---|---|---|")
-	for i := range max(len(r.authRuns), len(r.refRuns)) {
-		var a, f wrkResult
-		if i < len(r.authRuns) {
-			a = r.authRuns[i]
+	p("### Where the time per call goes")
+	p("")
+	p("Medians of the rounds. The reference's CPU per call is what any fiber handler pays for HTTP; auth's CPU beyond it is the decision and the Redis round trip on auth's side. " +
+		"Redis's CPU per call includes its system calls; of it, the counter scripts' own time (INFO commandstats) and how many calls one script counted (group commit).")
+	p("")
+	p("| load | auth / reference req/s | auth p99 / reference p99 | CPU per call: auth + Redis | reference CPU per call | Redis: script time per call | calls per script |")
+	p("|---|---|---|---|---|---|---|")
+	for _, l := range []struct {
+		name      string
+		auth, ref []wrkResult
+	}{{"the hot key", r.authRuns, r.refRuns}, {fmt.Sprintf("%d keys", manyKeys), r.manyRuns, r.refManyRuns}} {
+		perScript, scriptTime := "n/a", "n/a"
+		if n := median(scriptsOf(l.auth)); n > 0 {
+			perScript = fmt.Sprintf("%.1f", n)
 		}
-		if i < len(r.refRuns) {
-			f = r.refRuns[i]
+		if d := median(scriptTimeOf(l.auth)); d > 0 {
+			scriptTime = micro(d)
 		}
-		ac, ar := a.CPUPerRequest()
-		fc, _ := f.CPUPerRequest()
-		p("| round %d | %.0f | %s | %s | %s (+ %s) | %.0f | %s | %s | %s |", i+1, a.RPS(), us(a.P50US), us(a.P99US), micro(ac), micro(ar),
-			f.RPS(), us(f.P50US), us(f.P99US), micro(fc))
+		p("| %s (this run) | %.2f | %.2f | %s + %s | %s | %s | %s |", l.name,
+			ratio(median(rpsOf(l.auth)), median(rpsOf(l.ref))),
+			ratio(float64(median(p99Of(l.auth))), float64(median(p99Of(l.ref)))),
+			micro(median(cpuOf(l.auth, false))), micro(median(cpuOf(l.auth, true))), micro(median(cpuOf(l.ref, false))),
+			scriptTime, perScript)
 	}
-	authRPS, refRPS := median(rpsOf(r.authRuns)), median(rpsOf(r.refRuns))
-	authCPU, redisCPU, refCPU := median(cpuOf(r.authRuns, false)), median(cpuOf(r.authRuns, true)), median(cpuOf(r.refRuns, false))
-	p("| **median** | **%.0f** | **%s** | **%s** | **%s (+ %s)** | **%.0f** | **%s** | **%s** | **%s** |",
-		authRPS, us(median(p50Of(r.authRuns))), us(median(p99Of(r.authRuns))), micro(authCPU), micro(redisCPU),
-		refRPS, us(median(p50Of(r.refRuns))), us(median(p99Of(r.refRuns))), micro(refCPU))
-	p("| **auth / reference** | **%.0f%%** | **%.2f×** | **%.2f×** | **%.2f×** | | | | |",
-		100*ratio(authRPS, refRPS),
-		ratio(float64(median(p50Of(r.authRuns))), float64(median(p50Of(r.refRuns)))),
-		ratio(float64(median(p99Of(r.authRuns))), float64(median(p99Of(r.refRuns)))),
-		ratio(float64(authCPU), float64(refCPU)))
+	p("| the old Go auth, one key (for scale: issue 12's figures, another run on this kind of machine, not measured here) | 0.10 | 4.7 | 265 + 80 µs | ~21 µs | | |")
 	p("")
 	p("Quota exactness: a key with limit %d, hammered through two auth replicas at once (wrk -t1 -c%d -d%s on each) "+
 		"well beyond its limit; wrk counted the answers by status in a Lua `response()` callback.", r.exact.limit, max(r.o.conns/2, 1), exactRun)
@@ -283,6 +313,60 @@ func (r *report) markdown() string {
 	r.floodSection(p)
 	b.WriteString(analysis)
 	return b.String()
+}
+
+// loadTable is the per-round table of one load, auth beside the reference.
+func (r *report) loadTable(p func(string, ...any), title string, authRuns, refRuns []wrkResult) {
+	p("")
+	p("### %s", title)
+	p("")
+	p("| run | auth req/s | auth p50 | auth p99 | auth CPU/req (+ redis) | reference req/s | reference p50 | reference p99 | reference CPU/req |")
+	p("|---|---|---|---|---|---|---|---|---|")
+	for i := range max(len(authRuns), len(refRuns)) {
+		var a, f wrkResult
+		if i < len(authRuns) {
+			a = authRuns[i]
+		}
+		if i < len(refRuns) {
+			f = refRuns[i]
+		}
+		ac, ar := a.CPUPerRequest()
+		fc, _ := f.CPUPerRequest()
+		p("| round %d | %.0f | %s | %s | %s (+ %s) | %.0f | %s | %s | %s |", i+1, a.RPS(), us(a.P50US), us(a.P99US), micro(ac), micro(ar),
+			f.RPS(), us(f.P50US), us(f.P99US), micro(fc))
+	}
+	authRPS, refRPS := median(rpsOf(authRuns)), median(rpsOf(refRuns))
+	authCPU, redisCPU, refCPU := median(cpuOf(authRuns, false)), median(cpuOf(authRuns, true)), median(cpuOf(refRuns, false))
+	p("| **median** | **%.0f** | **%s** | **%s** | **%s (+ %s)** | **%.0f** | **%s** | **%s** | **%s** |",
+		authRPS, us(median(p50Of(authRuns))), us(median(p99Of(authRuns))), micro(authCPU), micro(redisCPU),
+		refRPS, us(median(p50Of(refRuns))), us(median(p99Of(refRuns))), micro(refCPU))
+	p("| **auth / reference** | **%.0f%%** | **%.2f×** | **%.2f×** | **%.2f×** | | | | |",
+		100*ratio(authRPS, refRPS),
+		ratio(float64(median(p50Of(authRuns))), float64(median(p50Of(refRuns)))),
+		ratio(float64(median(p99Of(authRuns))), float64(median(p99Of(refRuns)))),
+		ratio(float64(authCPU), float64(refCPU)))
+}
+
+// scriptsOf is the calls counted per script of each run.
+func scriptsOf(rs []wrkResult) []float64 {
+	out := make([]float64, 0, len(rs))
+	for _, r := range rs {
+		if r.Scripts > 0 {
+			out = append(out, float64(r.Requests)/float64(r.Scripts))
+		}
+	}
+	return out
+}
+
+// scriptTimeOf is the scripts' time in Redis per request of each run.
+func scriptTimeOf(rs []wrkResult) []time.Duration {
+	out := make([]time.Duration, 0, len(rs))
+	for _, r := range rs {
+		if r.Requests > 0 {
+			out = append(out, r.ScriptTime/time.Duration(r.Requests))
+		}
+	}
+	return out
 }
 
 func (r *report) routeRow(p func(string, ...any), name string, l routeLoad, want int) {

@@ -76,6 +76,30 @@ wrk.method = "POST"
 wrk.path = "/api/trial"
 `
 
+// manyKeysLua sends on every request the key of one of manyKeys seeded
+// tokens ("<prefix><5 digits>"), chosen uniformly at random. The requests are
+// made once in init, so each costs wrk a Lua call and a random number; the
+// reference is loaded with the same script for the comparison.
+const manyKeysLua = `
+function init(args)
+  codes = {}
+  n = 0
+  math.randomseed(id)
+  reqs = {}
+  for i = 0, %d - 1 do
+    reqs[i + 1] = wrk.format(nil, nil, {["X-Pesto-Token"] = string.format("%s%%05d", i)})
+  end
+end
+function request()
+  return reqs[math.random(#reqs)]
+end
+`
+
+// manyKeysScript is the wrk script of the many-keys load.
+func manyKeysScript(prefix string, keys int) string {
+	return threadsLua + fmt.Sprintf(manyKeysLua, keys, prefix) + reportLua
+}
+
 // Scripts as run.
 var (
 	plainScript    = threadsLua + reportLua
@@ -107,9 +131,12 @@ type wrkResult struct {
 	StatusErrors int64            `json:"status_errors"` // responses with a status >= 400
 	Codes        map[string]int64 `json:"codes"`         // by status; empty unless the script counts
 
-	// CPU time the server and redis-server used during the run (set by
-	// the harness, not by wrk).
+	// CPU time the server and redis-server used during the run, and the
+	// scripts Redis ran meanwhile and their time (set by the harness, not
+	// by wrk).
 	ServerCPU, RedisCPU time.Duration `json:"-"`
+	Scripts             int64         `json:"-"`
+	ScriptTime          time.Duration `json:"-"`
 }
 
 // CPUPerRequest is ServerCPU and RedisCPU per request.
