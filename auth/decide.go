@@ -182,15 +182,23 @@ local now = redis.call('TIME')
 if deadline_us > 0 and tonumber(now[1]) * 1000000 + tonumber(now[2]) > deadline_us then
   return {}
 end
+-- Every counter read in one MGET (in chunks: unpack has a stack limit).
+local counters = {}
+for first = 1, #KEYS, 200 do
+  local values = redis.call('MGET', unpack(KEYS, first, math.min(first + 199, #KEYS)))
+  for j, v in ipairs(values) do counters[first + j - 1] = v end
+end
 local reply = {}
+local added = {} -- calls counted by this script so far, per counter
 for i, counter_key in ipairs(KEYS) do
   local limit = tonumber(ARGV[1 + 2 * i])
   local n = tonumber(ARGV[2 + 2 * i])
-  local used = tonumber(redis.call('GET', counter_key) or '0')
+  local used = tonumber(counters[i] or '0') + (added[counter_key] or 0)
   local granted = math.min(n, limit - used)
   if granted > 0 then
     local after = redis.call('INCRBY', counter_key, granted)
     if after == granted then redis.call('EXPIRE', counter_key, ttl_seconds) end
+    added[counter_key] = (added[counter_key] or 0) + granted
   else
     granted = 0
   end
