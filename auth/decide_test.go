@@ -579,3 +579,44 @@ func TestHashSlot(t *testing.T) {
 		}
 	}
 }
+
+// A flood of calls refused over quota writes nothing to Redis: the AOF does
+// not grow and the counter stays at the limit.
+func TestOverQuotaFloodWritesNothing(t *testing.T) {
+	rs := redistest.StartStandalone(t, "--appendonly", "yes", "--appendfsync", "always")
+	rs.Do("SET", "tok-full", `{"UserEmail":"full@example.com","MonthlyLimit":3,"Revoked":false}`)
+	a := startAuth(t, map[string]string{"REDIS_URL": rs.URL, "LOG_LEVEL": "warn"})
+	for i := 0; i < 3; i++ {
+		if got := call(t, "GET", a.URL, "tok-full"); got.Status != 200 {
+			t.Fatalf("call %d: %+v", i, got)
+		}
+	}
+	aofSize := func() string {
+		for _, line := range strings.Split(rs.Do("INFO", "persistence"), "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "aof_current_size:"); ok {
+				return v
+			}
+		}
+		t.Fatal("no aof_current_size in INFO persistence")
+		return ""
+	}
+	before := aofSize()
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 25; i++ {
+				if got := call(t, "GET", a.URL, "tok-full"); got.Status != 429 {
+					t.Errorf("over quota: %+v", got)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	key := "counter/" + time.Now().UTC().Format("2006-01") + "/full@example.com"
+	if after := aofSize(); after != before || rs.Do("GET", key) != "3" {
+		t.Fatalf("AOF %s → %s bytes, counter %s: want no write", before, after, rs.Do("GET", key))
+	}
+}
