@@ -91,16 +91,8 @@ func call(t testing.TB, method, url, token string) answer {
 	if token != "-" {
 		req.Header.Set(headerToken, token)
 	}
-	res, err := httpClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return answer{res.StatusCode, string(body), res.Header}
+	status, body, header := servicetest.Do(t, httpClient, req)
+	return answer{status, body, header}
 }
 
 const validRecord = `{"UserEmail":"jane@example.com","MonthlyLimit":100,"Revoked":false}`

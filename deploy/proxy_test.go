@@ -252,16 +252,8 @@ func do(t *testing.T, method, url string, token *string) answer {
 	if token != nil {
 		req.Header["X-Pesto-Token"] = []string{*token}
 	}
-	res, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return answer{status: res.StatusCode, body: string(body), header: res.Header}
+	status, body, header := servicetest.Do(t, client, req)
+	return answer{status: status, body: body, header: header}
 }
 
 // checkRoutes checks what a proxy routes where: every /api/ path to the

@@ -568,16 +568,8 @@ func (s *stack) do(t *testing.T, method, url string, body []byte, bearer string,
 	for i := 0; i+1 < len(extra); i += 2 {
 		req.Header[extra[i]] = []string{extra[i+1]}
 	}
-	res, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return answer{status: res.StatusCode, body: string(b), header: res.Header}
+	status, b, header := servicetest.Do(t, client, req)
+	return answer{status: status, body: b, header: header}
 }
 
 func (s *stack) post(t *testing.T, url string, body []byte) answer {

@@ -7,6 +7,8 @@ package servicetest
 
 import (
 	"bytes"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"sort"
@@ -111,4 +113,20 @@ func MainCommand(env map[string]string, args ...string) *exec.Cmd {
 		cmd.Env = append(cmd.Env, k+"="+env[k])
 	}
 	return cmd
+}
+
+// Do sends req with c and returns the answer's status, whole body and
+// header. A request that fails, or a body that cannot be read, fails t.
+func Do(t testing.TB, c *http.Client, req *http.Request) (status int, body string, header http.Header) {
+	t.Helper()
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the body: %v", req.Method, req.URL, err)
+	}
+	return res.StatusCode, string(b), res.Header
 }

@@ -3,6 +3,8 @@ package servicetest_test
 import (
 	"bytes"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -114,5 +116,23 @@ func TestPoll(t *testing.T) {
 	}()
 	if want := "never: not within 50ms"; ft.failed != want {
 		t.Fatalf("failure %q, want %q", ft.failed, want)
+	}
+}
+
+func TestDo(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Seen", r.Header.Get("X-Pesto-Token"))
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = w.Write([]byte(`{"message":"Monthly limit exceeded"}`))
+	}))
+	defer srv.Close()
+	req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Pesto-Token", "k")
+	status, body, header := servicetest.Do(t, srv.Client(), req)
+	if status != 429 || body != `{"message":"Monthly limit exceeded"}` || header.Get("X-Seen") != "k" {
+		t.Fatalf("got %d %q %v", status, body, header)
 	}
 }
