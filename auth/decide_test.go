@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -156,10 +155,6 @@ func TestEveryMethod(t *testing.T) {
 
 // Every record shape of the legacy services, through the handler.
 func TestTokenRecordFixtures(t *testing.T) {
-	raw, err := os.ReadFile("../shared/wire/testdata/token-records.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var f struct {
 		Cases []struct {
 			Name string          `json:"name"`
@@ -167,8 +162,9 @@ func TestTokenRecordFixtures(t *testing.T) {
 			Want json.RawMessage `json:"want"`
 		} `json:"cases"`
 	}
-	if err := json.Unmarshal(raw, &f); err != nil || len(f.Cases) == 0 {
-		t.Fatalf("fixture: %v", err)
+	servicetest.Fixture(t, servicetest.LegacyFixtures+"token-records.json", &f)
+	if len(f.Cases) == 0 {
+		t.Fatal("fixture: no cases")
 	}
 	rs := redistest.Start(t)
 	app, _ := newTestApp(t, rs, nil, endOfMonth)

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/mail"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
 	"pesto/shared/wire"
 )
 
@@ -289,18 +289,15 @@ func TestPendingReadsFixtures(t *testing.T) {
 
 	send(t, "GET", base+"/api/pending", "", auth...).want(t, 200, `[]`)
 
-	raw, err := os.ReadFile("../shared/wire/testdata/waiting-list.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var f struct {
 		Cases []struct {
 			Raw  string      `json:"raw"`
 			Want wire.Signup `json:"want"`
 		} `json:"cases"`
 	}
-	if err := json.Unmarshal(raw, &f); err != nil || len(f.Cases) == 0 {
-		t.Fatalf("fixture: %v", err)
+	servicetest.Fixture(t, servicetest.LegacyFixtures+"waiting-list.json", &f)
+	if len(f.Cases) == 0 {
+		t.Fatal("fixture: no cases")
 	}
 	var want []wire.Signup
 	for i, c := range f.Cases {

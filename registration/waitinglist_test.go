@@ -2,30 +2,24 @@ package main
 
 import (
 	"encoding/json"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 
 	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
 )
 
 // legacyFixtures are the raw waiting-list elements the old services wrote
 // (shared/fixtures/waiting-list.json).
 func legacyFixtures(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile("../shared/wire/testdata/waiting-list.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var f struct {
 		Cases []struct {
 			Raw string `json:"raw"`
 		} `json:"cases"`
 	}
-	if err := json.Unmarshal(b, &f); err != nil {
-		t.Fatal(err)
-	}
+	servicetest.Fixture(t, servicetest.LegacyFixtures+"waiting-list.json", &f)
 	var raws []string
 	for _, c := range f.Cases {
 		raws = append(raws, c.Raw)

@@ -7,6 +7,7 @@ package servicetest
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -129,4 +130,21 @@ func Do(t testing.TB, c *http.Client, req *http.Request) (status int, body strin
 		t.Fatalf("%s %s: reading the body: %v", req.Method, req.URL, err)
 	}
 	return res.StatusCode, string(b), res.Header
+}
+
+// LegacyFixtures is the folder of the legacy records' golden samples (the
+// wire format's test data), from a service module's folder.
+const LegacyFixtures = "../shared/wire/testdata/"
+
+// Fixture decodes the JSON file at path into v; a file that is missing or
+// does not decode fails t.
+func Fixture(t testing.TB, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
 }

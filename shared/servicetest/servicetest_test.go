@@ -136,3 +136,15 @@ func TestDo(t *testing.T) {
 		t.Fatalf("got %d %q %v", status, body, header)
 	}
 }
+
+func TestFixture(t *testing.T) {
+	var f struct {
+		Cases []struct {
+			Raw string `json:"raw"`
+		} `json:"cases"`
+	}
+	servicetest.Fixture(t, "../wire/testdata/waiting-list.json", &f)
+	if len(f.Cases) == 0 || !strings.Contains(f.Cases[0].Raw, `"email"`) {
+		t.Fatalf("cases %+v", f.Cases)
+	}
+}
