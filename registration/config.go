@@ -18,6 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/rueidis"
 
+	"pesto/shared/clientip"
 	"pesto/shared/config"
 )
 
@@ -90,7 +91,7 @@ func loadConfig(lookupEnv func(string) (string, bool)) (regConfig, error) {
 		RegisterGlobalRate: parseRate(e, "REGISTER_GLOBAL_RATE", defaultRegisterGlobalRate),
 		TrialGlobalRate:    parseRate(e, "TRIAL_GLOBAL_RATE", defaultTrialGlobalRate),
 		IPv6RatePrefixes:   ipv6RatePrefixes(e),
-		TrustedProxies:     trustedProxies(e),
+		TrustedProxies:     clientip.TrustedProxies(e),
 		MaxBody:            int(e.Int("MAX_BODY_BYTES", defaultMaxBody, 256, 64<<20)),
 		WaitingListMax:     int(e.Int("WAITING_LIST_MAX", defaultWaitingList, 1, 1_000_000)),
 		CORSOrigins:        corsOrigins(e),
@@ -143,32 +144,6 @@ func ipv6RatePrefixes(e *config.Env) []ratePrefix {
 			return nil
 		}
 		out = append(out, ratePrefix{Bits: bits, Times: times})
-	}
-	return out
-}
-
-// trustedProxies reads comma-separated IP addresses and CIDR prefixes.
-func trustedProxies(e *config.Env) []netip.Prefix {
-	v, _ := e.Lookup("TRUSTED_PROXIES")
-	var out []netip.Prefix
-	for _, f := range strings.Split(v, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(f)
-		if err != nil {
-			a, aerr := netip.ParseAddr(f)
-			if aerr != nil || a.Zone() != "" {
-				e.Fail("TRUSTED_PROXIES", "want comma-separated IP addresses or CIDR prefixes, got %q", f)
-				return nil
-			}
-			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
-		}
-		if p.Addr().Is4In6() {
-			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
-		}
-		out = append(out, p.Masked())
 	}
 	return out
 }

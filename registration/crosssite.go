@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v3"
+
+	"pesto/shared/clientip"
 )
 
 // errForbidden answers a cross-site POST.
@@ -25,7 +27,7 @@ var errForbidden = newAPIError(fiber.StatusForbidden, "Forbidden")
 // Schemes are not compared: behind a proxy that ends TLS the page is https
 // and the request to registration http, and a browser never names another
 // site's page with our host.
-func refuseCrossSite(ips clientIPs, allowed []string) fiber.Handler {
+func refuseCrossSite(ips clientip.Resolver, allowed []string) fiber.Handler {
 	anyOrigin := slices.Contains(allowed, "*")
 	return func(c fiber.Ctx) error {
 		origin := c.Get(fiber.HeaderOrigin)
@@ -56,7 +58,7 @@ func refuseCrossSite(ips clientIPs, allowed []string) fiber.Handler {
 		if host == hostOf(u.Scheme, c.Get(fiber.HeaderHost)) {
 			return c.Next()
 		}
-		if ips.isTrusted(peerAddr(c)) {
+		if ips.IsTrusted(clientip.Peer(c)) {
 			fwd, _, _ := strings.Cut(c.Get(fiber.HeaderXForwardedHost), ",")
 			if fwd = strings.TrimSpace(fwd); fwd != "" && host == hostOf(u.Scheme, fwd) {
 				return c.Next()

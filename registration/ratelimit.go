@@ -6,42 +6,12 @@ import (
 	"strconv"
 
 	"github.com/gofiber/fiber/v3"
-	"github.com/redis/rueidis"
 
+	"pesto/shared/clientip"
 	"pesto/shared/metrics"
+	"pesto/shared/ratelimit"
 	"pesto/shared/redisconn"
 )
-
-// rateScript is a generic cell rate algorithm (GCRA) limiter over several
-// buckets, one atomic step however many replicas share the Redis: a request
-// is allowed when every bucket allows it, and then counts in every bucket.
-// A bucket allows burst requests at once, then one every period/burst. Its
-// key holds the "theoretical arrival time" in microseconds of the Redis
-// clock (so replicas' clocks do not matter; microseconds, so that rates up
-// to a million a second keep their spacing) and expires when the bucket is
-// back to a full burst. KEYS the buckets; ARGV burst and period in µs of
-// each, in turn. Returns 0 when the request is allowed, else the
-// milliseconds until it would be.
-var rateScript = rueidis.NewLuaScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local wait = 0
-local tats = {}
-for i = 1, #KEYS do
-  local burst = tonumber(ARGV[2 * i - 1])
-  local period = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if tat < now then tat = now end
-  tats[i] = tat + period / burst
-  local allowAt = tats[i] - period
-  if allowAt > now then wait = math.max(wait, math.ceil((allowAt - now) / 1000)) end
-end
-if wait > 0 then return wait end
-for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], string.format('%d', math.ceil(tats[i])), 'PX', math.max(1, math.ceil((tats[i] - now) / 1000)))
-end
-return 0
-`)
 
 // rateLimiter allows each client of one route rate requests, and the route
 // global requests over all clients together; over either: 429 with
@@ -50,7 +20,7 @@ return 0
 // rate.
 type rateLimiter struct {
 	conn     *redisconn.Conn
-	ips      clientIPs
+	ips      clientip.Resolver
 	prefix   string
 	perIPv4  []string // burst, period of an IPv4 address
 	global   []string // burst, period of the global bucket
@@ -59,7 +29,7 @@ type rateLimiter struct {
 	limited  *metrics.Counter
 }
 
-func newRateLimiter(conn *redisconn.Conn, ips clientIPs, route string, r, global rate, prefixes []ratePrefix, limited *metrics.Counter) *rateLimiter {
+func newRateLimiter(conn *redisconn.Conn, ips clientip.Resolver, route string, r, global rate, prefixes []ratePrefix, limited *metrics.Counter) *rateLimiter {
 	args := func(r rate, times int) []string {
 		return []string{strconv.FormatInt(r.Count*int64(times), 10), strconv.FormatInt(r.Per.Microseconds(), 10)}
 	}
@@ -99,12 +69,12 @@ func (l *rateLimiter) buckets(a netip.Addr) (keys, args []string) {
 // validating the request, so that a request refused for what it says
 // neither touches Redis nor uses up a limit.
 func (l *rateLimiter) allow(ctx context.Context, c fiber.Ctx) error {
-	keys, args := l.buckets(l.ips.clientIP(c))
+	keys, args := l.buckets(l.ips.ClientIP(c))
 	cl, err := l.conn.Client()
 	if err != nil {
 		return err
 	}
-	wait, err := rateScript.Exec(ctx, cl, keys, args).AsInt64()
+	wait, err := ratelimit.Allow(ctx, cl, keys, args)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 	"github.com/gofiber/fiber/v3/middleware/cors"
 
+	"pesto/shared/clientip"
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
 	"pesto/shared/sentry"
@@ -26,9 +27,9 @@ func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.
 		// before any handler, having buffered at most MAX_BODY_BYTES.
 		BodyLimit: cfg.MaxBody,
 		// The client IP is not fiber's (it would take the leftmost
-		// X-Forwarded-For value, which the client writes): see clientIPs.
+		// X-Forwarded-For value, which the client writes): see clientip.Resolver.
 	})
-	ips := clientIPs{trusted: cfg.TrustedProxies}
+	ips := clientip.Resolver{Trusted: cfg.TrustedProxies}
 	admin := &adminStore{conn: conn, log: log}
 	guard := requireAdmin(newAdminVerifier(cfg.AdminSecret, cfg.AdminPublicKey))
 

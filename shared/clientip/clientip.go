@@ -1,4 +1,6 @@
-package main
+// Package clientip finds the address a request came from, behind trusted
+// proxies or not, for the per-client rate limits of both services.
+package clientip
 
 import (
 	"net"
@@ -6,15 +8,19 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v3"
+
+	"pesto/shared/config"
 )
 
-// clientIPs finds the address a request came from, for the rate limits.
-type clientIPs struct {
-	trusted []netip.Prefix
+// Resolver finds the address a request came from, for the rate limits.
+type Resolver struct {
+	// Trusted are the proxies whose X-Forwarded-For is believed.
+	Trusted []netip.Prefix
 }
 
-func (p clientIPs) isTrusted(a netip.Addr) bool {
-	for _, t := range p.trusted {
+// IsTrusted reports whether a is one of the trusted proxies.
+func (p Resolver) IsTrusted(a netip.Addr) bool {
+	for _, t := range p.Trusted {
 		if t.Contains(a) {
 			return true
 		}
@@ -22,15 +28,15 @@ func (p clientIPs) isTrusted(a netip.Addr) bool {
 	return false
 }
 
-// clientIP returns the connection's peer, unless the peer is a trusted
+// ClientIP returns the connection's peer, unless the peer is a trusted
 // proxy: then X-Forwarded-For is walked from the right (the hop the nearest
 // proxy appended), skipping trusted proxies, and the first address that is
 // not one is the client. Values left of it are the client's own to forge and
 // never believed. A hop that is not an IP address ends the walk at the last
 // address a trusted proxy vouched for.
-func (p clientIPs) clientIP(c fiber.Ctx) netip.Addr {
-	peer := peerAddr(c)
-	if !peer.IsValid() || !p.isTrusted(peer) {
+func (p Resolver) ClientIP(c fiber.Ctx) netip.Addr {
+	peer := Peer(c)
+	if !peer.IsValid() || !p.IsTrusted(peer) {
 		return peer
 	}
 	client := peer
@@ -49,7 +55,7 @@ func (p clientIPs) clientIP(c fiber.Ctx) netip.Addr {
 				return client
 			}
 			client = a
-			if !p.isTrusted(a) {
+			if !p.IsTrusted(a) {
 				return client
 			}
 		}
@@ -57,7 +63,8 @@ func (p clientIPs) clientIP(c fiber.Ctx) netip.Addr {
 	return client
 }
 
-func peerAddr(c fiber.Ctx) netip.Addr {
+// Peer returns the address of the connection's other end.
+func Peer(c fiber.Ctx) netip.Addr {
 	if ta, ok := c.RequestCtx().RemoteAddr().(*net.TCPAddr); ok {
 		if a, ok := netip.AddrFromSlice(ta.IP); ok {
 			return a.Unmap()
@@ -79,4 +86,31 @@ func parseHop(s string) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return a.Unmap(), true
+}
+
+// TrustedProxies reads TRUSTED_PROXIES: comma-separated IP addresses and
+// CIDR prefixes; empty trusts none.
+func TrustedProxies(e *config.Env) []netip.Prefix {
+	v, _ := e.Lookup("TRUSTED_PROXIES")
+	var out []netip.Prefix
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil || a.Zone() != "" {
+				e.Fail("TRUSTED_PROXIES", "want comma-separated IP addresses or CIDR prefixes, got %q", f)
+				return nil
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+		}
+		out = append(out, p.Masked())
+	}
+	return out
 }
