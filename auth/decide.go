@@ -82,10 +82,7 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 		}
 
 		t := now()
-		reset := int64(wire.NextMonth(t).Sub(t) / time.Second)
-		if reset < 1 {
-			reset = 1
-		}
+		reset, window := monthOf(t)
 		used, allowed := int64(0), false
 		if rec.MonthlyLimit > 0 {
 			used, allowed, err = store.Count(ctx, wire.CounterKey(t, rec.UserEmail), rec.MonthlyLimit)
@@ -94,17 +91,16 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 				return err
 			}
 		}
-		h := &c.Response().Header
-		var num [20]byte
-		h.SetBytesV("RateLimit-Limit", strconv.AppendInt(num[:0], max(rec.MonthlyLimit, 0), 10))
-		h.SetBytesV("RateLimit-Reset", strconv.AppendInt(num[:0], reset, 10))
+		q := quotaState{limit: max(rec.MonthlyLimit, 0), reset: reset, window: window}
 		if !allowed {
 			m.outcome[outOverQuota].Inc()
-			h.SetBytesV("RateLimit-Remaining", []byte{'0'})
-			h.SetBytesV(fiber.HeaderRetryAfter, strconv.AppendInt(num[:0], reset, 10))
+			setRateHeaders(&c.Response().Header, q)
+			var num [20]byte
+			c.Response().Header.SetBytesV(fiber.HeaderRetryAfter, strconv.AppendInt(num[:0], reset, 10))
 			return eQuota
 		}
-		h.SetBytesV("RateLimit-Remaining", strconv.AppendInt(num[:0], rec.MonthlyLimit-used, 10))
+		q.remaining = rec.MonthlyLimit - used
+		setRateHeaders(&c.Response().Header, q)
 		m.outcome[outAllowed].Inc()
 		c.Status(fiber.StatusOK) // and no body
 		return nil

@@ -378,6 +378,12 @@ func checkGateway(t *testing.T, p *types.Project) {
 	if fa.TrustForwardHeader {
 		t.Errorf("forwardAuth trusts the client's X-Forwarded-* headers")
 	}
+	// The quota headers of a 200 reach the API (issue 13).
+	for _, h := range []string{"RateLimit", "RateLimit-Policy", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} {
+		if !slices.Contains(fa.AuthResponseHeaders, h) {
+			t.Errorf("forwardAuth authResponseHeaders = %v, want %s among them", fa.AuthResponseHeaders, h)
+		}
+	}
 
 	wantServers := map[string]string{"api": "http://api:80", "registration": "http://registration:3000"}
 	for name, want := range wantServers {

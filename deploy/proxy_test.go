@@ -79,7 +79,7 @@ func TestProxies(t *testing.T) {
 	}
 	authBin := buildAuth(t)
 	authAddr, stopAuth := startAuth(t, authBin, redis.URL)
-	apiAddr := stubUpstream(t, "upstream ok")
+	apiAddr := stubAPI(t)
 	registrationAddr := stubUpstream(t, "registration ok")
 
 	fronts := []front{
@@ -134,7 +134,28 @@ func TestProxies(t *testing.T) {
 				if got, want := got.header.Get("RateLimit-Remaining"), "0"; got != want {
 					t.Errorf("RateLimit-Remaining = %q, want %q", got, want)
 				}
+				if got, want := got.header.Get("RateLimit-Policy"), `"monthly";q=1;w=`+monthSeconds(); got != want {
+					t.Errorf("RateLimit-Policy = %q, want %q", got, want)
+				}
+				if got := got.header.Get("RateLimit"); !regexp.MustCompile(`^"monthly";r=0;t=[1-9][0-9]*$`).MatchString(got) {
+					t.Errorf("RateLimit = %q, want \"monthly\";r=0;t=<seconds>", got)
+				}
 			})
+
+			if f.viaProxy {
+				// On a 200 the API receives the quota headers (Traefik's
+				// authResponseHeaders, Caddy's copy_headers, nginx's
+				// proxy_set_header).
+				t.Run("quota headers reach the API", func(t *testing.T) {
+					got := call(t, f, echoRateLimitPath, ptr(validKey))
+					want := regexp.MustCompile(`^upstream ok\nRateLimit: "monthly";r=[0-9]+;t=[1-9][0-9]*\n` +
+						`RateLimit-Policy: "monthly";q=1000;w=` + monthSeconds() + `\nRateLimit-Limit: 1000\n` +
+						`RateLimit-Remaining: [0-9]+\nRateLimit-Reset: [1-9][0-9]*\n$`)
+					if got.status != 200 || !want.MatchString(got.body) {
+						t.Errorf("got %d %q, want 200 matching %s", got.status, got.body, want)
+					}
+				})
+			}
 
 			if f.viaProxy {
 				t.Run("routes", func(t *testing.T) {
@@ -348,6 +369,35 @@ func startAuth(t *testing.T, bin, redisURL string) (addr string, stop func()) {
 		return nil
 	})
 	return addr, stop
+}
+
+// echoRateLimitPath is a path where the stand-in API adds to its answer
+// the quota headers it received.
+const echoRateLimitPath = "/api/echo-ratelimit"
+
+// stubAPI is the stand-in API: "upstream ok" for every request, and the
+// quota headers it received on echoRateLimitPath.
+func stubAPI(t *testing.T) string {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "upstream ok")
+		if r.URL.Path == echoRateLimitPath {
+			for _, h := range []string{"RateLimit", "RateLimit-Policy", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} {
+				fmt.Fprintf(w, "\n%s: %s", h, r.Header.Get(h))
+			}
+			io.WriteString(w, "\n")
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s.Listener.Addr().String()
+}
+
+// monthSeconds is the length of the current UTC month in seconds, the w of
+// RateLimit-Policy.
+func monthSeconds() string {
+	now := time.Now().UTC()
+	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	return strconv.FormatInt(int64(wire.NextMonth(now).Sub(start)/time.Second), 10)
 }
 
 // stubUpstream is a stand-in service that answers every request 200 with
