@@ -119,7 +119,7 @@ func newBenchApp(b *testing.B) (*fiber.App, tokenStore) {
 	conn := redisconn.Dial(cfg.redisOptions(), log)
 	b.Cleanup(conn.Close)
 	rstore := newRedisStore(conn, cfg.CacheTTL, log)
-	return newApp(log, cfg, rstore, metrics.NewRegistry(), nil, func() time.Time { return now }), rstore
+	return newApp(log, cfg, rstore, rstore, metrics.NewRegistry(), nil, func() time.Time { return now }), rstore
 }
 
 // prepareBenchRequest makes fctx a GET / with the token, as a proxy sends it.

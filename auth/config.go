@@ -1,19 +1,23 @@
 package main
 
 import (
+	"net/netip"
 	"path"
 	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
 
+	"pesto/shared/clientip"
 	"pesto/shared/config"
+	"pesto/shared/ratelimit"
 )
 
 // Defaults of SPEC §5 that only auth has.
 const (
 	defaultCacheTTL  = 60 * time.Second
 	defaultUnmetered = "trial*@pesto.teknologiumum.com"
+	defaultUsageRate = "60/m"
 )
 
 type authConfig struct {
@@ -24,6 +28,12 @@ type authConfig struct {
 	// Unmetered is a lower-case path.Match pattern of emails allowed
 	// without counting; "" meters everyone.
 	Unmetered string
+	// UsageRate bounds GET /api/usage per client IP (an IPv4 address, an
+	// IPv6 /64).
+	UsageRate ratelimit.Rate
+	// TrustedProxies are the proxies whose X-Forwarded-For names the
+	// client of /api/usage.
+	TrustedProxies []netip.Prefix
 	// Connection timeouts; zero means the server package's defaults. Not
 	// configurable from the environment: tests shorten them.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -32,9 +42,11 @@ type authConfig struct {
 func loadConfig(lookupEnv func(string) (string, bool)) (authConfig, error) {
 	e := config.New(lookupEnv)
 	c := authConfig{
-		Common:    config.LoadCommon(e),
-		CacheTTL:  e.Duration("TOKEN_CACHE_TTL", defaultCacheTTL),
-		Unmetered: defaultUnmetered,
+		Common:         config.LoadCommon(e),
+		CacheTTL:       e.Duration("TOKEN_CACHE_TTL", defaultCacheTTL),
+		Unmetered:      defaultUnmetered,
+		UsageRate:      ratelimit.ParseRate(e, "USAGE_RATE", defaultUsageRate),
+		TrustedProxies: clientip.TrustedProxies(e),
 	}
 	if e.IsSet("UNMETERED_EMAILS") {
 		c.Unmetered, _ = e.Lookup("UNMETERED_EMAILS")

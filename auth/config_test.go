@@ -22,6 +22,9 @@ func TestConfigErrorsExit2(t *testing.T) {
 		{"LOG_LEVEL", "loud"},
 		{"UNMETERED_EMAILS", "trial[@x"},
 		{"SENTRY_DSN", "not a url"},
+		{"USAGE_RATE", "60"},
+		{"USAGE_RATE", "0/m"},
+		{"TRUSTED_PROXIES", "gateway"},
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			var stderr bytes.Buffer

@@ -25,6 +25,7 @@ const (
 	eQuota                          // monthly quota used up
 	eBadRequest                     // rejected by the HTTP layer
 	eNotFound                       // a route other than the hook's
+	eTooMany                        // /api/usage asked too often by one client
 	numCodes
 )
 
@@ -35,7 +36,7 @@ func (c errorCode) Error() string { return errorAnswers[c].message }
 type errorAnswer struct {
 	status     int
 	message    string
-	retryAfter string // Retry-After value, if any; eQuota's depends on the date: the decision sets it
+	retryAfter string // Retry-After value, if any; eQuota's and eTooMany's vary: the handler sets them
 	body       []byte
 }
 
@@ -50,6 +51,7 @@ var errorAnswers = func() [numCodes]errorAnswer {
 		eQuota:         {status: fiber.StatusTooManyRequests, message: "Monthly limit exceeded"},
 		eBadRequest:    {status: fiber.StatusBadRequest, message: "Bad request"},
 		eNotFound:      {status: fiber.StatusNotFound, message: "Not found"},
+		eTooMany:       {status: fiber.StatusTooManyRequests, message: "Too many requests"},
 	}
 	for i := range a {
 		a[i].body = []byte(`{"message":"` + a[i].message + `"}`)

@@ -51,6 +51,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer rep.Flush()
 
 	reg := metrics.NewRegistry()
-	app := newApp(log, cfg, newRedisStore(conn, cfg.CacheTTL, log), reg, rep, timeNow)
+	store := newRedisStore(conn, cfg.CacheTTL, log)
+	app := newApp(log, cfg, store, store, reg, rep, timeNow)
 	return server.Serve(ctx, app, fmt.Sprintf(":%d", cfg.Port), cfg.ShutdownTimeout, log, ready)
 }

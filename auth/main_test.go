@@ -389,8 +389,9 @@ func newTestApp(t *testing.T, rs *redistest.Server, env map[string]string, now t
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	conn := redisconn.Dial(cfg.redisOptions(), log)
 	t.Cleanup(conn.Close)
-	store := &countingStore{tokenStore: newRedisStore(conn, cfg.CacheTTL, log)}
-	return newApp(log, cfg, store, metrics.NewRegistry(), nil, func() time.Time { return now }), store
+	rstore := newRedisStore(conn, cfg.CacheTTL, log)
+	store := &countingStore{tokenStore: rstore}
+	return newApp(log, cfg, store, rstore, metrics.NewRegistry(), nil, func() time.Time { return now }), store
 }
 
 // countingStore counts the Redis lookups, to prove some answers need none.

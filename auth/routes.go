@@ -6,14 +6,15 @@ import (
 
 	"github.com/gofiber/fiber/v3"
 
+	"pesto/shared/clientip"
 	"pesto/shared/metrics"
 	"pesto/shared/sentry"
 	"pesto/shared/server"
 )
 
-// newApp returns the auth service: the hook on every method of /, and
-// /healthz and /metrics.
-func newApp(log *slog.Logger, cfg authConfig, store tokenStore, reg *metrics.Registry, rep *sentry.Reporter, now func() time.Time) *fiber.App {
+// newApp returns the auth service: the hook on every method of /, GET
+// /api/usage, and /healthz and /metrics.
+func newApp(log *slog.Logger, cfg authConfig, store tokenStore, acct accountStore, reg *metrics.Registry, rep *sentry.Reporter, now func() time.Time) *fiber.App {
 	m := newAuthMetrics(reg)
 	app := server.New(server.Options{
 		Health:       store.Ping,
@@ -25,5 +26,6 @@ func newApp(log *slog.Logger, cfg authConfig, store tokenStore, reg *metrics.Reg
 		AnyMethod:    true, // the hook answers whatever method the proxy preserves
 	})
 	app.All("/", handleDecide(store, cfg.Unmetered, now, m))
+	app.Get("/api/usage", handleUsage(acct, clientip.Resolver{Trusted: cfg.TrustedProxies}, cfg.UsageRate, cfg.Unmetered, now))
 	return app
 }

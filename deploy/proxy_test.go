@@ -95,6 +95,9 @@ func TestProxies(t *testing.T) {
 		// One call allowed per month: the first is let through, the second
 		// is over quota.
 		redis.Do("SET", quotaKey(f), fmt.Sprintf(`{"UserEmail":"quota-%d@example.com","MonthlyLimit":1,"Revoked":false}`, i))
+		// Seven of fifty calls used this month.
+		redis.Do("SET", usageKey(f), fmt.Sprintf(`{"UserEmail":"usage-%d@example.com","MonthlyLimit":50,"Revoked":false}`, i))
+		redis.Do("SET", wire.CounterKey(time.Now(), fmt.Sprintf("usage-%d@example.com", i)), "7")
 	}
 
 	for _, f := range fronts {
@@ -157,6 +160,10 @@ func TestProxies(t *testing.T) {
 				})
 			}
 
+			t.Run("usage", func(t *testing.T) {
+				checkUsage(t, f)
+			})
+
 			if f.viaProxy {
 				t.Run("routes", func(t *testing.T) {
 					checkRoutes(t, f)
@@ -197,6 +204,41 @@ func TestProxies(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// usageKey is the key whose usage front f shows.
+func usageKey(f front) string {
+	return "usage-key-" + f.name + strings.Repeat("0", 40)
+}
+
+// checkUsage checks GET /api/usage through front f: auth's own answer, as
+// is, whatever the proxy, and asking counts no call.
+func checkUsage(t *testing.T, f front) {
+	reset := wire.NextMonth(time.Now()).Format(time.RFC3339)
+	want := answer{status: 200, body: `{"limit":50,"used":7,"remaining":43,"reset":"` + reset + `"}`}
+	for i := 0; i < 2; i++ { // asking twice: still 7 used
+		got := do(t, "GET", f.url+"/api/usage", ptr(usageKey(f)))
+		want.check(t, got)
+		if got, want := got.header.Get("RateLimit-Policy"), `"monthly";q=50;w=`+monthSeconds(); got != want {
+			t.Errorf("RateLimit-Policy = %q, want %q", got, want)
+		}
+		if got := got.header.Get("RateLimit"); !regexp.MustCompile(`^"monthly";r=43;t=[1-9][0-9]*$`).MatchString(got) {
+			t.Errorf("RateLimit = %q", got)
+		}
+		if got := got.header.Get("Content-Type"); got != "application/json" {
+			t.Errorf("Content-Type = %q", got)
+		}
+	}
+	for _, tt := range []struct {
+		token *string
+		want  answer
+	}{
+		{nil, denied(401, "Token must be supplied")},
+		{ptr("no-such-key-0000000000000000000000000000000000000000000000000000"), denied(401, "Token not registered")},
+		{ptr(revokedKey), denied(401, "Token has been revoked")},
+	} {
+		tt.want.check(t, do(t, "GET", f.url+"/api/usage", tt.token))
+	}
+}
 
 // quotaKey is the key with a limit of 1 that front f spends.
 func quotaKey(f front) string {
@@ -355,7 +397,10 @@ func startAuth(t *testing.T, bin, redisURL string) (addr string, stop func()) {
 	addr = "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
 	_, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command(bin)
-	cmd.Env = []string{"PORT=" + port, "REDIS_URL=" + redisURL, "LOG_LEVEL=warn", "ENVIRONMENT=test"}
+	// As compose.yaml runs it: the proxy in front is trusted to name the
+	// client of /api/usage (each front's test stays well within the rate).
+	cmd.Env = []string{"PORT=" + port, "REDIS_URL=" + redisURL, "LOG_LEVEL=warn", "ENVIRONMENT=test",
+		"TRUSTED_PROXIES=127.0.0.1", "USAGE_RATE=100/m"}
 	stop = startProcess(t, cmd)
 	waitFor(t, "auth", func() error {
 		res, err := client.Get("http://" + addr + "/healthz")
@@ -486,6 +531,7 @@ func startCaddy(t *testing.T, bin, authAddr, apiAddr, registrationAddr string) s
 	site := recipe(t, caddyRecipe,
 		replacement{"\n:80 {", "\nhttp://127.0.0.1:" + port + " {", 1},
 		replacement{"forward_auth auth:3000 {", "forward_auth " + authAddr + " {", 1},
+		replacement{"reverse_proxy auth:3000", "reverse_proxy " + authAddr, 1},
 		replacement{"reverse_proxy api:80", "reverse_proxy " + apiAddr, 1},
 		replacement{"reverse_proxy registration:3000", "reverse_proxy " + registrationAddr, 1},
 	)
@@ -634,6 +680,7 @@ func startTraefik(t *testing.T, bin, authAddr, apiAddr, registrationAddr string)
 	dir := t.TempDir()
 	dynamic := recipe(t, cfg.File,
 		replacement{"address: http://auth:3000/", "address: http://" + authAddr + "/", 1},
+		replacement{"url: http://auth:3000", "url: http://" + authAddr, 1},
 		replacement{"url: http://api:80", "url: http://" + apiAddr, 1},
 		replacement{"url: http://registration:3000", "url: http://" + registrationAddr, 1},
 	)

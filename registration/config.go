@@ -20,6 +20,7 @@ import (
 
 	"pesto/shared/clientip"
 	"pesto/shared/config"
+	"pesto/shared/ratelimit"
 )
 
 // Defaults of SPEC §3–§5 that only registration has.
@@ -71,15 +72,7 @@ type regConfig struct {
 }
 
 // rate is a limit of Count requests per Per.
-type rate struct {
-	Count int64
-	Per   time.Duration
-}
-
-func (r rate) String() string {
-	unit := map[time.Duration]string{time.Second: "s", time.Minute: "m", time.Hour: "h"}[r.Per]
-	return strconv.FormatInt(r.Count, 10) + "/" + unit
-}
+type rate = ratelimit.Rate
 
 func loadConfig(lookupEnv func(string) (string, bool)) (regConfig, error) {
 	e := config.New(lookupEnv)
@@ -111,17 +104,7 @@ func trialDomain(e *config.Env, d string) string {
 }
 
 // parseRate reads <count>/<s|m|h>, count from 1.
-func parseRate(e *config.Env, name, def string) rate {
-	v := e.String(name, def)
-	n, unit, ok := strings.Cut(v, "/")
-	count, err := strconv.ParseInt(n, 10, 64)
-	per := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}[unit]
-	if !ok || err != nil || count < 1 || count > 1_000_000 || per == 0 {
-		e.Fail(name, "want <count>/<s|m|h> such as 10/m, got %q", v)
-		return rate{Count: 1, Per: time.Second}
-	}
-	return rate{Count: count, Per: per}
-}
+func parseRate(e *config.Env, name, def string) rate { return ratelimit.ParseRate(e, name, def) }
 
 // ratePrefix is an IPv6 prefix length a client is counted at, with its
 // multiple of the route's rate.

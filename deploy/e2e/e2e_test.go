@@ -180,6 +180,21 @@ func TestStack(t *testing.T) {
 			t.Errorf("%s = %q, want 3 (the allowed calls)", counterKey(jane.Email), got)
 		}
 	})
+	step("usage through the gateway, from auth itself", func(t *testing.T) {
+		reset := wire.NextMonth(time.Now()).Format(time.RFC3339)
+		for range 2 { // asking counts no call
+			res := s.do(t, "GET", s.gateway+"/api/usage", nil, "", "X-Pesto-Token", keys[jane.Email])
+			wantJSON(t, res, 200, `{"limit":3,"used":3,"remaining":0,"reset":"`+reset+`"}`)
+			wantHeader(t, res, "RateLimit-Limit", "3")
+			wantHeader(t, res, "RateLimit-Remaining", "0")
+			res = s.do(t, "GET", s.gateway+"/api/usage", nil, "", "X-Pesto-Token", keys[joe.Email])
+			wantJSON(t, res, 200, `{"limit":100,"used":0,"remaining":100,"reset":"`+reset+`"}`)
+		}
+		wantDenied(t, s.do(t, "GET", s.gateway+"/api/usage", nil, "", "X-Pesto-Token", "no-such-key-0123456789"), 401, "Token not registered")
+		if got := s.redis(t, "GET", counterKey(jane.Email)); got != "3" {
+			t.Errorf("%s = %q after asking, want 3", counterKey(jane.Email), got)
+		}
+	})
 	step("missing and unknown keys", func(t *testing.T) {
 		wantDenied(t, s.do(t, "GET", s.gateway+"/api/ping", nil, ""), 401, "Token must be supplied")
 		wantDenied(t, s.do(t, "GET", s.gateway+"/api/ping", nil, "", "X-Pesto-Token", ""), 401, "Token must be supplied")

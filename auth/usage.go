@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v3"
+	"github.com/redis/rueidis"
+
+	"pesto/shared/clientip"
+	"pesto/shared/logging"
+	"pesto/shared/ratelimit"
+	"pesto/shared/wire"
+)
+
+// accountStore is what GET /api/usage needs of Redis, besides the hook's
+// tokenStore.
+type accountStore interface {
+	// RecordTTL returns the raw value stored under token, read without the
+	// client-side cache, and its time to live (0: none); errMissing when
+	// there is none.
+	RecordTTL(ctx context.Context, token string) (raw string, ttl time.Duration, err error)
+	// Used returns the calls counted on the counter key (0 when it does
+	// not exist). It counts nothing.
+	Used(ctx context.Context, key string) (int64, error)
+	// Allow counts one request against the rate limit buckets of keys
+	// (ratelimit.Allow) and returns 0, or the milliseconds to wait.
+	Allow(ctx context.Context, keys, args []string) (int64, error)
+}
+
+var _ accountStore = (*redisStore)(nil)
+
+// usageRatePrefix starts the rate limit keys of /api/usage:
+// pesto:ratelimit:{usage}:<client>, the IPv4 address or the IPv6 /64.
+// (Registration's routes have their own tags: {register}, {trial}.)
+const usageRatePrefix = wire.OwnPrefix + "ratelimit:{usage}:"
+
+// usage is the body of a 200 of GET /api/usage.
+type usage struct {
+	Unmetered bool       // the email is UNMETERED_EMAILS': no count, no limit
+	Limit     int64      // MonthlyLimit, at least 0
+	Used      int64      // calls counted this UTC month
+	Remaining int64      // Limit - Used, at least 0
+	Reset     time.Time  // the start of the next UTC month
+	Expires   *time.Time // when the key expires, if it does
+}
+
+// appendJSON writes u as
+// {"limit":N,"used":N,"remaining":N,"reset":"<RFC 3339>"[,"expires":"<RFC 3339>"]},
+// or {"unmetered":true,"reset":…[,"expires":…]} for an unmetered key.
+func (u usage) appendJSON(b []byte) []byte {
+	if u.Unmetered {
+		b = append(b, `{"unmetered":true`...)
+	} else {
+		b = append(b, `{"limit":`...)
+		b = strconv.AppendInt(b, u.Limit, 10)
+		b = append(b, `,"used":`...)
+		b = strconv.AppendInt(b, u.Used, 10)
+		b = append(b, `,"remaining":`...)
+		b = strconv.AppendInt(b, u.Remaining, 10)
+	}
+	b = append(b, `,"reset":"`...)
+	b = u.Reset.UTC().AppendFormat(b, time.RFC3339)
+	b = append(b, '"')
+	if u.Expires != nil {
+		b = append(b, `,"expires":"`...)
+		b = u.Expires.UTC().AppendFormat(b, time.RFC3339)
+		b = append(b, '"')
+	}
+	return append(b, '}')
+}
+
+// handleUsage answers GET /api/usage: what the key in X-Pesto-Token has
+// used of its month, counting no call. A missing, malformed, unknown or
+// revoked key gets the hook's 401 answers, byte for byte. Each client IP
+// (an IPv4 address, an IPv6 /64) may ask rate.Count times per rate.Per,
+// shared by every replica, well-formed key or not: 429 {"message":"Too
+// many requests"} with Retry-After beyond that, so that the route cannot
+// be used to try keys faster than that.
+func handleUsage(acct accountStore, ips clientip.Resolver, rate ratelimit.Rate, unmetered string, now func() time.Time) fiber.Handler {
+	rateArgs := ratelimit.Args(rate.Count, rate.Per)
+	return func(c fiber.Ctx) error {
+		token := c.Get(headerToken)
+		if token == "" {
+			return eNoToken
+		}
+		if !wire.WellFormedToken(token) {
+			return eNotRegistered
+		}
+		token = strings.Clone(token)
+		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+		defer cancel()
+
+		wait, err := acct.Allow(ctx, []string{usageRatePrefix + usageClient(ips.ClientIP(c))}, rateArgs)
+		if err != nil {
+			return err
+		}
+		if wait > 0 {
+			c.Set(fiber.HeaderRetryAfter, strconv.FormatInt((wait+999)/1000, 10))
+			return eTooMany
+		}
+
+		raw, ttl, err := acct.RecordTTL(ctx, token)
+		if err != nil {
+			return err
+		}
+		rec, err := wire.DecodeTokenRecord(raw)
+		if err != nil {
+			return fmt.Errorf("token %s: %w", logging.Token(token), err)
+		}
+		if rec.Revoked {
+			return eRevoked
+		}
+		t := now()
+		u := usage{Reset: wire.NextMonth(t)}
+		if ttl > 0 {
+			exp := t.Add(ttl).Round(time.Second)
+			u.Expires = &exp
+		}
+		if unmetered != "" && isUnmetered(unmetered, rec.UserEmail) {
+			u.Unmetered = true
+		} else {
+			if u.Used, err = acct.Used(ctx, wire.CounterKey(t, rec.UserEmail)); err != nil {
+				return err
+			}
+			u.Limit = max(rec.MonthlyLimit, 0)
+			u.Remaining = max(u.Limit-u.Used, 0)
+			reset, window := monthOf(t)
+			setRateHeaders(&c.Response().Header, quotaState{limit: u.Limit, remaining: u.Remaining, reset: reset, window: window})
+		}
+		c.Set(fiber.HeaderCacheControl, "no-store")
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Send(u.appendJSON(make([]byte, 0, 128)))
+	}
+}
+
+// usageClient is the rate limit bucket of a client: its IPv4 address, or
+// its IPv6 /64 (one host gets a whole /64).
+func usageClient(a netip.Addr) string {
+	switch {
+	case a.Is6():
+		return netip.PrefixFrom(a, 64).Masked().String()
+	case a.IsValid():
+		return a.String()
+	default:
+		return "unknown"
+	}
+}
+
+// RecordTTL reads the record and its PTTL in one round trip, with plain
+// commands: a key holder asking about their key sees what Redis holds.
+func (s *redisStore) RecordTTL(ctx context.Context, token string) (string, time.Duration, error) {
+	c, err := s.conn.Client()
+	if err != nil {
+		return "", 0, err
+	}
+	res := c.DoMulti(ctx, c.B().Get().Key(token).Build(), c.B().Pttl().Key(token).Build())
+	raw, err := res[0].ToString()
+	if rueidis.IsRedisNil(err) {
+		return "", 0, errMissing
+	}
+	if err != nil {
+		return "", 0, err
+	}
+	ms, err := res[1].AsInt64()
+	if err != nil {
+		return "", 0, err
+	}
+	if ms == -2 { // gone between the two commands
+		return "", 0, errMissing
+	}
+	return raw, time.Duration(max(ms, 0)) * time.Millisecond, nil
+}
+
+// Used reads a counter with a plain GET (counters are never cached).
+func (s *redisStore) Used(ctx context.Context, key string) (int64, error) {
+	c, err := s.conn.Client()
+	if err != nil {
+		return 0, err
+	}
+	n, err := c.Do(ctx, c.B().Get().Key(key).Build()).AsInt64()
+	if rueidis.IsRedisNil(err) {
+		return 0, nil
+	}
+	return n, err
+}
+
+// Allow runs the shared rate limit script.
+func (s *redisStore) Allow(ctx context.Context, keys, args []string) (int64, error) {
+	c, err := s.conn.Client()
+	if err != nil {
+		return 0, err
+	}
+	return ratelimit.Allow(ctx, c, keys, args)
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v3"
+
+	"pesto/shared/redistest"
+	"pesto/shared/servicetest"
+)
+
+// usageCall sends GET /api/usage through app.Test.
+func usageCall(t *testing.T, app *fiber.App, method string, header http.Header) answer {
+	t.Helper()
+	req, _ := http.NewRequest(method, "/api/usage", nil)
+	req.Header = header
+	res, err := app.Test(req, fiber.TestConfig{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return answer{res.StatusCode, string(body), res.Header}
+}
+
+// Every answer of GET /api/usage, status, body and headers exactly, and no
+// call counted by asking.
+func TestUsage(t *testing.T) {
+	rs := redistest.Start(t)
+	rs.Do("SET", "tok-used", `{"UserEmail":"used@example.com","MonthlyLimit":100,"Revoked":false}`)
+	rs.Do("SET", counterNov+"used@example.com", "59")
+	rs.Do("SET", "tok-fresh", `{"UserEmail":"fresh@example.com","MonthlyLimit":10,"Revoked":false}`)
+	rs.Do("SET", "tok-over", `{"UserEmail":"over@example.com","MonthlyLimit":3,"Revoked":false}`)
+	rs.Do("SET", counterNov+"over@example.com", "4") // an old service's N+1
+	rs.Do("SET", "tok-expiring", `{"UserEmail":"exp@example.com","MonthlyLimit":5,"Revoked":false}`, "EX", "7200")
+	rs.Do("SET", "TRIAL-tok", `{"UserEmail":"trial-abc@pesto.teknologiumum.com","MonthlyLimit":10,"Revoked":false}`, "EX", "86400")
+	rs.Do("SET", "tok-revoked", `{"UserEmail":"rev@example.com","MonthlyLimit":3,"Revoked":true}`)
+	rs.Do("SET", "tok-corrupt", `{"UserEmail":`)
+	rs.Do("SET", "tok-legacy", `{"email":"legacy@example.com","limit":7}`)
+	rs.Do("SET", "counter/2026-11/legacy@example.com", "2")
+	app, _ := newTestApp(t, rs, map[string]string{"USAGE_RATE": "1000/s"}, endOfMonth)
+
+	const reset = `"reset":"2026-12-01T00:00:00Z"`
+	for _, c := range []struct {
+		name, token string // token "-": no header
+		status      int
+		body        string
+		rate        [2]string // RateLimit-Policy, RateLimit; empty: none
+	}{
+		{"used", "tok-used", 200, `{"limit":100,"used":59,"remaining":41,` + reset + `}`,
+			[2]string{`"monthly";q=100;w=2592000`, `"monthly";r=41;t=60`}},
+		{"nothing used yet", "tok-fresh", 200, `{"limit":10,"used":0,"remaining":10,` + reset + `}`,
+			[2]string{`"monthly";q=10;w=2592000`, `"monthly";r=10;t=60`}},
+		{"over the limit", "tok-over", 200, `{"limit":3,"used":4,"remaining":0,` + reset + `}`,
+			[2]string{`"monthly";q=3;w=2592000`, `"monthly";r=0;t=60`}},
+		{"expiring key", "tok-expiring", 200, `{"limit":5,"used":0,"remaining":5,` + reset + `,"expires":"2026-12-01T01:59:00Z"}`,
+			[2]string{`"monthly";q=5;w=2592000`, `"monthly";r=5;t=60`}},
+		{"legacy record", "tok-legacy", 200, `{"limit":7,"used":2,"remaining":5,` + reset + `}`,
+			[2]string{`"monthly";q=7;w=2592000`, `"monthly";r=5;t=60`}},
+		{"unmetered", "TRIAL-tok", 200, `{"unmetered":true,` + reset + `,"expires":"2026-12-01T23:59:00Z"}`, [2]string{}},
+		{"no header", "-", 401, `{"message":"Token must be supplied"}`, [2]string{}},
+		{"empty header", "", 401, `{"message":"Token must be supplied"}`, [2]string{}},
+		{"malformed", "waiting-list", 401, `{"message":"Token not registered"}`, [2]string{}},
+		{"unknown", "tok-missing", 401, `{"message":"Token not registered"}`, [2]string{}},
+		{"revoked", "tok-revoked", 401, `{"message":"Token has been revoked"}`, [2]string{}},
+		{"corrupt", "tok-corrupt", 500, `{"message":"Internal server error"}`, [2]string{}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := http.Header{}
+			if c.token != "-" {
+				h[headerToken] = []string{c.token}
+			}
+			got := usageCall(t, app, "GET", h)
+			if got.Status != c.status || got.Body != c.body {
+				t.Fatalf("got %d %s, want %d %s", got.Status, got.Body, c.status, c.body)
+			}
+			if ct := got.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q", ct)
+			}
+			if rate := [2]string{got.Header.Get("RateLimit-Policy"), got.Header.Get("RateLimit")}; rate != c.rate {
+				t.Errorf("RateLimit-Policy, RateLimit = %q, want %q", rate, c.rate)
+			}
+			if c.status != 200 && got.Header.Get("X-Pesto-Error") == "" {
+				t.Errorf("no X-Pesto-Error on a %d", c.status)
+			}
+		})
+	}
+	// Asking counts nothing, and creates no counter.
+	for key, want := range map[string]string{
+		counterNov + "used@example.com":                  "59",
+		counterNov + "over@example.com":                  "4",
+		counterNov + "fresh@example.com":                 "",
+		counterNov + "trial-abc@pesto.teknologiumum.com": "",
+	} {
+		if got := rs.Do("GET", key); got != want {
+			t.Errorf("%s = %q, want %q", key, got, want)
+		}
+	}
+	// HEAD answers like GET, without the body; other methods are not routed.
+	if got := usageCall(t, app, "HEAD", tokenHeader("tok-used")); got.Status != 200 || got.Body != "" {
+		t.Errorf("HEAD: %d %q", got.Status, got.Body)
+	}
+	if got := usageCall(t, app, "POST", tokenHeader("tok-used")); got.Status != 404 || got.Body != `{"message":"Not found"}` {
+		t.Errorf("POST: %d %q", got.Status, got.Body)
+	}
+	// The hook after asking: the usage is what the next call spends.
+	if got := testCall(t, app, "GET", tokenHeader("tok-used")); got.Status != 200 || got.Header.Get("RateLimit-Remaining") != "40" {
+		t.Errorf("hook after usage: %d %v", got.Status, got.Header)
+	}
+	if got := usageCall(t, app, "GET", tokenHeader("tok-used")); got.Body != `{"limit":100,"used":60,"remaining":40,`+reset+`}` {
+		t.Errorf("usage after a call: %s", got.Body)
+	}
+}
+
+// /api/usage is bounded per client IP (USAGE_RATE), whatever the key and
+// whichever replica answers; clients behind a trusted proxy are told apart
+// by X-Forwarded-For, and a refused request reads nothing.
+func TestUsageRateLimit(t *testing.T) {
+	rs := redistest.Start(t)
+	rs.Do("SET", "tok", `{"UserEmail":"rl@example.com","MonthlyLimit":10,"Revoked":false}`)
+	env := map[string]string{"REDIS_URL": rs.URL, "USAGE_RATE": "3/h", "TRUSTED_PROXIES": "127.0.0.1"}
+	a, b := startAuth(t, env), startAuth(t, env)
+	ask := func(base, token, client string) answer {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+"/api/usage", nil)
+		req.Header.Set(headerToken, token)
+		req.Header.Set("X-Forwarded-For", client)
+		status, body, header := servicetest.Do(t, httpClient, req)
+		return answer{status, body, header}
+	}
+	for i, c := range []struct {
+		base, token, client string
+		status              int
+	}{
+		{a.URL, "tok", "192.0.2.1", 200},
+		{b.URL, "tok-guess-1", "192.0.2.1", 401},
+		{a.URL, "tok-guess-2", "192.0.2.1", 401},
+		{b.URL, "tok", "192.0.2.1", 429}, // the fourth of 3/h, on the other replica
+		{a.URL, "tok-guess-3", "192.0.2.1", 429},
+		{a.URL, "tok", "192.0.2.2", 200}, // another client
+		{a.URL, "tok", "2001:db8:1:2::1", 200},
+		{a.URL, "tok", "2001:db8:1:2::2", 200},
+		{a.URL, "tok", "2001:db8:1:2::3", 200},
+		{b.URL, "tok", "2001:db8:1:2:ffff::1", 429}, // the same /64
+		{b.URL, "tok", "2001:db8:1:3::1", 200},
+	} {
+		got := ask(c.base, c.token, c.client)
+		if got.Status != c.status {
+			t.Fatalf("request %d (%s from %s): got %d %s, want %d", i, c.token, c.client, got.Status, got.Body, c.status)
+		}
+		if c.status == 429 {
+			if got.Body != `{"message":"Too many requests"}` || got.Header.Get("X-Pesto-Error") != "Too many requests" {
+				t.Errorf("request %d: %s %v", i, got.Body, got.Header)
+			}
+			if ra, err := strconv.Atoi(got.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 1200 {
+				t.Errorf("request %d: Retry-After = %q, want 1..1200 (a third of the hour at most)", i, got.Header.Get("Retry-After"))
+			}
+		}
+	}
+	p := usageRatePrefix
+	want := []string{p + "192.0.2.1", p + "192.0.2.2", p + "2001:db8:1:2::/64", p + "2001:db8:1:3::/64"}
+	if got := rs.Keys(p + "*"); !slices.Equal(got, want) {
+		t.Errorf("buckets = %q, want %q", got, want)
+	}
+	// The hook itself is not limited by it.
+	if got := call(t, "GET", a.URL, "tok"); got.Status != 200 {
+		t.Errorf("hook: %d %s", got.Status, got.Body)
+	}
+}
