@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v3"
 
@@ -58,8 +59,9 @@ func handlePending(store *adminStore) fiber.Handler {
 	}
 }
 
-// handleApprove answers PUT /api/approve: {"email","limit","token"?}, or
-// the legacy {"UserEmail","MonthlyLimit","Token"}.
+// handleApprove answers PUT /api/approve: {"email","limit","token"?,
+// "expires_in"? | "expires_at"?}, or the legacy
+// {"UserEmail","MonthlyLimit","Token"}.
 func handleApprove(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Handler {
 	return func(c fiber.Ctx) error {
 		var body struct {
@@ -68,6 +70,8 @@ func handleApprove(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Han
 			Limit        json.RawMessage `json:"limit"`
 			MonthlyLimit json.RawMessage `json:"MonthlyLimit"`
 			Token        json.RawMessage `json:"token"`
+			ExpiresIn    json.RawMessage `json:"expires_in"`
+			ExpiresAt    json.RawMessage `json:"expires_at"`
 		}
 		if err := readAdminJSON(c, &body); err != nil {
 			return err
@@ -102,6 +106,9 @@ func handleApprove(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Han
 				return badRequest(msgToken)
 			}
 		}
+		if a.Expires, err = parseExpiry(body.ExpiresIn, body.ExpiresAt, time.Now()); err != nil {
+			return err
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
 		token, err := store.approve(ctx, a)
@@ -109,7 +116,12 @@ func handleApprove(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Han
 			return err
 		}
 		m.approvals.Inc()
-		log.Info("approved", "admin", adminSub(c), "token", logging.Token(token), "limit", a.Limit)
+		if a.Expires.IsZero() {
+			log.Info("approved", "admin", adminSub(c), "token", logging.Token(token), "limit", a.Limit)
+		} else {
+			log.Info("approved", "admin", adminSub(c), "token", logging.Token(token), "limit", a.Limit,
+				"expires", a.Expires.UTC().Format(time.RFC3339))
+		}
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		out, _ := json.Marshal(struct {
 			Message string `json:"message"`

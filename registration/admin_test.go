@@ -142,6 +142,19 @@ func TestApproveValidation(t *testing.T) {
 		{"approve", `{"email":"j@example.com","limit":1,"token":"pesto:x"}`, nil, 400, msg(msgToken)},
 		{"approve", `{"email":"j@example.com","limit":1,"token":"` + strings.Repeat("k", 257) + `"}`, nil, 400, msg(msgToken)},
 		{"approve", `{"email":"j@example.com","limit":1,"token":7}`, nil, 400, msg(msgTokenType)},
+		{"approve", `{"email":"j@example.com","limit":1,"expires_in":60,"expires_at":"2099-01-01T00:00:00Z"}`, nil, 400, msg(msgExpiresBoth)},
+		{"approve", `{"email":"j@example.com","limit":1,"expires_in":0}`, nil, 400, msg(msgExpiresIn)},
+		{"approve", `{"email":"j@example.com","limit":1,"expires_in":-60}`, nil, 400, msg(msgExpiresIn)},
+		{"approve", `{"email":"j@example.com","limit":1,"expires_in":1.5}`, nil, 400, msg(msgExpiresIn)},
+		{"approve", `{"email":"j@example.com","limit":1,"expires_in":1e3}`, nil, 400, msg(msgExpiresIn)},
+		{"approve", `{"email":"j@example.com","limit":1,"expires_in":"60"}`, nil, 400, msg(msgExpiresIn)},
+		{"approve", `{"email":"j@example.com","limit":1,"expires_in":315360001}`, nil, 400, msg(msgExpiresIn)},
+		{"approve", `{"email":"j@example.com","limit":1,"expires_in":99999999999999999999}`, nil, 400, msg(msgExpiresIn)},
+		{"approve", `{"email":"j@example.com","limit":1,"expires_at":"tomorrow"}`, nil, 400, msg(msgExpiresAt)},
+		{"approve", `{"email":"j@example.com","limit":1,"expires_at":1893456000}`, nil, 400, msg(msgExpiresAt)},
+		{"approve", `{"email":"j@example.com","limit":1,"expires_at":"2030-01-01"}`, nil, 400, msg(msgExpiresAt)},
+		{"approve", `{"email":"j@example.com","limit":1,"expires_at":"2020-01-01T00:00:00Z"}`, nil, 400, msg(msgExpiresPast)},
+		{"approve", `{"email":"j@example.com","limit":1,"expires_at":"2999-01-01T00:00:00Z"}`, nil, 400, msg(msgExpiresPast)},
 		{"approve", `{"email":"j@example.com",`, nil, 400, msg("Invalid JSON body")},
 		{"approve", `email=j%40example.com&limit=1`, []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, msg("Unsupported content type")},
 		{"approve", `{"email":"j@example.com","limit":1,"x":"` + strings.Repeat("x", 2000) + `"}`, nil, 413, msg("Request body too large")},
@@ -333,5 +346,45 @@ func TestReject(t *testing.T) {
 	send(t, "PUT", base+"/api/reject", `{"email":"legacy-no-at"}`, auth...).want(t, 200, `{"message":"OK"}`)
 	if got := rs.Do("LLEN", "waiting-list"); got != "1" {
 		t.Fatalf("LLEN = %s, want 1", got)
+	}
+}
+
+// approve's expiry is the record's TTL: the record's bytes are those of a
+// key that does not expire, and everything else (the signup leaves the
+// list, one email) is as for any approval.
+func TestApproveExpiry(t *testing.T) {
+	rs := redistest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL})
+	auth := []string{"Authorization", adminBearer(t, "alice")}
+	for _, e := range []string{"in", "at", "none"} {
+		rs.Do("RPUSH", "waiting-list", `{"name":"N","email":"`+e+`@example.com","building":"","calls":1}`)
+	}
+
+	start := time.Now()
+	token := tokenOf(t, send(t, "PUT", base+"/api/approve", `{"email":"in@example.com","limit":5,"expires_in":3600}`, auth...))
+	if got, want := rs.Do("GET", token), `{"UserEmail":"in@example.com","MonthlyLimit":5,"Revoked":false}`; got != want {
+		t.Fatalf("record %s, want %s", got, want)
+	}
+	at, _ := strconv.ParseInt(rs.Do("PEXPIRETIME", token), 10, 64)
+	if lo, hi := start.Add(time.Hour).UnixMilli(), time.Now().Add(time.Hour).UnixMilli(); at < lo || at > hi {
+		t.Fatalf("expires at %d, want within [%d, %d] (an hour after the approve)", at, lo, hi)
+	}
+
+	when := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
+	token = tokenOf(t, send(t, "PUT", base+"/api/approve",
+		`{"email":"at@example.com","limit":5,"expires_at":"`+when.In(time.FixedZone("", 7*3600)).Format(time.RFC3339)+`"}`, auth...))
+	if got, want := rs.Do("PEXPIRETIME", token), strconv.FormatInt(when.UnixMilli(), 10); got != want {
+		t.Fatalf("PEXPIRETIME = %s, want %s (expires_at exactly, whatever its zone)", got, want)
+	}
+
+	token = tokenOf(t, send(t, "PUT", base+"/api/approve", `{"email":"none@example.com","limit":5,"expires_in":null,"expires_at":null}`, auth...))
+	if got := rs.Do("TTL", token); got != "-1" {
+		t.Fatalf("TTL = %s, want -1 (null: no expiry)", got)
+	}
+	if got := rs.Do("LLEN", "waiting-list"); got != "0" {
+		t.Fatalf("LLEN = %s", got)
+	}
+	if n := len(outboxEntries(t, rs)); n != 3 {
+		t.Fatalf("%d outbox entries, want 3", n)
 	}
 }

@@ -434,6 +434,9 @@ type approval struct {
 	Email string
 	Limit int64
 	Token string // "" to generate one
+	// Expires is when the key expires, kept as its record's TTL (the
+	// record's bytes are those of a key that does not); zero: never.
+	Expires time.Time
 }
 
 // approve gives the listed person a key: SET NX of the record, then one
@@ -495,7 +498,11 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 		limit = written.MonthlyLimit // the first attempt's record is the truth
 	} else {
 		rec := wire.TokenRecord{UserEmail: strings.TrimSpace(signup.Email), MonthlyLimit: a.Limit}
-		err := c.Do(ctx, c.B().Set().Key(token).Value(rueidis.BinaryString(rec.Encode())).Nx().Build()).Error()
+		set := c.B().Set().Key(token).Value(rueidis.BinaryString(rec.Encode())).Nx().Build()
+		if !a.Expires.IsZero() {
+			set = c.B().Set().Key(token).Value(rueidis.BinaryString(rec.Encode())).Nx().Pxat(a.Expires).Build()
+		}
+		err := c.Do(ctx, set).Error()
 		switch {
 		case rueidis.IsRedisNil(err):
 			// The key was written since pickToken: unless by a racing
