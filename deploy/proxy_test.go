@@ -350,6 +350,7 @@ func checkRoutes(t *testing.T, f front) {
 		{"PUT", "/api/approve", ptr(validKey), f.notFound},
 		{"PUT", "/api/revoke", ptr(validKey), f.notFound},
 		{"PUT", "/api/reject", ptr(validKey), f.notFound},
+		{"PUT", "/api/rotate", ptr(validKey), f.notFound},
 		{"GET", "/api/approve", nil, f.notFound},
 		{"GET", "/api/register/../pending", ptr(validKey), f.notFound},
 		{"GET", "/healthz", ptr(validKey), f.notFound},

@@ -54,6 +54,7 @@ func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.
 	app.Put("/api/approve", guard, handleApprove(log, admin, m))
 	app.Put("/api/revoke", guard, handleRevoke(log, admin, m))
 	app.Put("/api/reject", guard, handleReject(log, admin, m))
+	app.Put("/api/rotate", guard, handleRotate(log, admin, m))
 	return app
 }
 
@@ -64,6 +65,7 @@ type regMetrics struct {
 	approvals   *metrics.Counter
 	revokes     *metrics.Counter
 	rejects     *metrics.Counter
+	rotations   *metrics.Counter
 	limited     [2]*metrics.Counter // register, trial
 	redisErrors *metrics.Counter
 	faults      *metrics.Counter
@@ -82,6 +84,7 @@ func newRegMetrics(reg *metrics.Registry) *regMetrics {
 		approvals:   reg.Counter("pesto_admin_actions_total", adminHelp, "action", "approve"),
 		revokes:     reg.Counter("pesto_admin_actions_total", adminHelp, "action", "revoke"),
 		rejects:     reg.Counter("pesto_admin_actions_total", adminHelp, "action", "reject"),
+		rotations:   reg.Counter("pesto_admin_actions_total", adminHelp, "action", "rotate"),
 		limited:     [2]*metrics.Counter{reg.Counter("pesto_rate_limited_total", limHelp, "route", "register"), reg.Counter("pesto_rate_limited_total", limHelp, "route", "trial")},
 		redisErrors: reg.Counter("pesto_redis_errors_total", "Requests answered 500 because Redis was unreachable or timed out."),
 		faults:      reg.Counter("pesto_internal_errors_total", "Requests answered 500 for any other fault."),

@@ -224,7 +224,7 @@ func TestStack(t *testing.T) {
 	})
 	step("admin routes, /healthz and /metrics not routed", func(t *testing.T) {
 		for _, r := range []struct{ method, path string }{
-			{"GET", "/api/pending"}, {"PUT", "/api/approve"}, {"PUT", "/api/revoke"}, {"PUT", "/api/reject"},
+			{"GET", "/api/pending"}, {"PUT", "/api/approve"}, {"PUT", "/api/revoke"}, {"PUT", "/api/reject"}, {"PUT", "/api/rotate"},
 			{"GET", "/healthz"}, {"GET", "/metrics"},
 		} {
 			res := s.do(t, r.method, s.gateway+r.path, []byte(`{}`), adminToken, "X-Pesto-Token", keys[joe.Email])

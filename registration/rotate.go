@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v3"
+	"github.com/redis/rueidis"
+
+	"pesto/shared/logging"
+	"pesto/shared/wire"
+)
+
+// Rotation's limits and messages.
+const (
+	defaultRotateGrace = 24 * time.Hour
+	maxRotateGrace     = 365 * 24 * time.Hour
+	// rotationMemory is how long a rotation is remembered after its grace,
+	// so that a retry within it gives the same new key and no new email.
+	rotationMemory = 24 * time.Hour
+
+	msgGrace = "grace must be a whole number of seconds from 0 to 31536000"
+)
+
+// errRevokedKey: a revoked key is not rotated.
+var errRevokedKey = badRequest("Token has been revoked")
+
+// rotatingPrefix starts the key that remembers a rotation:
+// pesto:{waiting-list}:rotating:<SHA-256 of the old key, hex>, a hash with
+// the new key (token) and, once its email is queued, done. The hash tag
+// keeps it in the outbox's cluster slot: queuing the email and marking the
+// rotation done are one atomic step. The old key is hashed so that no
+// second copy of a live key is kept in a key name.
+const rotatingPrefix = wire.OwnPrefix + "{waiting-list}:rotating:"
+
+func rotatingKey(old string) string {
+	sum := sha256.Sum256([]byte(old))
+	return rotatingPrefix + hex.EncodeToString(sum[:])
+}
+
+// handleRotate answers PUT /api/rotate {"token","grace"?}: a new key for the
+// same email and limit, emailed like an approval; the old key keeps working
+// for grace seconds (default 86400; 0 revokes it at once), then is gone.
+func handleRotate(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Handler {
+	return func(c fiber.Ctx) error {
+		var body struct {
+			Token json.RawMessage `json:"token"`
+			Grace json.RawMessage `json:"grace"`
+		}
+		if err := readAdminJSON(c, &body); err != nil {
+			return err
+		}
+		token, err := requiredString(body.Token, msgTokenType, msgTokenMissing)
+		if err != nil {
+			return err
+		}
+		if token == "" {
+			return badRequest(msgTokenMissing)
+		}
+		grace := defaultRotateGrace
+		if g := nullAsAbsent(body.Grace); g != nil {
+			n, err := strconv.ParseInt(string(g), 10, 64) // a JSON integer: no fraction, exponent or quotes
+			if err != nil || n < 0 || n > int64(maxRotateGrace/time.Second) || g[0] == '+' {
+				return badRequest(msgGrace)
+			}
+			grace = time.Duration(n) * time.Second
+		}
+		if !wire.WellFormedToken(token) {
+			return errUserNotExists // no such key can exist
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+		defer cancel()
+		newToken, err := store.rotate(ctx, token, grace)
+		if err != nil {
+			return err
+		}
+		m.rotations.Inc()
+		log.Info("rotated", "admin", adminSub(c), "token", logging.Token(token), "new_token", logging.Token(newToken),
+			"grace", grace.String())
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		out, _ := json.Marshal(struct {
+			Message string `json:"message"`
+			Token   string `json:"token"`
+		}{"OK", newToken})
+		return c.Send(out)
+	}
+}
+
+// claimRotationScript records the new key of a rotation unless one is
+// recorded: returns {new key, done (0 or 1)}.
+var claimRotationScript = rueidis.NewLuaScript(`
+local rotating_key = KEYS[1]
+local candidate = ARGV[1]
+local v = redis.call('HMGET', rotating_key, 'token', 'done')
+if v[1] then return {v[1], v[2] and 1 or 0} end
+redis.call('HSET', rotating_key, 'token', candidate)
+return {candidate, 0}
+`)
+
+// completeRotationScript queues the new key's email and marks the rotation
+// done, once: returns 1 when it queued the email. The memory of the
+// rotation then lasts ttl_ms.
+var completeRotationScript = rueidis.NewLuaScript(`
+local rotating_key, outbox_key = KEYS[1], KEYS[2]
+local ttl_ms = ARGV[1]
+-- ARGV[2] onwards: the email's stream fields
+if redis.call('HGET', rotating_key, 'done') then return 0 end
+redis.call('XADD', outbox_key, '*', unpack(ARGV, 2))
+redis.call('HSET', rotating_key, 'done', '1')
+redis.call('PEXPIRE', rotating_key, ttl_ms)
+return 1
+`)
+
+// shortenTTLScript sets a key's TTL to ARGV[1] ms unless it already
+// expires sooner (PEXPIRE's LT option, which Redis 6 lacks).
+var shortenTTLScript = rueidis.NewLuaScript(`
+local left = redis.call('PTTL', KEYS[1])
+local ttl_ms = tonumber(ARGV[1])
+if left == -1 or left > ttl_ms then return redis.call('PEXPIRE', KEYS[1], ttl_ms) end
+return 0
+`)
+
+// rotate gives the email and limit of the key old to a new key and winds
+// old down. Its steps, each safe to repeat, so that a retry after a crash
+// (or a plain retry) completes the first attempt with its new key and one
+// email:
+//
+//  1. the new key is chosen and remembered under rotatingKey(old);
+//  2. its record is written (SET NX), with old's expiry if old expires;
+//  3. old is revoked (grace 0) or given grace to live (shortenTTLScript: a
+//     retry never pushes it forward, nor an earlier expiry it already had);
+//  4. the email is queued and the rotation marked done, in one atomic step.
+//
+// A revoked or unknown old key is refused (400), unless it is the old key
+// of a rotation on record: then the rotation is completed.
+func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration) (string, error) {
+	c, err := s.conn.Client()
+	if err != nil {
+		return "", err
+	}
+	remembered := rotatingKey(old)
+	claim, err := c.Do(ctx, c.B().Hmget().Key(remembered).Field("token", "done").Build()).ToArray()
+	if err != nil {
+		return "", err
+	}
+	ongoing, _ := claim[0].ToString()
+
+	rec, taken, err := s.record(ctx, c, old)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case ongoing != "":
+		// A rotation on record: old may be revoked or gone by now; the new
+		// key's record tells the email and the limit.
+	case !taken:
+		return "", errUserNotExists
+	case rec == nil:
+		return "", errUserNotExists // a key, but not a readable record
+	case rec.Revoked:
+		return "", errRevokedKey
+	}
+
+	var newToken string
+	if ongoing != "" {
+		newToken = ongoing
+	} else {
+		res, err := claimRotationScript.Exec(ctx, c, []string{remembered}, []string{randomAlphanumeric(approvedKeyChars)}).ToArray()
+		if err != nil {
+			return "", err
+		}
+		if newToken, err = res[0].ToString(); err != nil {
+			return "", err
+		}
+	}
+
+	written, newTaken, err := s.record(ctx, c, newToken)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case newTaken && (written == nil || rec != nil && !wire.SamePerson(written.UserEmail, rec.UserEmail)):
+		// Someone else's key (a generated key drawn twice): forget this
+		// claim; the admin's retry draws another.
+		_ = c.Do(ctx, c.B().Del().Key(remembered).Build()).Error()
+		return "", errCollision
+	case !newTaken && rec == nil:
+		// The rotation on record lost its new record and old is gone:
+		// nothing is left to rotate.
+		_ = c.Do(ctx, c.B().Del().Key(remembered).Build()).Error()
+		return "", errUserNotExists
+	case !newTaken:
+		fresh := wire.TokenRecord{UserEmail: rec.UserEmail, MonthlyLimit: rec.MonthlyLimit}
+		set := c.B().Set().Key(newToken).Value(rueidis.BinaryString(fresh.Encode())).Nx().Build()
+		left, err := c.Do(ctx, c.B().Pttl().Key(old).Build()).AsInt64()
+		if err != nil {
+			return "", err
+		}
+		if left > 0 { // old expires: so does its successor, when old would have
+			set = c.B().Set().Key(newToken).Value(rueidis.BinaryString(fresh.Encode())).Nx().PxMilliseconds(left).Build()
+		}
+		if err := c.Do(ctx, set).Error(); err != nil && !rueidis.IsRedisNil(err) {
+			return "", err
+		}
+		written = &fresh
+	}
+
+	if rec != nil && !rec.Revoked {
+		if grace == 0 {
+			rec.Revoked = true
+			err := c.Do(ctx, c.B().Set().Key(old).Value(rueidis.BinaryString(rec.Encode())).Xx().Keepttl().Build()).Error()
+			if err != nil && !rueidis.IsRedisNil(err) {
+				return "", err
+			}
+		} else if err := shortenTTLScript.Exec(ctx, c, []string{old}, []string{strconv.FormatInt(grace.Milliseconds(), 10)}).Error(); err != nil {
+			return "", err
+		}
+	}
+
+	mail := keyEmail{To: written.UserEmail, Name: written.UserEmail, Token: newToken, Limit: written.MonthlyLimit}
+	memory := strconv.FormatInt((grace + rotationMemory).Milliseconds(), 10)
+	err = completeRotationScript.Exec(ctx, c, []string{remembered, outboxStream}, append([]string{memory}, mail.fields()...)).Error()
+	return newToken, err
+}
