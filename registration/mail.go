@@ -127,6 +127,11 @@ func (m *mailer) Send(ctx context.Context, k keyEmail) error {
 	if err != nil {
 		return err
 	}
+	return m.sendMsg(ctx, msg)
+}
+
+// sendMsg sends msg, with Send's errors.
+func (m *mailer) sendMsg(ctx context.Context, msg *mail.Msg) error {
 	client, err := mail.NewClient(m.cfg.SMTP.Host, m.clientOptions()...)
 	if err != nil {
 		return fmt.Errorf("smtp client: %w", err)

@@ -19,6 +19,7 @@ import (
 	"pesto/shared/redisconn"
 	"pesto/shared/sentry"
 	"pesto/shared/server"
+	"pesto/shared/wire"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -62,7 +63,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	reg := metrics.NewRegistry()
 	var send sendFunc
 	if m := newMailer(cfg.Mail); m != nil {
-		send = m.Send
+		send = m.Deliver
 	}
 	ob := newOutbox(conn, send, log, reg, cfg.Mail.MaxAttempts, consumerName())
 	obCtx, stopOutbox := context.WithCancel(context.Background())
@@ -82,8 +83,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	return err
 }
 
-// sendFunc sends one key email.
-type sendFunc = func(context.Context, keyEmail) error
+// sendFunc sends one email of the outbox.
+type sendFunc = func(context.Context, wire.OutboxEntry) error
 
 // consumerName names this process in the outbox's consumer group: the host
 // name (the container's, under Compose) and a random suffix, unique even

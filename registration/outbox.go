@@ -15,6 +15,7 @@ import (
 	"pesto/shared/logging"
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
+	"pesto/shared/wire"
 )
 
 // Defaults of the outbox's tunables.
@@ -47,7 +48,7 @@ const (
 // outboxDead, with the last error, in the same step that removes it.
 type outbox struct {
 	conn        *redisconn.Conn
-	send        func(context.Context, keyEmail) error
+	send        sendFunc
 	log         *slog.Logger
 	maxAttempts int
 	consumer    string
@@ -86,7 +87,7 @@ type outbox struct {
 type queuedEmail struct {
 	id     string
 	raw    map[string]string
-	email  keyEmail
+	entry  wire.OutboxEntry
 	valid  bool
 	due    time.Time
 	lastEr string
@@ -95,7 +96,7 @@ type queuedEmail struct {
 // newOutbox returns the outbox worker of this process; consumer names it in
 // the consumer group (unique per process). send is nil when SMTP_URL is
 // empty: emails then wait in the stream.
-func newOutbox(conn *redisconn.Conn, send func(context.Context, keyEmail) error, log *slog.Logger, reg *metrics.Registry, maxAttempts int, consumer string) *outbox {
+func newOutbox(conn *redisconn.Conn, send sendFunc, log *slog.Logger, reg *metrics.Registry, maxAttempts int, consumer string) *outbox {
 	o := &outbox{
 		conn:         conn,
 		send:         send,
@@ -311,9 +312,21 @@ func (o *outbox) hold(entries []rueidis.XRangeEntry, now time.Time) {
 	}
 }
 
+// about is what the logs say of q: a key email's recipient and key (as
+// logging.Token shows keys), a warning's recipient and threshold.
+func (q *queuedEmail) about() []any {
+	switch {
+	case q.entry.Key != nil:
+		return []any{"kind", wire.KindKey, "to", q.entry.Key.To, "token", logging.Token(q.entry.Key.Token)}
+	case q.entry.Warning != nil:
+		return []any{"kind", wire.KindQuotaWarning, "to", q.entry.Warning.To, "percent", q.entry.Warning.Percent}
+	}
+	return []any{"kind", q.raw["kind"]}
+}
+
 func (o *outbox) queued(e rueidis.XRangeEntry) *queuedEmail {
-	k, ok := parseKeyEmail(e.FieldValues)
-	return &queuedEmail{id: e.ID, raw: e.FieldValues, email: k, valid: ok}
+	entry, ok := wire.ParseOutboxEntry(e.FieldValues)
+	return &queuedEmail{id: e.ID, raw: e.FieldValues, entry: entry, valid: ok}
 }
 
 // nextQueued returns the held entry due first, or nil.
@@ -366,10 +379,10 @@ func (o *outbox) retry(ctx context.Context, c rueidis.Client, q *queuedEmail) er
 // begun, its outcome is recorded even when ctx ends meanwhile.
 func (o *outbox) deliver(ctx context.Context, c rueidis.Client, q *queuedEmail) error {
 	if !q.valid {
-		return o.deadLetter(ctx, c, q, 0, "malformed outbox entry: want to, name, token and an integer limit")
+		return o.deadLetter(ctx, c, q, 0, "malformed outbox entry: want to, name, token and an integer limit, or a quota warning's kind, to, percent, used, limit and month")
 	}
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.SendTimeout)
-	err := o.send(sendCtx, q.email)
+	err := o.send(sendCtx, q.entry)
 	cancel()
 	now := time.Now()
 	var rejected *rejectedError
@@ -380,7 +393,7 @@ func (o *outbox) deliver(ctx context.Context, c rueidis.Client, q *queuedEmail) 
 		o.smtpPause = 0
 		delete(o.retries, q.id)
 		o.unacked = append(o.unacked, q.id)
-		o.log.Info("key email sent", "id", q.id, "token", logging.Token(q.email.Token))
+		o.log.Info("email sent", append([]any{"id", q.id}, q.about()...)...)
 		return o.flushAcks(ctx, c)
 	case errors.As(err, &invalid):
 		return o.deadLetter(ctx, c, q, 0, err.Error())
@@ -400,8 +413,8 @@ func (o *outbox) deliver(ctx context.Context, c rueidis.Client, q *queuedEmail) 
 			return o.deadLetter(ctx, c, q, n, q.lastEr)
 		}
 		q.due = now.Add(backoffN(n, o.RetryMin, o.RetryMax))
-		o.log.Warn("SMTP server refused a key email, will retry", "id", q.id, "token", logging.Token(q.email.Token),
-			"attempt", n, "max_attempts", o.maxAttempts, "retry_in", q.due.Sub(now).String(), "err", q.lastEr)
+		o.log.Warn("SMTP server refused an email, will retry", append(append([]any{"id", q.id}, q.about()...),
+			"attempt", n, "max_attempts", o.maxAttempts, "retry_in", q.due.Sub(now).String(), "err", q.lastEr)...)
 		return nil
 	default:
 		// Not reached, or no answer: no attempt is counted, and the whole
@@ -461,7 +474,7 @@ return 1
 func (o *outbox) deadLetter(ctx context.Context, c rueidis.Client, q *queuedEmail, attempts int64, lastErr string) error {
 	args := []string{outboxGroup, q.id}
 	if q.valid {
-		args = append(args, q.email.fields()...)
+		args = append(args, entryFields(q.entry)...)
 	} else {
 		keys := make([]string, 0, len(q.raw))
 		for k := range q.raw {
@@ -483,8 +496,8 @@ func (o *outbox) deadLetter(ctx context.Context, c rueidis.Client, q *queuedEmai
 	delete(o.retries, q.id)
 	if moved == 1 {
 		o.dead.Inc()
-		o.log.Error("key email moved to the dead-letter stream", "id", q.id, "to", q.email.To,
-			"token", logging.Token(q.email.Token), "attempts", attempts, "err", lastErr, "stream", outboxDead)
+		o.log.Error("email moved to the dead-letter stream", append(append([]any{"id", q.id}, q.about()...),
+			"attempts", attempts, "err", lastErr, "stream", outboxDead)...)
 	}
 	return nil
 }

@@ -29,7 +29,7 @@ type testWorker struct {
 
 // startWorker runs an outbox worker against r until the test ends. tune
 // may shorten its timings before it starts.
-func startWorker(t *testing.T, r *redistest.Server, send func(context.Context, keyEmail) error, maxAttempts int, consumer string, tune func(*outbox)) *testWorker {
+func startWorker(t *testing.T, r *redistest.Server, send sendFunc, maxAttempts int, consumer string, tune func(*outbox)) *testWorker {
 	t.Helper()
 	logs := &servicetest.LogBuffer{}
 	log := logging.New(logs, slog.LevelDebug, "registration", "test")
@@ -74,14 +74,14 @@ func startWorker(t *testing.T, r *redistest.Server, send func(context.Context, k
 }
 
 // mailerFor is the send function of a mailer for the test server.
-func mailerFor(t *testing.T, srv *testSMTP) func(context.Context, keyEmail) error {
+func mailerFor(t *testing.T, srv *testSMTP) sendFunc {
 	t.Helper()
-	return newMailer(testMailConfig(t, srv, "tls=none")).Send
+	return newMailer(testMailConfig(t, srv, "tls=none")).Deliver
 }
 
 // queue XADDs k as approve does and returns the entry ID.
 func queue(r *redistest.Server, k keyEmail) string {
-	return r.Do(append([]string{"XADD", outboxStream, "*"}, k.fields()...)...)
+	return r.Do(append([]string{"XADD", outboxStream, "*"}, k.Fields()...)...)
 }
 
 // pendingCount is the number of entries read by the group and not acked.

@@ -29,7 +29,7 @@ const outboxAttempts = "pesto:{waiting-list}:outbox:attempts"
 // Redis Cluster slot as the waiting list, so that approve can remove a
 // signup and queue its email in one atomic script, in a cluster too.
 const (
-	outboxStream = "pesto:{waiting-list}:outbox"      // stream of keyEmail entries
+	outboxStream = wire.OutboxStream                  // stream of emails: wire.KeyEmail and wire.QuotaWarning entries
 	outboxDead   = "pesto:{waiting-list}:outbox:dead" // entries that ran out of attempts
 	outboxGroup  = "mailers"                          // consumer group of every registration process
 )

@@ -224,6 +224,6 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 
 	mail := keyEmail{To: written.UserEmail, Name: written.UserEmail, Token: newToken, Limit: written.MonthlyLimit}
 	memory := strconv.FormatInt((grace + rotationMemory).Milliseconds(), 10)
-	err = completeRotationScript.Exec(ctx, c, []string{remembered, outboxStream}, append([]string{memory}, mail.fields()...)).Error()
+	err = completeRotationScript.Exec(ctx, c, []string{remembered, outboxStream}, append([]string{memory}, mail.Fields()...)).Error()
 	return newToken, err
 }

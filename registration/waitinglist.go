@@ -523,7 +523,7 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 
 	mail := keyEmail{To: strings.TrimSpace(signup.Email), Name: signup.Name, Token: token, Limit: limit}
 	if _, err := execIndexed(ctx, c, completeScript, append(indexKeys[:len(indexKeys):len(indexKeys)], approving, outboxStream),
-		append([]string{raw}, mail.fields()...)).AsInt64(); err != nil {
+		append([]string{raw}, mail.Fields()...)).AsInt64(); err != nil {
 		return "", err
 	}
 	return token, nil
