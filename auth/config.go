@@ -34,6 +34,9 @@ type authConfig struct {
 	// TrustedProxies are the proxies whose X-Forwarded-For names the
 	// client of /api/usage.
 	TrustedProxies []netip.Prefix
+	// QuotaWarnings are the percentages of a monthly limit whose crossing
+	// is emailed (ascending); none: no warnings.
+	QuotaWarnings []int
 	// Connection timeouts; zero means the server package's defaults. Not
 	// configurable from the environment: tests shorten them.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -47,6 +50,7 @@ func loadConfig(lookupEnv func(string) (string, bool)) (authConfig, error) {
 		Unmetered:      defaultUnmetered,
 		UsageRate:      ratelimit.ParseRate(e, "USAGE_RATE", defaultUsageRate),
 		TrustedProxies: clientip.TrustedProxies(e),
+		QuotaWarnings:  parseQuotaWarnings(e),
 	}
 	if e.IsSet("UNMETERED_EMAILS") {
 		c.Unmetered, _ = e.Lookup("UNMETERED_EMAILS")

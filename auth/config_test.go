@@ -25,6 +25,11 @@ func TestConfigErrorsExit2(t *testing.T) {
 		{"USAGE_RATE", "60"},
 		{"USAGE_RATE", "0/m"},
 		{"TRUSTED_PROXIES", "gateway"},
+		{"QUOTA_WARNINGS", "80,abc"},
+		{"QUOTA_WARNINGS", "0"},
+		{"QUOTA_WARNINGS", "101"},
+		{"QUOTA_WARNINGS", "80,80"},
+		{"QUOTA_WARNINGS", "80,,100"},
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			var stderr bytes.Buffer

@@ -35,7 +35,7 @@ func timeNow() time.Time { return time.Now() }
 // handleDecide answers the auth hook (SPEC §2): 200 lets the request
 // through; every other answer is an errorCode, or an error that
 // errorCodeOf maps to one, for the error handler.
-func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *authMetrics) fiber.Handler {
+func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *authMetrics, warn *warnings) fiber.Handler {
 	deadlines := newDeadlines(redisTimeout, deadlineStep)
 	return func(c fiber.Ctx) error {
 		token := c.Get(headerToken)
@@ -101,6 +101,7 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 		}
 		q.remaining = rec.MonthlyLimit - used
 		setRateHeaders(&c.Response().Header, q)
+		warn.after(rec.UserEmail, rec.MonthlyLimit, used, t) // a comparison, unless this call crosses a threshold
 		m.outcome[outAllowed].Inc()
 		c.Status(fiber.StatusOK) // and no body
 		return nil

@@ -25,7 +25,8 @@ func newApp(log *slog.Logger, cfg authConfig, store tokenStore, acct accountStor
 		IdleTimeout:  cfg.IdleTimeout,
 		AnyMethod:    true, // the hook answers whatever method the proxy preserves
 	})
-	app.All("/", handleDecide(store, cfg.Unmetered, now, m))
+	warn := newWarnings(cfg.QuotaWarnings, acct.QueueWarning, log, reg)
+	app.All("/", handleDecide(store, cfg.Unmetered, now, m, warn))
 	app.Get("/api/usage", handleUsage(acct, clientip.Resolver{Trusted: cfg.TrustedProxies}, cfg.UsageRate, cfg.Unmetered, now))
 	return app
 }

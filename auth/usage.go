@@ -30,6 +30,10 @@ type accountStore interface {
 	// Allow counts one request against the rate limit buckets of keys
 	// (ratelimit.Allow) and returns 0, or the milliseconds to wait.
 	Allow(ctx context.Context, keys, args []string) (int64, error)
+	// QueueWarning queues a quota warning in the outbox unless its marker
+	// (wire.QuotaWarning.WarnedKey) is set, and sets it, in one atomic
+	// step; queued is false when the marker was set.
+	QueueWarning(ctx context.Context, w wire.QuotaWarning) (queued bool, err error)
 }
 
 var _ accountStore = (*redisStore)(nil)
