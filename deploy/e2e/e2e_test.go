@@ -180,6 +180,15 @@ func TestStack(t *testing.T) {
 			t.Errorf("%s = %q, want 3 (the allowed calls)", counterKey(jane.Email), got)
 		}
 	})
+	step("quota warning emailed when the limit is reached", func(t *testing.T) {
+		// Jane's 3 calls of 3: 80 % and 100 % fall on the 3rd call, which
+		// sends the highest only.
+		month := time.Now().UTC().Format("January 2006")
+		text := s.emailText(t, jane.Email, "Your Pesto API calls for "+month+" are used up")
+		if want := "have used all 3 calls of " + month + " (UTC)."; !strings.Contains(text, want) {
+			t.Errorf("warning email lacks %q:\n%s", want, text)
+		}
+	})
 	step("usage through the gateway, from auth itself", func(t *testing.T) {
 		reset := wire.NextMonth(time.Now()).Format(time.RFC3339)
 		for range 2 { // asking counts no call
@@ -477,8 +486,20 @@ func (s *stack) authReplicas(t *testing.T) []string {
 // returns the key its text part gives.
 func (s *stack) emailedKey(t *testing.T, address string) string {
 	t.Helper()
+	text := s.emailText(t, address, "Your Pesto API key")
+	m := regexp.MustCompile(`(?m)^ *X-Pesto-Token: (\S+)\r?$`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("the email to %s gives no key:\n%s", address, text)
+	}
+	return m[1]
+}
+
+// emailText waits for the email to address with subject in the mail
+// catcher and returns its text part.
+func (s *stack) emailText(t *testing.T, address, subject string) string {
+	t.Helper()
 	var id string
-	servicetest.Poll(t, 30*time.Second, "the email to "+address, func() bool {
+	servicetest.Poll(t, 30*time.Second, "the email to "+address+": "+subject, func() bool {
 		res := s.do(t, "GET", s.mail+"/api/v1/messages", nil, "")
 		var list struct {
 			Messages []struct {
@@ -491,7 +512,7 @@ func (s *stack) emailedKey(t *testing.T, address string) string {
 			return false
 		}
 		for _, m := range list.Messages {
-			if len(m.To) == 1 && m.To[0].Address == address && m.Subject == "Your Pesto API key" {
+			if len(m.To) == 1 && m.To[0].Address == address && m.Subject == subject {
 				id = m.ID
 				return true
 			}
@@ -499,12 +520,7 @@ func (s *stack) emailedKey(t *testing.T, address string) string {
 		return false
 	})
 	raw := s.do(t, "GET", s.mail+"/api/v1/message/"+id+"/raw", nil, "")
-	text := textPart(t, raw.body)
-	m := regexp.MustCompile(`(?m)^ *X-Pesto-Token: (\S+)\r?$`).FindStringSubmatch(text)
-	if m == nil {
-		t.Fatalf("the email to %s gives no key:\n%s", address, text)
-	}
-	return m[1]
+	return textPart(t, raw.body)
 }
 
 // textPart returns the decoded text/plain part of a MIME message.
