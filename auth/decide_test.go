@@ -16,6 +16,7 @@ import (
 
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
+	"pesto/shared/wire"
 )
 
 // One minute before the month ends: RateLimit-Reset and Retry-After are 60.
@@ -587,6 +588,8 @@ func TestOverQuotaFloodWritesNothing(t *testing.T) {
 			t.Fatalf("call %d: %+v", i, got)
 		}
 	}
+	// The third call reached the limit: its quota warning is written first.
+	servicetest.Poll(t, 5*time.Second, "the quota warning queued", func() bool { return rs.Do("XLEN", wire.OutboxStream) == "1" })
 	aofSize := func() string {
 		for _, line := range strings.Split(rs.Do("INFO", "persistence"), "\n") {
 			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "aof_current_size:"); ok {
