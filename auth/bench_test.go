@@ -12,7 +12,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"pesto/shared/metrics"
-	"pesto/shared/redisconn"
 	"pesto/shared/redistest"
 	"pesto/shared/wire"
 )
@@ -116,9 +115,7 @@ func newBenchApp(b *testing.B) (*fiber.App, tokenStore) {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	conn := redisconn.Dial(cfg.redisOptions(), log)
-	b.Cleanup(conn.Close)
-	rstore := newRedisStore(conn, cfg.CacheTTL, log)
+	rstore := dialStore(b, cfg, log)
 	return newApp(log, cfg, rstore, rstore, metrics.NewRegistry(), nil, func() time.Time { return now }), rstore
 }
 

@@ -78,6 +78,12 @@ const (
 	// cache emptied with it, so that no key, not even an unmetered one, is
 	// let through from the cache of a Redis that may have changed since.
 	connTimeout = time.Second
+	// counterConnTimeout: a stall of Redis this long still closes the
+	// counting connection (what it counted for calls answered 500 meanwhile
+	// is then kept); counterUserTimeout: a Redis host gone is given up
+	// within about this long.
+	counterConnTimeout = time.Hour
+	counterUserTimeout = 5 * time.Second
 )
 
 func (c authConfig) redisOptions() rueidis.ClientOption {
@@ -91,5 +97,23 @@ func (c authConfig) redisOptions() rueidis.ClientOption {
 	opt.RingScaleEachConn = ringScale
 	opt.MaxFlushDelay = flushDelay
 	opt.ConnWriteTimeout = connTimeout
+	return opt
+}
+
+// counterOptions are those of the counting client: no cache, and a
+// connection that is not given up while Redis is alive but slow. A count
+// sent to a Redis that then stalls is executed when it resumes; its reply
+// must come back on the same connection so that what it counted for calls
+// answered 500 meanwhile is refunded (a closed connection would leave it
+// counted). A peer that is gone is still noticed: the kernel gives the
+// connection up when what was sent stays unacknowledged for
+// counterUserTimeout (TCP_USER_TIMEOUT; a stalled Redis's kernel still
+// acknowledges), and keepalives find it gone when idle.
+func (c authConfig) counterOptions() rueidis.ClientOption {
+	opt := c.redisOptions()
+	opt.ClientName = "pesto-auth-counter"
+	opt.DisableCache = true
+	opt.ConnWriteTimeout = counterConnTimeout
+	opt.Dialer.Control = setUserTimeout(counterUserTimeout)
 	return opt
 }

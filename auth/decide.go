@@ -152,16 +152,22 @@ func newAuthMetrics(reg *metrics.Registry) *authMetrics {
 }
 
 // The quota path after the decision: calls are counted by group commit
-// (quota.Count), each batch by one counterScript call, in one atomic step.
+// (quota.Count); each batch goes to Redis in one round trip, where a
+// counter is counted in one atomic step: a plain INCRBY while this replica
+// last saw it well below its limit (plainCount), counterScript otherwise.
 //
 // A call is counted if and only if it is answered 200 (SPEC §2), whatever
 // the timing. The script is told a deadline and grants nothing once Redis's
-// clock has passed it; the caller waits for the script's reply until
-// countGrace after that deadline (the reply's way back, and the clocks of
-// auth and Redis a little apart), so a grant normally reaches its caller in
-// time. A reply that comes later still, for a call that was answered 500
-// meanwhile, is refunded exactly (refundScript). A script held up in a stalled
-// Redis runs after its deadline when Redis resumes, and counts nothing.
+// clock has passed it; the caller waits for the reply until countGrace
+// after that deadline (the reply's way back, and the clocks of auth and
+// Redis a little apart), so a grant normally reaches its caller in time.
+// Whatever a reply that comes later still counted for calls answered 500
+// meanwhile is refunded exactly (refundScript): the batch waits for its
+// reply for as long as the counting connection lives, and that connection
+// is not given up while Redis is alive, however long it stalls
+// (counterOptions). A script held up in a stalled Redis runs after its
+// deadline when Redis resumes and counts nothing; a plain INCRBY counts,
+// and its reply brings the refund.
 const countGrace = 150 * time.Millisecond
 
 // counterScript counts batches of calls, many counters in one call. Per
@@ -220,22 +226,84 @@ var counterTTL = strconv.FormatInt(int64(wire.CounterTTL/time.Second), 10)
 // errLate: the counter script ran after its deadline and counted nothing.
 var errLate = fmt.Errorf("counter script ran past its deadline: %w", context.DeadlineExceeded)
 
-// countBatch runs counterScript for the entries of one batch, which share a
-// hash slot, and sets their before and granted.
+// countBatch counts the entries of one batch, which share a hash slot, and
+// sets their before and granted (or their err). A counter this replica saw
+// well below its limit (plainCount) is counted with a plain INCRBY, the
+// others by counterScript; both go out together, in one round trip.
 func (s *redisStore) countBatch(ctx context.Context, deadline time.Time, entries []entry) error {
-	c, err := s.conn.Client()
+	c, err := s.counters.Client()
 	if err != nil {
 		return err
 	}
-	keys := make([]string, len(entries))
-	args := make([]string, 2, 2+2*len(entries))
+	plain := make([]int, 0, len(entries))
+	checked := make([]int, 0, len(entries))
+	s.seenMu.Lock()
+	for i, e := range entries {
+		if used, ok := s.seen[e.key]; ok && plainCount(used, e.n, e.limit) {
+			plain = append(plain, i)
+		} else {
+			checked = append(checked, i)
+		}
+	}
+	s.seenMu.Unlock()
+
+	var scriptErr error
+	done := make(chan struct{})
+	if len(checked) > 0 {
+		go func() {
+			scriptErr = s.countChecked(ctx, c, deadline, entries, checked)
+			close(done)
+		}()
+	} else {
+		close(done)
+	}
+	if len(plain) > 0 {
+		s.countPlain(ctx, c, entries, plain)
+	}
+	<-done
+	if scriptErr != nil {
+		for _, i := range checked {
+			entries[i].err = scriptErr
+		}
+	}
+
+	s.seenMu.Lock()
+	if len(s.seen) >= seenMax {
+		clear(s.seen) // a month's worth of counters at most; they are read again
+	}
+	for i := range entries {
+		if e := &entries[i]; e.err == nil {
+			s.seen[e.key] = e.before + e.granted
+		}
+	}
+	s.seenMu.Unlock()
+	return nil
+}
+
+// seenMax bounds the counters a replica remembers (about 100 bytes each).
+const seenMax = 1 << 16
+
+// plainCount reports whether n calls on a counter last seen at used may be
+// counted with a plain INCRBY: when even with the other replicas' calls
+// since then (up to an eighth of the limit) they stay within it. A plain
+// INCRBY that does pass the limit is still exact: countPlain gives the
+// excess back at once, and the counter is seen at its limit from then on,
+// so it is checked by the script, which writes nothing for a refused call.
+func plainCount(used, n, limit int64) bool {
+	return used+n <= limit-limit/8
+}
+
+// countChecked counts the entries at idx with counterScript.
+func (s *redisStore) countChecked(ctx context.Context, c rueidis.Client, deadline time.Time, entries []entry, idx []int) error {
+	keys := make([]string, len(idx))
+	args := make([]string, 2, 2+2*len(idx))
 	args[0], args[1] = "0", counterTTL
 	if !deadline.IsZero() {
 		args[0] = strconv.FormatInt(deadline.UnixMicro(), 10)
 	}
-	for i, e := range entries {
-		keys[i] = e.key
-		args = append(args, strconv.FormatInt(e.limit, 10), strconv.FormatInt(e.n, 10))
+	for j, i := range idx {
+		keys[j] = entries[i].key
+		args = append(args, strconv.FormatInt(entries[i].limit, 10), strconv.FormatInt(entries[i].n, 10))
 	}
 	reply, err := counterScript.Exec(ctx, c, keys, args).ToArray()
 	if err != nil {
@@ -244,23 +312,66 @@ func (s *redisStore) countBatch(ctx context.Context, deadline time.Time, entries
 	if len(reply) == 0 {
 		return errLate
 	}
-	if len(reply) != 2*len(entries) {
-		return fmt.Errorf("counter script: %d values for %d counters", len(reply), len(entries))
+	if len(reply) != 2*len(idx) {
+		return fmt.Errorf("counter script: %d values for %d counters", len(reply), len(idx))
 	}
-	for i := range entries {
-		if entries[i].before, err = reply[2*i].AsInt64(); err != nil {
+	for j, i := range idx {
+		if entries[i].before, err = reply[2*j].AsInt64(); err != nil {
 			return err
 		}
-		if entries[i].granted, err = reply[2*i+1].AsInt64(); err != nil {
+		if entries[i].granted, err = reply[2*j+1].AsInt64(); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// countPlain counts the entries at idx with one INCRBY each. INCRBY's
+// answer says what it counted: the calls that fit under the limit are
+// granted, the excess is given back at once (a counter that passed its
+// limit since this replica last saw it). A counter INCRBY had to create (an
+// operator deleted it) gets its TTL right after.
+func (s *redisStore) countPlain(ctx context.Context, c rueidis.Client, entries []entry, idx []int) {
+	cmds := make(rueidis.Commands, len(idx))
+	for j, i := range idx {
+		cmds[j] = c.B().Incrby().Key(entries[i].key).Increment(entries[i].n).Build()
+	}
+	for j, res := range c.DoMulti(ctx, cmds...) {
+		e := &entries[idx[j]]
+		after, err := res.AsInt64()
+		if err != nil {
+			e.err = err
+			continue
+		}
+		e.before = after - e.n
+		e.granted = min(e.n, max(e.limit-e.before, 0))
+		if excess := e.n - e.granted; excess > 0 {
+			if err := s.refund(ctx, e.key, excess); err != nil && s.onLost != nil {
+				s.onLost(e.key, excess, err)
+			}
+		}
+		if after == e.n {
+			if err := expireScript.Exec(ctx, c, []string{e.key}, []string{counterTTL}).Error(); err != nil {
+				s.log.Warn("counter created without its TTL", "err", err.Error())
+			}
+		}
+	}
+}
+
+// expireScript gives a counter that has none its TTL (never pushing an
+// existing one forward).
+var expireScript = rueidis.NewLuaScript(`
+local counter_key = KEYS[1]
+local ttl_seconds = ARGV[1]
+if redis.call('TTL', counter_key) == -1 then
+  return redis.call('EXPIRE', counter_key, ttl_seconds)
+end
+return 0
+`)
+
 // refund takes n counted calls back from the counter key.
 func (s *redisStore) refund(ctx context.Context, key string, n int64) error {
-	c, err := s.conn.Client()
+	c, err := s.counters.Client()
 	if err != nil {
 		return err
 	}
@@ -270,15 +381,16 @@ func (s *redisStore) refund(ctx context.Context, key string, n int64) error {
 // groupOf is the queue of a counter key: one for all on a single Redis, one
 // per hash slot on a Cluster (a script's keys must share a slot there).
 func (s *redisStore) groupOf(key string) uint16 {
-	if c, err := s.conn.Client(); err == nil && c.Mode() == rueidis.ClientModeCluster {
+	if c, err := s.counters.Client(); err == nil && c.Mode() == rueidis.ClientModeCluster {
 		return hashSlot(key)
 	}
 	return 0
 }
 
-// countFunc counts the calls of a batch in one atomic Redis step, grants
-// nothing once deadline has passed (zero: no deadline), and sets each
-// entry's before and granted.
+// countFunc counts the calls of a batch in one round trip, each counter in
+// one atomic step, and sets each entry's before and granted (or its err).
+// deadline (zero: none) is the script's: what is counted past it reaches
+// its callers too late, and quota refunds it.
 type countFunc func(ctx context.Context, deadline time.Time, entries []entry) error
 
 // refundFunc takes n counted calls back from a counter.
@@ -319,6 +431,7 @@ type entry struct {
 	n       int64 // calls
 	before  int64 // set by countFunc: calls counted before these
 	granted int64 // set by countFunc: how many of the n it counted
+	err     error // set by countFunc: this entry's own fault (nothing counted)
 }
 
 // batch is the calls counted by one script call.
@@ -428,6 +541,9 @@ func (q *quota) wait(ctx context.Context, b *batch, m member) (int64, bool, erro
 		return 0, false, b.err
 	}
 	e := &b.entries[m.e]
+	if e.err != nil {
+		return 0, false, e.err
+	}
 	if int64(m.i) >= e.granted {
 		return 0, false, nil
 	}
@@ -449,8 +565,7 @@ func (q *quota) send(g uint16, qu *queue, b *batch) {
 	}
 }
 
-// lateReply is how long a script's reply is still waited for after its
-// callers gave up, so that what it granted them can be refunded.
+// lateReply bounds a refund's own round trip.
 const lateReply = 2 * time.Second
 
 func (q *quota) sendOne(b *batch) {
@@ -462,13 +577,10 @@ func (q *quota) sendOne(b *batch) {
 	if !deadline.IsZero() && !time.Now().Before(deadline) {
 		b.err = errLate // its callers are past the script's deadline: send nothing
 	} else {
-		until := time.Now().Add(lateReply)
-		if !deadline.IsZero() {
-			until = deadline.Add(countGrace + lateReply)
-		}
-		ctx, cancel := context.WithDeadline(context.Background(), until)
-		b.err = q.count(ctx, deadline, entries)
-		cancel()
+		// No deadline of its own: the reply is awaited for as long as the
+		// counting connection lives, so that what it counted for callers
+		// who gave up meanwhile can be refunded.
+		b.err = q.count(context.Background(), deadline, entries)
 	}
 
 	q.mu.Lock()
@@ -482,7 +594,7 @@ func (q *quota) sendOne(b *batch) {
 	}
 	refunds := map[int]int64{}
 	for _, m := range gaveUp {
-		if int64(m.i) < entries[m.e].granted {
+		if entries[m.e].err == nil && int64(m.i) < entries[m.e].granted {
 			refunds[m.e]++
 		}
 	}

@@ -619,3 +619,98 @@ func TestOverQuotaFloodWritesNothing(t *testing.T) {
 		t.Fatalf("AOF %s → %s bytes, counter %s: want no write", before, after, rs.Do("GET", key))
 	}
 }
+
+// commandCalls is how many times a command ran on a standalone Redis (INFO
+// commandstats; the scripts are the evalsha calls).
+func commandCalls(t *testing.T, rs *redistest.Server, command string) int {
+	t.Helper()
+	for _, line := range strings.Split(rs.Do("INFO", "commandstats"), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+command+":calls="); ok {
+			n, _ := strconv.Atoi(v[:strings.IndexByte(v, ',')])
+			return n
+		}
+	}
+	return 0
+}
+
+// A counter this replica saw well below its limit is counted with a plain
+// INCRBY, not the script: the first call reads it through the script, the
+// next ones do not, and the count stays exact.
+func TestCounterWellBelowItsLimitSkipsTheScript(t *testing.T) {
+	rs := redistest.StartStandalone(t)
+	rs.Do("SET", "tok", validRecord) // limit 100
+	app, _ := newTestApp(t, rs, nil, endOfMonth)
+	key := counterNov + "jane@example.com"
+	for i := 1; i <= 10; i++ {
+		got := testCall(t, app, "GET", tokenHeader("tok"))
+		if got.Status != 200 || got.Header.Get("RateLimit-Remaining") != strconv.Itoa(100-i) {
+			t.Fatalf("call %d: %d, RateLimit-Remaining %q", i, got.Status, got.Header.Get("RateLimit-Remaining"))
+		}
+	}
+	if n := commandCalls(t, rs, "evalsha"); n != 1 {
+		t.Errorf("the counter script ran %d times for 10 calls far from the limit, want 1 (the first)", n)
+	}
+	if got := rs.Do("GET", key); got != "10" {
+		t.Fatalf("counter = %q, want 10", got)
+	}
+	if ttl, _ := strconv.Atoi(rs.Do("TTL", key)); ttl < 3456000-60 {
+		t.Fatalf("TTL = %d, want the one set at creation", ttl)
+	}
+}
+
+// Another replica takes a counter to its limit behind this one's back: the
+// plain INCRBY that passes the limit is refused, its excess given back at
+// once (the counter stays at the limit), and from then on the counter is
+// checked by the script, which writes nothing for a refused call.
+func TestPlainCountPassingTheLimitGivesTheExcessBack(t *testing.T) {
+	rs := redistest.StartStandalone(t, "--appendonly", "yes", "--appendfsync", "always")
+	rs.Do("SET", "tok", validRecord) // limit 100
+	app, _ := newTestApp(t, rs, nil, endOfMonth)
+	key := counterNov + "jane@example.com"
+	if got := testCall(t, app, "GET", tokenHeader("tok")); got.Status != 200 {
+		t.Fatalf("first call: %d", got.Status)
+	}
+	rs.Do("INCRBY", key, "99") // the other replicas' calls: at the limit now
+	got := testCall(t, app, "GET", tokenHeader("tok"))
+	if got.Status != 429 || got.Body != `{"message":"Monthly limit exceeded"}` {
+		t.Fatalf("past the limit: %d %q, want 429", got.Status, got.Body)
+	}
+	if got := rs.Do("GET", key); got != "100" {
+		t.Fatalf("counter = %q after the refused call, want 100", got)
+	}
+	aof := rs.Do("INFO", "persistence")
+	for i := 0; i < 5; i++ {
+		if got := testCall(t, app, "GET", tokenHeader("tok")); got.Status != 429 {
+			t.Fatalf("over quota: %d", got.Status)
+		}
+	}
+	if after := rs.Do("INFO", "persistence"); aofLine(after) != aofLine(aof) {
+		t.Fatalf("refused calls wrote to Redis: %s → %s", aofLine(aof), aofLine(after))
+	}
+}
+
+func aofLine(info string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if strings.HasPrefix(line, "aof_current_size:") {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
+}
+
+// A counter deleted meanwhile (by an operator) is made again by the plain
+// INCRBY and gets its TTL.
+func TestPlainCountRecreatesTheTTL(t *testing.T) {
+	rs := redistest.StartStandalone(t)
+	rs.Do("SET", "tok", validRecord)
+	app, _ := newTestApp(t, rs, nil, endOfMonth)
+	key := counterNov + "jane@example.com"
+	testCall(t, app, "GET", tokenHeader("tok"))
+	rs.Do("DEL", key)
+	if got := testCall(t, app, "GET", tokenHeader("tok")); got.Status != 200 {
+		t.Fatalf("after DEL: %d", got.Status)
+	}
+	if got, ttl := rs.Do("GET", key), rs.Do("TTL", key); got != "1" || ttl != "3456000" && ttl != "3455999" {
+		t.Fatalf("counter %q TTL %s, want 1 and 3456000", got, ttl)
+	}
+}

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"pesto/shared/metrics"
-	"pesto/shared/redisconn"
 	"pesto/shared/redistest"
 	"pesto/shared/server"
 	"pesto/shared/servicetest"
@@ -207,9 +206,7 @@ func TestSlowClients(t *testing.T) {
 	}
 	cfg.ReadTimeout, cfg.WriteTimeout, cfg.IdleTimeout = time.Second, time.Second, time.Second
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	conn := redisconn.Dial(cfg.redisOptions(), log)
-	t.Cleanup(conn.Close)
-	store := newRedisStore(conn, cfg.CacheTTL, log)
+	store := dialStore(t, cfg, log)
 	app := newApp(log, cfg, store, store, metrics.NewRegistry(), nil, timeNow)
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan net.Addr, 1)
@@ -334,9 +331,15 @@ func TestStalledRedisCountsOnlyThe200s(t *testing.T) {
 		return metric(`pesto_auth_decisions_total{outcome="allowed"}`) >= 100
 	})
 	rs.Freeze()
+	frozen := time.Now()
 	// Stalled long enough for calls on both replicas to give up while
-	// their scripts wait in Redis's sockets.
-	servicetest.Poll(t, 10*time.Second, "500s on both replicas during the stall", func() bool {
+	// their counts wait in Redis's sockets, and for longer than any
+	// timeout of auth's own (the connection of the records is given up
+	// after connTimeout; the counting one must not be).
+	servicetest.Poll(t, 10*time.Second, "500s on both replicas during a 3 s stall", func() bool {
+		if time.Since(frozen) < 3*time.Second {
+			return false
+		}
 		for _, a := range replicas {
 			if metricValue(t, a.URL, `pesto_redis_errors_total`) < 32 {
 				return false

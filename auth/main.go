@@ -46,12 +46,14 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	log.Info("starting", "version", version, "redis", cfg.RedisURL, "token_cache_ttl", cfg.CacheTTL.String())
 	conn := redisconn.Dial(cfg.redisOptions(), log)
 	defer conn.Close()
+	counters := redisconn.Dial(cfg.counterOptions(), log)
+	defer counters.Close()
 
 	rep := sentry.New(cfg.SentryDSN, "auth", cfg.Environment, version, log)
 	defer rep.Flush()
 
 	reg := metrics.NewRegistry()
-	store := newRedisStore(conn, cfg.CacheTTL, log)
+	store := newRedisStore(conn, counters, cfg.CacheTTL, log)
 	app := newApp(log, cfg, store, store, reg, rep, timeNow)
 	return server.Serve(ctx, app, fmt.Sprintf(":%d", cfg.Port), cfg.ShutdownTimeout, log, ready)
 }

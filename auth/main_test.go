@@ -387,9 +387,7 @@ func newTestApp(t *testing.T, rs *redistest.Server, env map[string]string, now t
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	conn := redisconn.Dial(cfg.redisOptions(), log)
-	t.Cleanup(conn.Close)
-	rstore := newRedisStore(conn, cfg.CacheTTL, log)
+	rstore := dialStore(t, cfg, log)
 	store := &countingStore{tokenStore: rstore}
 	return newApp(log, cfg, store, rstore, metrics.NewRegistry(), nil, func() time.Time { return now }), store
 }
@@ -460,4 +458,13 @@ func TestSentryReport(t *testing.T) {
 			t.Fatalf("no %s event", want)
 		}
 	}
+}
+
+// dialStore is the store main makes, on cfg's Redis, closed with the test.
+func dialStore(tb testing.TB, cfg authConfig, log *slog.Logger) *redisStore {
+	conn := redisconn.Dial(cfg.redisOptions(), log)
+	tb.Cleanup(conn.Close)
+	counters := redisconn.Dial(cfg.counterOptions(), log)
+	tb.Cleanup(counters.Close)
+	return newRedisStore(conn, counters, cfg.CacheTTL, log)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -32,16 +33,23 @@ var _ tokenStore = (*redisStore)(nil)
 var errMissing = errors.New("no record under the token")
 
 type redisStore struct {
-	conn     *redisconn.Conn
+	conn     *redisconn.Conn // records, through the client-side cache
+	counters *redisconn.Conn // counting (see counterOptions)
 	cacheTTL time.Duration
 	counts   *quota
+	log      *slog.Logger
+	onLost   func(key string, n int64, err error) // a refund that failed
+
+	seenMu sync.Mutex
+	seen   map[string]int64 // counter key → its value in the last reply
 }
 
-func newRedisStore(conn *redisconn.Conn, cacheTTL time.Duration, log *slog.Logger) *redisStore {
-	s := &redisStore{conn: conn, cacheTTL: cacheTTL}
-	s.counts = newQuota(s.countBatch, s.refund, s.groupOf, func(_ string, n int64, err error) {
-		log.Error("refund of calls answered 500 failed: the counter keeps them", "calls", n, "err", err.Error())
-	})
+func newRedisStore(conn, counters *redisconn.Conn, cacheTTL time.Duration, log *slog.Logger) *redisStore {
+	s := &redisStore{conn: conn, counters: counters, cacheTTL: cacheTTL, log: log, seen: map[string]int64{}}
+	s.onLost = func(_ string, n int64, err error) {
+		log.Error("refund of calls not answered 200 failed: the counter keeps them", "calls", n, "err", err.Error())
+	}
+	s.counts = newQuota(s.countBatch, s.refund, s.groupOf, s.onLost)
 	return s
 }
 
