@@ -49,6 +49,7 @@ type options struct {
 	signups  int           // waiting-list length before the registration load
 	authBin  string        // the binaries measured, relative to root unless absolute
 	regBin   string
+	authOnly bool // only auth against the reference: a quick run while working on auth
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -64,6 +65,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.signups, "signups", 10000, "signups on the waiting list before the registration load")
 	fs.StringVar(&o.authBin, "auth", "bin/auth", "the auth binary (another build can be compared this way)")
 	fs.StringVar(&o.regBin, "registration", "bin/registration", "the registration binary")
+	fs.BoolVar(&o.authOnly, "auth-only", false, "measure only auth against the reference (no exactness run, registration or flood): a quick run while working on auth")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -118,15 +118,20 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.progress("starting registration")
-	reg, err := b.startService(ctx, "registration", regBin, func(port int) []string {
-		return []string{"PORT=" + strconv.Itoa(port), "REDIS_URL=" + redisURL, "LOG_LEVEL=warn",
-			"ENVIRONMENT=bench", "REGISTER_RATE=" + benchRate, "TRIAL_RATE=" + benchRate,
-			"REGISTER_GLOBAL_RATE=" + benchRate, "TRIAL_GLOBAL_RATE=" + benchRate,
-			// The load adds signups to a list already -signups long: the
-			// bound must not turn them into 503s.
-			"WAITING_LIST_MAX=1000000"}
-	}, &rep.registration)
+	var reg *proc
+	if b.o.authOnly {
+		err = errors.New("not measured (-auth-only)")
+	} else {
+		b.progress("starting registration")
+		reg, err = b.startService(ctx, "registration", regBin, func(port int) []string {
+			return []string{"PORT=" + strconv.Itoa(port), "REDIS_URL=" + redisURL, "LOG_LEVEL=warn",
+				"ENVIRONMENT=bench", "REGISTER_RATE=" + benchRate, "TRIAL_RATE=" + benchRate,
+				"REGISTER_GLOBAL_RATE=" + benchRate, "TRIAL_GLOBAL_RATE=" + benchRate,
+				// The load adds signups to a list already -signups long: the
+				// bound must not turn them into 503s.
+				"WAITING_LIST_MAX=1000000"}
+		}, &rep.registration)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -200,8 +205,10 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 		return nil, err
 	}
 
-	if err := b.exactness(ctx, authEnv, authBin, auth, exactToken, rep); err != nil {
-		return nil, err
+	if !b.o.authOnly {
+		if err := b.exactness(ctx, authEnv, authBin, auth, exactToken, rep); err != nil {
+			return nil, err
+		}
 	}
 
 	if reg != nil {
