@@ -44,6 +44,8 @@ type stack struct {
 	// Host addresses: the gateway, registration's admin API, the mail
 	// catcher's web API.
 	gateway, admin, mail string
+	// composeErr is the last failed mustCompose: its command, error and output.
+	composeErr string
 }
 
 func TestStack(t *testing.T) {
@@ -72,10 +74,16 @@ func TestStack(t *testing.T) {
 	down := false
 	t.Cleanup(func() {
 		if t.Failed() {
-			out, _ := s.compose("ps", "-a")
-			t.Logf("docker compose ps -a:\n%s", out)
-			out, _ = s.compose("logs", "--no-color", "--tail", "60")
+			// The logs first, what went wrong last: a CI report that shows
+			// only the end of the output still says why.
+			out, _ := s.compose("logs", "--no-color", "--tail", "60")
 			t.Logf("docker compose logs:\n%s", out)
+			s.logHealth(t)
+			out, _ = s.compose("ps", "-a")
+			t.Logf("docker compose ps -a:\n%s", out)
+			if s.composeErr != "" {
+				t.Logf("the docker compose command that failed: %s", s.composeErr)
+			}
 		}
 		if !down {
 			if out, err := s.compose("down", "-v", "--remove-orphans"); err != nil {
@@ -336,9 +344,25 @@ func (s *stack) mustCompose(args ...string) string {
 	s.t.Helper()
 	out, err := s.compose(args...)
 	if err != nil {
-		s.t.Fatalf("docker compose %s: %v\n%s", strings.Join(args, " "), err, out)
+		s.composeErr = fmt.Sprintf("docker compose %s: %v\n%s", strings.Join(args, " "), err, out)
+		s.t.Fatal(s.composeErr)
 	}
 	return out
+}
+
+// logHealth logs each container's state and its last healthcheck probes.
+func (s *stack) logHealth(t *testing.T) {
+	ids := strings.Fields(func() string { out, _ := s.compose("ps", "-a", "-q"); return out }())
+	for _, id := range ids {
+		out, err := exec.Command(s.docker, "inspect", "--format",
+			`{{.Name}} {{.State.Status}} exit={{.State.ExitCode}} oom={{.State.OOMKilled}} started={{.State.StartedAt}}{{if .State.Health}} health={{.State.Health.Status}}{{range .State.Health.Log}}
+    probe {{.Start}} exit={{.ExitCode}}: {{.Output}}{{end}}{{end}}`, id).CombinedOutput()
+		if err != nil {
+			t.Logf("docker inspect %s: %v %s", id, err, out)
+			continue
+		}
+		t.Logf("%s", strings.TrimSpace(string(out)))
+	}
 }
 
 // redis runs redis-cli in the Redis container and returns its output
