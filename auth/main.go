@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime/debug"
 
 	"pesto/shared/cli"
 	"pesto/shared/logging"
@@ -26,6 +27,9 @@ func main() {
 	})
 }
 
+// gcPercent is auth's GOGC when the environment sets none.
+const gcPercent = 50
+
 var errUsage = fmt.Errorf("%w: auth [healthcheck|version]", cli.ErrUsage)
 
 // run is the whole program. ready, when not nil, is called with the
@@ -40,6 +44,13 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	if err != nil {
 		return err
+	}
+
+	// A small heap: collected at 50% growth rather than Go's 100%, unless
+	// GOGC says otherwise. Under 64 connections and 10,000 keys this keeps
+	// peak RSS about 5 MiB lower for no measurable CPU (docs/performance.md).
+	if _, set := lookupEnv("GOGC"); !set {
+		debug.SetGCPercent(gcPercent)
 	}
 
 	log := logging.New(stdout, cfg.LogLevel, "auth", cfg.Environment)
