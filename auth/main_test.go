@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -467,4 +468,19 @@ func dialStore(tb testing.TB, cfg authConfig, log *slog.Logger) *redisStore {
 	counters := redisconn.Dial(cfg.counterOptions(), log)
 	tb.Cleanup(counters.Close)
 	return newRedisStore(conn, counters, cfg.CacheTTL, log)
+}
+
+// auth collects at GOGC 50 unless the environment sets GOGC.
+func TestGCPercent(t *testing.T) {
+	rs := redistest.Start(t)
+	prev := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(prev) })
+	startAuth(t, map[string]string{"REDIS_URL": rs.URL})
+	if got := debug.SetGCPercent(100); got != gcPercent {
+		t.Errorf("GOGC unset: GC percent %d, want %d", got, gcPercent)
+	}
+	startAuth(t, map[string]string{"REDIS_URL": rs.URL, "GOGC": "100"})
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC=100: GC percent %d, want 100 (the environment's)", got)
+	}
 }
