@@ -8,11 +8,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
-	"runtime/debug"
 	"testing"
 	"time"
 
