@@ -318,19 +318,30 @@ func (b *bench) seedMany(ctx context.Context, prefix string) error {
 	return nil
 }
 
-// scriptStats is how many scripts (EVAL, EVALSHA) Redis has run and their
-// time, from INFO commandstats.
-func (b *bench) scriptStats(ctx context.Context) (calls int64, spent time.Duration, err error) {
+// commandStat is how many times Redis ran a command and its time.
+type commandStat struct {
+	calls int64
+	spent time.Duration
+}
+
+// commandStats are the scripts (EVAL, EVALSHA) and the INCRBYs (also those
+// run by scripts) Redis has run, from INFO commandstats.
+func (b *bench) commandStats(ctx context.Context) (st struct{ scripts, incrby commandStat }, err error) {
 	info, err := b.do(ctx, b.rdb.B().Info().Section("commandstats").Build()).ToString()
 	if err != nil {
-		return 0, 0, err
+		return st, err
 	}
 	for line := range strings.SplitSeq(info, "\n") {
-		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_evalsha:")
-		if !ok {
-			rest, ok = strings.CutPrefix(strings.TrimSpace(line), "cmdstat_eval:")
-		}
-		if !ok {
+		name, rest, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "cmdstat_"), ":")
+		var c *commandStat
+		switch {
+		case !ok:
+			continue
+		case name == "evalsha" || name == "eval":
+			c = &st.scripts
+		case name == "incrby":
+			c = &st.incrby
+		default:
 			continue
 		}
 		for f := range strings.SplitSeq(rest, ",") {
@@ -338,13 +349,13 @@ func (b *bench) scriptStats(ctx context.Context) (calls int64, spent time.Durati
 			n, _ := strconv.ParseInt(v, 10, 64)
 			switch k {
 			case "calls":
-				calls += n
+				c.calls += n
 			case "usec":
-				spent += time.Duration(n) * time.Microsecond
+				c.spent += time.Duration(n) * time.Microsecond
 			}
 		}
 	}
-	return calls, spent, nil
+	return st, nil
 }
 
 // seedSignups puts o.signups signups on the waiting list, as registration
@@ -454,7 +465,7 @@ func (b *bench) measuredLoad(ctx context.Context, p *proc, path, header, script 
 	if err != nil {
 		return wrkResult{}, err
 	}
-	scripts0, scriptTime0, err := b.scriptStats(ctx)
+	stats0, err := b.commandStats(ctx)
 	if err != nil {
 		return wrkResult{}, err
 	}
@@ -462,11 +473,13 @@ func (b *bench) measuredLoad(ctx context.Context, p *proc, path, header, script 
 	if err != nil {
 		return wrkResult{}, err
 	}
-	scripts1, scriptTime1, err := b.scriptStats(ctx)
+	stats1, err := b.commandStats(ctx)
 	if err != nil {
 		return wrkResult{}, err
 	}
-	res.Scripts, res.ScriptTime = scripts1-scripts0, scriptTime1-scriptTime0
+	res.Scripts = stats1.scripts.calls - stats0.scripts.calls
+	res.ScriptTime = stats1.scripts.spent - stats0.scripts.spent
+	res.IncrbyTime = stats1.incrby.spent - stats0.incrby.spent
 	cpu1, err := cpuTime(p)
 	if err != nil {
 		return wrkResult{}, err

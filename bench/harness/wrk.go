@@ -132,11 +132,12 @@ type wrkResult struct {
 	Codes        map[string]int64 `json:"codes"`         // by status; empty unless the script counts
 
 	// CPU time the server and redis-server used during the run, and the
-	// scripts Redis ran meanwhile and their time (set by the harness, not
-	// by wrk).
+	// scripts and INCRBYs (also those the scripts ran) Redis ran meanwhile
+	// and their time (set by the harness, not by wrk).
 	ServerCPU, RedisCPU time.Duration `json:"-"`
 	Scripts             int64         `json:"-"`
 	ScriptTime          time.Duration `json:"-"`
+	IncrbyTime          time.Duration `json:"-"`
 }
 
 // CPUPerRequest is ServerCPU and RedisCPU per request.
