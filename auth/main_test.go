@@ -415,7 +415,13 @@ func (s *countingStore) lookups() int {
 
 func testCall(t *testing.T, app *fiber.App, method string, header http.Header) answer {
 	t.Helper()
-	req, _ := http.NewRequest(method, "/", nil)
+	return appCall(t, app, method, "/", header)
+}
+
+// appCall sends a request with header to path through app.Test.
+func appCall(t *testing.T, app *fiber.App, method, path string, header http.Header) answer {
+	t.Helper()
+	req, _ := http.NewRequest(method, path, nil)
 	req.Header = header
 	res, err := app.Test(req, fiber.TestConfig{Timeout: 5 * time.Second})
 	if err != nil {

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/gofiber/fiber/v3"
 
@@ -17,15 +15,7 @@ import (
 // usageCall sends GET /api/usage through app.Test.
 func usageCall(t *testing.T, app *fiber.App, method string, header http.Header) answer {
 	t.Helper()
-	req, _ := http.NewRequest(method, "/api/usage", nil)
-	req.Header = header
-	res, err := app.Test(req, fiber.TestConfig{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
-	return answer{res.StatusCode, string(body), res.Header}
+	return appCall(t, app, method, "/api/usage", header)
 }
 
 // Every answer of GET /api/usage, status, body and headers exactly, and no

@@ -370,10 +370,15 @@ func scriptsOf(rs []wrkResult) []float64 {
 
 // scriptTimeOf is the scripts' time in Redis per request of each run.
 func scriptTimeOf(rs []wrkResult) []time.Duration {
+	return perRequest(rs, func(r wrkResult) time.Duration { return r.ScriptTime })
+}
+
+// perRequest is a time of each run over its requests.
+func perRequest(rs []wrkResult, spent func(wrkResult) time.Duration) []time.Duration {
 	out := make([]time.Duration, 0, len(rs))
 	for _, r := range rs {
 		if r.Requests > 0 {
-			out = append(out, r.ScriptTime/time.Duration(r.Requests))
+			out = append(out, spent(r)/time.Duration(r.Requests))
 		}
 	}
 	return out
@@ -381,13 +386,7 @@ func scriptTimeOf(rs []wrkResult) []time.Duration {
 
 // incrbyTimeOf is the INCRBYs' time in Redis per request of each run.
 func incrbyTimeOf(rs []wrkResult) []time.Duration {
-	out := make([]time.Duration, 0, len(rs))
-	for _, r := range rs {
-		if r.Requests > 0 {
-			out = append(out, r.IncrbyTime/time.Duration(r.Requests))
-		}
-	}
-	return out
+	return perRequest(rs, func(r wrkResult) time.Duration { return r.IncrbyTime })
 }
 
 func (r *report) routeRow(p func(string, ...any), name string, l routeLoad, want int) {
