@@ -157,7 +157,7 @@ func checkStack(t *testing.T, p *types.Project) {
 	}
 
 	// Memory limits and restart policies everywhere.
-	wantMemory := map[string]int64{"auth": 32 << 20, "registration": 32 << 20, "gateway": 64 << 20, "api": 16 << 20, "redis": 256 << 20}
+	wantMemory := map[string]int64{"auth": 32 << 20, "registration": 32 << 20, "gateway": 128 << 20, "api": 16 << 20, "redis": 256 << 20}
 	for _, s := range p.Services {
 		if s.Restart != types.RestartPolicyUnlessStopped {
 			t.Errorf("%s restart = %q, want unless-stopped", s.Name, s.Restart)

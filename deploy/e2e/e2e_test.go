@@ -437,7 +437,7 @@ func (s *stack) checkHealthy(t *testing.T) {
 
 // checkMemory wants each container under the memory limit compose.yaml sets.
 func (s *stack) checkMemory(t *testing.T) {
-	limits := map[string]float64{"redis": 256, "auth": 32, "registration": 32, "gateway": 64, "api": 16, "mailcatcher": 64}
+	limits := map[string]float64{"redis": 256, "auth": 32, "registration": 32, "gateway": 128, "api": 16, "mailcatcher": 64}
 	var names []string
 	service := map[string]string{}
 	for _, c := range s.containers(t) {
