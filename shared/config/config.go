@@ -14,6 +14,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"pesto/shared/sentry"
+	"pesto/shared/wire"
 )
 
 // Error names the variable whose value is bad.
@@ -104,6 +105,9 @@ type Common struct {
 	LogLevel        slog.Level
 	SentryDSN       sentry.DSN // zero: no reporting
 	ShutdownTimeout time.Duration
+	// KeyStorage is how new token records are stored (KEY_STORAGE: plain,
+	// the old services' format, or hashed); both forms are always read.
+	KeyStorage wire.KeyStorage
 }
 
 // LoadCommon reads the variables both services share.
@@ -116,6 +120,11 @@ func LoadCommon(e *Env) Common {
 	c.Redis, c.RedisURL = redisURL(e, e.String("REDIS_URL", "redis://localhost:6379"))
 	c.LogLevel = logLevel(e, e.String("LOG_LEVEL", "info"))
 	c.SentryDSN = sentryDSN(e, e.String("SENTRY_DSN", ""))
+	storage, ok := wire.ParseKeyStorage(e.String("KEY_STORAGE", "plain"))
+	if !ok {
+		e.Fail("KEY_STORAGE", "want plain or hashed, got %q", e.String("KEY_STORAGE", ""))
+	}
+	c.KeyStorage = storage
 	return c
 }
 

@@ -8,7 +8,17 @@ import (
 
 	"pesto/shared/sentry"
 	"pesto/shared/servicetest"
+	"pesto/shared/wire"
 )
+
+func TestKeyStorage(t *testing.T) {
+	for v, want := range map[string]wire.KeyStorage{"": wire.StoragePlain, "plain": wire.StoragePlain, "hashed": wire.StorageHashed} {
+		e := env(map[string]string{"KEY_STORAGE": v})
+		if c := LoadCommon(e); e.Err() != nil || c.KeyStorage != want {
+			t.Errorf("KEY_STORAGE=%q: %v %v", v, c.KeyStorage, e.Err())
+		}
+	}
+}
 
 func env(m map[string]string) *Env {
 	return New(servicetest.Env(m))
@@ -18,7 +28,8 @@ func TestLoadCommonDefaults(t *testing.T) {
 	e := env(nil)
 	c := LoadCommon(e)
 	if e.Err() != nil || c.Port != 3000 || c.Environment != "development" || c.LogLevel != slog.LevelInfo ||
-		c.ShutdownTimeout != 10*time.Second || c.SentryDSN != (sentry.DSN{}) || c.Redis.InitAddress[0] != "localhost:6379" {
+		c.ShutdownTimeout != 10*time.Second || c.SentryDSN != (sentry.DSN{}) || c.Redis.InitAddress[0] != "localhost:6379" ||
+		c.KeyStorage != wire.StoragePlain {
 		t.Fatalf("%+v %v", c, e.Err())
 	}
 }
@@ -48,7 +59,7 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 	for _, c := range []struct{ name, value string }{
 		{"PORT", "-1"}, {"PORT", "http"}, {"REDIS_URL", "http://x"}, {"REDIS_URL", "redis://[::1"},
 		{"LOG_LEVEL", "trace"}, {"SHUTDOWN_TIMEOUT", "5"}, {"SENTRY_DSN", "https://sentry.io/1"},
-		{"SENTRY_DSN", "ftp://k@h/1"},
+		{"SENTRY_DSN", "ftp://k@h/1"}, {"KEY_STORAGE", "sha256"}, {"KEY_STORAGE", "Hashed"},
 	} {
 		e := env(map[string]string{c.name: c.value})
 		LoadCommon(e)

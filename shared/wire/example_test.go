@@ -71,3 +71,10 @@ func ExampleWellFormedToken() {
 	// false
 	// false
 }
+
+// With KEY_STORAGE=hashed a record is stored under the SHA-256 of its key,
+// never the key itself.
+func ExampleHashedKey() {
+	fmt.Println(wire.HashedKey("johndoe-key"))
+	// Output: pesto:key:hR89ereZq6g0ITpjozLrJhQ32LllorvChvZzkwjNSTg
+}
