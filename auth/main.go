@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 
 	log := logging.New(stdout, cfg.LogLevel, "auth", cfg.Environment)
-	log.Info("starting", "version", version, "redis", cfg.RedisURL, "token_cache_ttl", cfg.CacheTTL.String())
+	log.Info("starting", "version", version, "redis", cfg.RedisURL, "token_cache_ttl", cfg.CacheTTL.String(), "key_storage", cfg.KeyStorage.String())
 	conn := redisconn.Dial(cfg.redisOptions(), log)
 	defer conn.Close()
 	counters := redisconn.Dial(cfg.counterOptions(), log)
@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer rep.Flush()
 
 	reg := metrics.NewRegistry()
-	store := newRedisStore(conn, counters, cfg.CacheTTL, log)
+	store := newRedisStore(conn, counters, cfg.CacheTTL, cfg.KeyStorage, log)
 	app := newApp(log, cfg, store, store, reg, rep, timeNow)
 	return server.Serve(ctx, app, fmt.Sprintf(":%d", cfg.Port), cfg.ShutdownTimeout, log, ready)
 }

@@ -473,7 +473,7 @@ func dialStore(tb testing.TB, cfg authConfig, log *slog.Logger) *redisStore {
 	tb.Cleanup(conn.Close)
 	counters := redisconn.Dial(cfg.counterOptions(), log)
 	tb.Cleanup(counters.Close)
-	return newRedisStore(conn, counters, cfg.CacheTTL, log)
+	return newRedisStore(conn, counters, cfg.CacheTTL, cfg.KeyStorage, log)
 }
 
 // auth collects at GOGC 50 unless the environment sets GOGC.

@@ -156,13 +156,31 @@ func usageClient(a netip.Addr) string {
 }
 
 // RecordTTL reads the record and its PTTL in one round trip, with plain
-// commands: a key holder asking about their key sees what Redis holds.
+// commands: a key holder asking about their key sees what Redis holds. The
+// record is looked for in both forms, in Record's order (and, with hashed
+// storage, the hashed form once more when a move may have happened
+// between the two).
 func (s *redisStore) RecordTTL(ctx context.Context, token string) (string, time.Duration, error) {
 	c, err := s.conn.Client()
 	if err != nil {
 		return "", 0, err
 	}
-	res := c.DoMulti(ctx, c.B().Get().Key(token).Build(), c.B().Pttl().Key(token).Build())
+	names := s.storage.RecordKeys(token)
+	order := names[:]
+	if s.storage == wire.StorageHashed {
+		order = []string{names[0], names[1], names[0]}
+	}
+	for _, name := range order {
+		raw, ttl, err := recordTTL(ctx, c, name)
+		if err != errMissing {
+			return raw, ttl, err
+		}
+	}
+	return "", 0, errMissing
+}
+
+func recordTTL(ctx context.Context, c rueidis.Client, name string) (string, time.Duration, error) {
+	res := c.DoMulti(ctx, c.B().Get().Key(name).Build(), c.B().Pttl().Key(name).Build())
 	raw, err := res[0].ToString()
 	if rueidis.IsRedisNil(err) {
 		return "", 0, errMissing
