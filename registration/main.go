@@ -31,7 +31,7 @@ func main() {
 	})
 }
 
-var errUsage = fmt.Errorf("%w: registration [healthcheck|version|admin-token]", cli.ErrUsage)
+var errUsage = fmt.Errorf("%w: registration [healthcheck|version|admin-token|migrate-keys]", cli.ErrUsage)
 
 // run is the whole program. ready, when not nil, is called with the
 // listening address (tests use port 0).
@@ -41,8 +41,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		if handled, err := cli.Common(args, "registration", version, cfg.Port, stdout); handled {
 			return err
 		}
-		if args[0] == "admin-token" {
+		switch args[0] {
+		case "admin-token":
 			return adminToken(args[1:], cfg, err, stdout, time.Now())
+		case "migrate-keys":
+			return migrateKeys(ctx, args[1:], cfg, err, stdout)
 		}
 		return errUsage
 	}

@@ -150,10 +150,11 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 	}
 	ongoing, _ := claim[0].ToString()
 
-	rec, taken, err := s.record(ctx, c, old)
+	oldForms, err := forms(ctx, c, s.storage, old)
 	if err != nil {
 		return "", err
 	}
+	rec, taken := recordOf(oldForms)
 	switch {
 	case ongoing != "":
 		// A rotation on record: old may be revoked or gone by now; the new
@@ -196,13 +197,14 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 		return "", errUserNotExists
 	case !newTaken:
 		fresh := wire.TokenRecord{UserEmail: rec.UserEmail, MonthlyLimit: rec.MonthlyLimit}
-		set := c.B().Set().Key(newToken).Value(rueidis.BinaryString(fresh.Encode())).Nx().Build()
-		left, err := c.Do(ctx, c.B().Pttl().Key(old).Build()).AsInt64()
+		name := s.storage.RecordKey(newToken)
+		set := c.B().Set().Key(name).Value(rueidis.BinaryString(fresh.Encode())).Nx().Build()
+		left, err := c.Do(ctx, c.B().Pttl().Key(oldForms[0].name).Build()).AsInt64()
 		if err != nil {
 			return "", err
 		}
 		if left > 0 { // old expires: so does its successor, when old would have
-			set = c.B().Set().Key(newToken).Value(rueidis.BinaryString(fresh.Encode())).Nx().PxMilliseconds(left).Build()
+			set = c.B().Set().Key(name).Value(rueidis.BinaryString(fresh.Encode())).Nx().PxMilliseconds(left).Build()
 		}
 		if err := c.Do(ctx, set).Error(); err != nil && !rueidis.IsRedisNil(err) {
 			return "", err
@@ -211,14 +213,25 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 	}
 
 	if rec != nil && !rec.Revoked {
-		if grace == 0 {
-			rec.Revoked = true
-			err := c.Do(ctx, c.B().Set().Key(old).Value(rueidis.BinaryString(rec.Encode())).Xx().Keepttl().Build()).Error()
-			if err != nil && !rueidis.IsRedisNil(err) {
+		// In every form old has (a Cluster's migrate-keys may hold both for
+		// a moment), so that either form read first is right.
+		for _, f := range oldForms {
+			if f.notString {
+				continue
+			}
+			if grace == 0 {
+				r, derr := wire.DecodeTokenRecord(f.raw)
+				if derr != nil {
+					continue
+				}
+				r.Revoked = true
+				err := c.Do(ctx, c.B().Set().Key(f.name).Value(rueidis.BinaryString(r.Encode())).Xx().Keepttl().Build()).Error()
+				if err != nil && !rueidis.IsRedisNil(err) {
+					return "", err
+				}
+			} else if err := shortenTTLScript.Exec(ctx, c, []string{f.name}, []string{strconv.FormatInt(grace.Milliseconds(), 10)}).Error(); err != nil {
 				return "", err
 			}
-		} else if err := shortenTTLScript.Exec(ctx, c, []string{old}, []string{strconv.FormatInt(grace.Milliseconds(), 10)}).Error(); err != nil {
-			return "", err
 		}
 	}
 

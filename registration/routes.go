@@ -30,7 +30,7 @@ func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.
 		// X-Forwarded-For value, which the client writes): see clientip.Resolver.
 	})
 	ips := clientip.Resolver{Trusted: cfg.TrustedProxies}
-	admin := &adminStore{conn: conn, log: log}
+	admin := &adminStore{conn: conn, storage: cfg.KeyStorage, log: log}
 	guard := requireAdmin(newAdminVerifier(cfg.AdminSecret, cfg.AdminPublicKey))
 
 	public := []string{"/api/register", "/api/trial"}
@@ -48,7 +48,7 @@ func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.
 	app.Post("/api/register", crossSite, markResultPage,
 		handleRegister(log, conn, cfg.WaitingListMax, newRateLimiter(conn, ips, "register", cfg.RegisterRate, cfg.RegisterGlobalRate, cfg.IPv6RatePrefixes, m.limited[0]), m))
 	app.Post("/api/trial", crossSite,
-		handleTrial(log, conn, cfg.TrialDomain, newRateLimiter(conn, ips, "trial", cfg.TrialRate, cfg.TrialGlobalRate, cfg.IPv6RatePrefixes, m.limited[1]), m))
+		handleTrial(log, conn, cfg.KeyStorage, cfg.TrialDomain, newRateLimiter(conn, ips, "trial", cfg.TrialRate, cfg.TrialGlobalRate, cfg.IPv6RatePrefixes, m.limited[1]), m))
 
 	app.Get("/api/pending", guard, handlePending(admin))
 	app.Put("/api/approve", guard, handleApprove(log, admin, m))

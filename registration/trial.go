@@ -12,9 +12,9 @@ import (
 	"pesto/shared/wire"
 )
 
-// createTrial stores a new trial key: SET NX with a TTL of a day. A
-// collision (astronomically unlikely) draws another key.
-func createTrial(ctx context.Context, conn *redisconn.Conn, domain string) (string, error) {
+// createTrial stores a new trial key in storage's form: SET NX with a TTL
+// of a day. A collision (astronomically unlikely) draws another key.
+func createTrial(ctx context.Context, conn *redisconn.Conn, storage wire.KeyStorage, domain string) (string, error) {
 	c, err := conn.Client()
 	if err != nil {
 		return "", err
@@ -25,7 +25,7 @@ func createTrial(ctx context.Context, conn *redisconn.Conn, domain string) (stri
 			UserEmail:    "trial-" + randomAlphanumeric(trialEmailChars) + "@" + domain,
 			MonthlyLimit: wire.TrialMonthlyLimit,
 		}
-		err := c.Do(ctx, c.B().Set().Key(token).Value(rueidis.BinaryString(rec.Encode())).
+		err := c.Do(ctx, c.B().Set().Key(storage.RecordKey(token)).Value(rueidis.BinaryString(rec.Encode())).
 			Nx().Ex(wire.TrialTTL).Build()).Error()
 		if rueidis.IsRedisNil(err) {
 			continue
@@ -36,14 +36,14 @@ func createTrial(ctx context.Context, conn *redisconn.Conn, domain string) (stri
 }
 
 // handleTrial answers POST /api/trial: 200 {"token":"TRIAL-…"}.
-func handleTrial(log *slog.Logger, conn *redisconn.Conn, domain string, limit *rateLimiter, m *regMetrics) fiber.Handler {
+func handleTrial(log *slog.Logger, conn *redisconn.Conn, storage wire.KeyStorage, domain string, limit *rateLimiter, m *regMetrics) fiber.Handler {
 	return func(c fiber.Ctx) error {
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
 		if err := limit.allow(ctx, c); err != nil {
 			return err
 		}
-		token, err := createTrial(ctx, conn, domain)
+		token, err := createTrial(ctx, conn, storage, domain)
 		if err != nil {
 			return err
 		}

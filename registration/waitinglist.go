@@ -318,8 +318,9 @@ return 0
 
 // adminStore is the Redis side of the admin API.
 type adminStore struct {
-	conn *redisconn.Conn
-	log  *slog.Logger
+	conn    *redisconn.Conn
+	storage wire.KeyStorage // the form new keys are written in
+	log     *slog.Logger
 }
 
 // pendingWindow is how far back, from a cursor's offset, pending looks for
@@ -498,9 +499,10 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 		limit = written.MonthlyLimit // the first attempt's record is the truth
 	} else {
 		rec := wire.TokenRecord{UserEmail: strings.TrimSpace(signup.Email), MonthlyLimit: a.Limit}
-		set := c.B().Set().Key(token).Value(rueidis.BinaryString(rec.Encode())).Nx().Build()
+		name := s.storage.RecordKey(token)
+		set := c.B().Set().Key(name).Value(rueidis.BinaryString(rec.Encode())).Nx().Build()
 		if !a.Expires.IsZero() {
-			set = c.B().Set().Key(token).Value(rueidis.BinaryString(rec.Encode())).Nx().Pxat(a.Expires).Build()
+			set = c.B().Set().Key(name).Value(rueidis.BinaryString(rec.Encode())).Nx().Pxat(a.Expires).Build()
 		}
 		err := c.Do(ctx, set).Error()
 		switch {
@@ -568,53 +570,74 @@ func (s *adminStore) pickToken(ctx context.Context, c rueidis.Client, a approval
 	return "", nil, errCollision
 }
 
-// record reads the record under token with a plain GET (never the cache):
-// taken is whether the key exists; rec is nil when it is not a readable
-// token record.
+// record reads token's record in either form with plain GETs (never the
+// cache): taken is whether the key exists; rec is nil when it is not a
+// readable token record. The form KEY_STORAGE writes is looked at first.
 func (s *adminStore) record(ctx context.Context, c rueidis.Client, token string) (rec *wire.TokenRecord, taken bool, err error) {
-	raw, err := c.Do(ctx, c.B().Get().Key(token).Build()).ToString()
-	if rueidis.IsRedisNil(err) {
-		return nil, false, nil
-	}
+	found, err := forms(ctx, c, s.storage, token)
 	if err != nil {
-		if _, ok := rueidis.IsRedisErr(err); ok {
-			return nil, true, nil // e.g. WRONGTYPE: a key, but not a record
-		}
 		return nil, false, err
 	}
-	r, derr := wire.DecodeTokenRecord(raw)
-	if derr != nil {
-		return nil, true, nil
-	}
-	return &r, true, nil
+	rec, taken = recordOf(found)
+	return rec, taken, nil
 }
 
-// revoke sets Revoked on token's record, keeping its email, limit and TTL.
+// recordOf is the record of the first of found (see record).
+func recordOf(found []keyForm) (rec *wire.TokenRecord, taken bool) {
+	if len(found) == 0 {
+		return nil, false
+	}
+	if found[0].notString {
+		return nil, true // e.g. WRONGTYPE: a key, but not a record
+	}
+	r, err := wire.DecodeTokenRecord(found[0].raw)
+	if err != nil {
+		return nil, true
+	}
+	return &r, true
+}
+
+// revoke sets Revoked on token's record, keeping its email, limit and TTL,
+// in every form the key has.
 func (s *adminStore) revoke(ctx context.Context, token string) error {
 	c, err := s.conn.Client()
 	if err != nil {
 		return err
 	}
-	raw, err := c.Do(ctx, c.B().Get().Key(token).Build()).ToString()
-	if rueidis.IsRedisNil(err) {
-		return errUserNotExists
-	}
-	if _, ok := rueidis.IsRedisErr(err); ok {
-		return errUserNotExists // WRONGTYPE: a key, but no token record
-	}
+	found, err := forms(ctx, c, s.storage, token)
 	if err != nil {
 		return err
 	}
-	rec, err := wire.DecodeTokenRecord(raw)
-	if err != nil {
-		return err
+	if len(found) == 0 || found[0].notString {
+		return errUserNotExists // none, or WRONGTYPE: a key, but no token record
 	}
-	rec.Revoked = true
-	err = c.Do(ctx, c.B().Set().Key(token).Value(rueidis.BinaryString(rec.Encode())).Xx().Keepttl().Build()).Error()
-	if rueidis.IsRedisNil(err) {
+	revoked := 0
+	for i, f := range found {
+		if f.notString {
+			continue
+		}
+		rec, err := wire.DecodeTokenRecord(f.raw)
+		if err != nil {
+			if i == 0 {
+				return err
+			}
+			continue
+		}
+		rec.Revoked = true
+		err = c.Do(ctx, c.B().Set().Key(f.name).Value(rueidis.BinaryString(rec.Encode())).Xx().Keepttl().Build()).Error()
+		switch {
+		case rueidis.IsRedisNil(err):
+			// expired, deleted or moved meanwhile
+		case err != nil:
+			return err
+		default:
+			revoked++
+		}
+	}
+	if revoked == 0 {
 		return errUserNotExists // expired or deleted meanwhile
 	}
-	return err
+	return nil
 }
 
 // reject removes the person's signup; removed is false when it is not
@@ -658,26 +681,30 @@ func (s *adminStore) reject(ctx context.Context, email string) (removed bool, di
 	return removed, discarded, c.Do(ctx, c.B().Del().Key(approving).Build()).Error()
 }
 
-// discardUnfinished deletes the record under token when it is email's and
-// unchanged since read; it returns token when it deleted it.
+// discardUnfinished deletes the record under token, in either form, when
+// it is email's and unchanged since read; it returns token when it deleted
+// it.
 func (s *adminStore) discardUnfinished(ctx context.Context, c rueidis.Client, email, token string) (string, error) {
-	raw, err := c.Do(ctx, c.B().Get().Key(token).Build()).ToString()
-	if rueidis.IsRedisNil(err) {
-		return "", nil // the approval died before writing its record
-	}
-	if _, ok := rueidis.IsRedisErr(err); ok {
-		return "", nil // WRONGTYPE: not a record, so not ours
-	}
+	found, err := forms(ctx, c, s.storage, token)
 	if err != nil {
 		return "", err
 	}
-	rec, derr := wire.DecodeTokenRecord(raw)
-	if derr != nil || !wire.SamePerson(rec.UserEmail, email) {
-		return "", nil // someone else's key: the approving key was stale
+	deleted := ""
+	for _, f := range found {
+		if f.notString {
+			continue // not a record, so not ours
+		}
+		rec, derr := wire.DecodeTokenRecord(f.raw)
+		if derr != nil || !wire.SamePerson(rec.UserEmail, email) {
+			continue // someone else's key: the approving key was stale
+		}
+		n, err := deleteIfScript.Exec(ctx, c, []string{f.name}, []string{f.raw}).AsInt64()
+		if err != nil {
+			return "", err
+		}
+		if n == 1 {
+			deleted = token
+		}
 	}
-	n, err := deleteIfScript.Exec(ctx, c, []string{token}, []string{raw}).AsInt64()
-	if err != nil || n == 0 {
-		return "", err
-	}
-	return token, nil
+	return deleted, nil
 }
