@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"pesto/shared/keymove"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 	"pesto/shared/wire"
@@ -178,4 +180,73 @@ func TestUsageEitherForm(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The migration under load: while auth replicas (KEY_STORAGE=hashed) answer
+// calls on keys, a mover moves them all as registration's migrate-keys does
+// (keymove.Move: one script on a single Redis, two steps on a Cluster). No
+// call is refused, each is counted once, every record ends hashed with its
+// bytes.
+func TestMigrationUnderLoad(t *testing.T) {
+	rs := redistest.Start(t)
+	const keys = 300
+	tok := func(i int) string { return "tok-load-" + strconv.Itoa(i) + "-0123456789abcdef" }
+	rec := func(i int) string {
+		return `{"UserEmail":"l` + strconv.Itoa(i) + `@example.com","MonthlyLimit":100000,"Revoked":false}`
+	}
+	for i := range keys {
+		rs.Do("SET", tok(i), rec(i))
+	}
+	replicas := []*authInstance{
+		startAuth(t, map[string]string{"REDIS_URL": rs.URL, "KEY_STORAGE": "hashed", "LOG_LEVEL": "info"}),
+		startAuth(t, map[string]string{"REDIS_URL": rs.URL, "KEY_STORAGE": "hashed", "LOG_LEVEL": "info"}),
+	}
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	calls := make([]int, keys)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for n := w; ; n += 8 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				i := n % keys
+				got := call(t, "GET", replicas[n%2].URL, tok(i))
+				if got.Status != 200 {
+					t.Errorf("%s: %+v", tok(i), got)
+					return
+				}
+				mu.Lock()
+				calls[i]++
+				mu.Unlock()
+			}
+		})
+	}
+	c := rs.Client()
+	for i := range keys {
+		if _, err := keymove.Move(context.Background(), c, tok(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	month := wire.CounterKey(time.Now(), "")
+	total := 0
+	for i := range keys {
+		total += calls[i]
+		want := ""
+		if calls[i] > 0 {
+			want = strconv.Itoa(calls[i])
+		}
+		if got := rs.Do("GET", month+"l"+strconv.Itoa(i)+"@example.com"); got != want {
+			t.Errorf("key %d: counter %q, want %q (the 200s)", i, got, want)
+		}
+		if rs.Do("EXISTS", tok(i)) != "0" || rs.Do("GET", wire.HashedKey(tok(i))) != rec(i) {
+			t.Errorf("key %d not moved exactly", i)
+		}
+	}
+	t.Logf("%d calls answered 200 while %d keys moved", total, keys)
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -193,7 +192,7 @@ func migrateBatch(ctx context.Context, c rueidis.Client, names []string, apply b
 	for _, name := range records {
 		moved, err := keymove.Move(ctx, c, name)
 		if err != nil {
-			return fmt.Errorf("moving %s: %w", strings.Repeat("*", 0)+shortName(name), err)
+			return fmt.Errorf("moving %s: %w", shortName(name), err)
 		}
 		if moved {
 			t.moved++
