@@ -91,6 +91,11 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 	if err := b.seed(ctx, throughputToken, wire.TokenRecord{UserEmail: throughputEmail, MonthlyLimit: throughputLimit}); err != nil {
 		return nil, err
 	}
+	// Its hashed form too, for the auth with KEY_STORAGE=hashed (the
+	// plain one finds the plaintext first and never looks further).
+	if err := b.seed(ctx, wire.HashedKey(throughputToken), wire.TokenRecord{UserEmail: throughputEmail, MonthlyLimit: throughputLimit}); err != nil {
+		return nil, err
+	}
 	if err := b.seedSignups(ctx); err != nil {
 		return nil, err
 	}
@@ -115,6 +120,13 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 	ref, err := b.startService(ctx, "reference", refBin, func(port int) []string {
 		return []string{"PORT=" + strconv.Itoa(port)}
 	}, &rep.reference)
+	if err != nil {
+		return nil, err
+	}
+	b.progress("starting auth with KEY_STORAGE=hashed")
+	authHashed, err := b.startService(ctx, "auth-hashed", authBin, func(port int) []string {
+		return append(authEnv(port), "KEY_STORAGE=hashed")
+	}, &rep.authHashed)
 	if err != nil {
 		return nil, err
 	}
@@ -170,6 +182,8 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 		{ref, tokenHeader, plainScript, &rep.refRuns},
 		{auth, "", manyScript, &rep.manyRuns},
 		{ref, "", manyScript, &rep.refManyRuns},
+		{authHashed, tokenHeader, plainScript, &rep.hashedRuns},
+		{authHashed, "", manyScript, &rep.hashedManyRuns},
 	}
 	b.progress("warming up auth and reference (%s each, both loads)", b.o.warmup)
 	for _, k := range kinds {
@@ -180,7 +194,8 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 	for round := range b.o.rounds {
 		order := kinds
 		if round%2 == 1 {
-			order = []runKind{kinds[3], kinds[2], kinds[1], kinds[0]}
+			order = slices.Clone(kinds)
+			slices.Reverse(order)
 		}
 		for _, k := range order {
 			what := "hot key"
@@ -301,10 +316,14 @@ func (b *bench) seed(ctx context.Context, token string, rec wire.TokenRecord) er
 func (b *bench) seedMany(ctx context.Context, prefix string) error {
 	const batch = 1000
 	for i := 0; i < manyKeys; i += batch {
-		cmds := make(rueidis.Commands, 0, batch)
+		cmds := make(rueidis.Commands, 0, 2*batch)
 		for j := i; j < min(i+batch, manyKeys); j++ {
 			rec := wire.TokenRecord{UserEmail: fmt.Sprintf("bench-many-%05d@example.com", j), MonthlyLimit: throughputLimit}
-			cmds = append(cmds, b.rdb.B().Set().Key(fmt.Sprintf("%s%05d", prefix, j)).Value(string(rec.Encode())).Build())
+			token := fmt.Sprintf("%s%05d", prefix, j)
+			// Both forms: the plain auth finds the plaintext, the hashed one
+			// the hashed form, each with one lookup.
+			cmds = append(cmds, b.rdb.B().Set().Key(token).Value(string(rec.Encode())).Build(),
+				b.rdb.B().Set().Key(wire.HashedKey(token)).Value(string(rec.Encode())).Build())
 		}
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		for _, r := range b.rdb.DoMulti(ctx, cmds...) {
