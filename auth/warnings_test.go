@@ -70,6 +70,12 @@ func TestQuotaWarnings(t *testing.T) {
 		got = outbox(t, rs)
 		return len(got) >= 2
 	})
+	// Each is queued in the background of its call: in either order.
+	slices.SortFunc(got, func(a, b map[string]string) int {
+		x, _ := strconv.Atoi(a["percent"])
+		y, _ := strconv.Atoi(b["percent"])
+		return x - y
+	})
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("outbox\n got %v\nwant %v", got, want)
 	}
