@@ -75,12 +75,19 @@ func (s *redisStore) Record(ctx context.Context, token string) (string, bool, er
 	if err != nil {
 		return "", false, err
 	}
-	names := s.storage.RecordKeys(token)
-	raw, cached, err := s.lookup(ctx, c, names[0])
+	// The order of wire.KeyStorage.RecordKeys, the other form's name made
+	// only when the first is missing: with plain storage a call on a key
+	// found where it is costs no hash.
+	first := s.storage.RecordKey(token)
+	raw, cached, err := s.lookup(ctx, c, first)
 	if !errors.Is(err, errMissing) {
 		return raw, cached, err
 	}
-	raw, cached2, err := s.lookup(ctx, c, names[1])
+	other := token
+	if first == token {
+		other = wire.HashedKey(token)
+	}
+	raw, cached2, err := s.lookup(ctx, c, other)
 	cached = cached && cached2
 	if s.storage != wire.StorageHashed {
 		return raw, cached, err
@@ -90,7 +97,7 @@ func (s *redisStore) Record(ctx context.Context, token string) (string, bool, er
 		s.move(ctx, c, token, raw)
 	case errors.Is(err, errMissing):
 		var cached3 bool
-		raw, cached3, err = s.lookup(ctx, c, names[0])
+		raw, cached3, err = s.lookup(ctx, c, first)
 		cached = cached && cached3
 	}
 	return raw, cached, err

@@ -30,6 +30,24 @@ func TestHashedStorage(t *testing.T) {
 				t.Fatalf("a key name holds the token: %s", k)
 			}
 		}
+		// Nor any value but the outbox's (the email in waiting): the
+		// memory of a rotation holds its new key sealed.
+		for _, k := range rs.Keys("*") {
+			var v string
+			switch {
+			case k == outboxStream || k == outboxDead:
+				continue
+			case rs.Do("TYPE", k) == "string":
+				v = rs.Do("GET", k)
+			case rs.Do("TYPE", k) == "hash":
+				v = rs.Do("HGETALL", k)
+			case rs.Do("TYPE", k) == "list":
+				v = strings.Join(rs.DoList("LRANGE", k, "0", "-1"), "\n")
+			}
+			if strings.Contains(v, token) {
+				t.Fatalf("the value of %s holds the token", k)
+			}
+		}
 	}
 
 	// approve

@@ -2,9 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strconv"
 	"time"
@@ -32,15 +37,54 @@ var errRevokedKey = badRequest("Token has been revoked")
 
 // rotatingPrefix starts the key that remembers a rotation:
 // pesto:{waiting-list}:rotating:<SHA-256 of the old key, hex>, a hash with
-// the new key (token) and, once its email is queued, done. The hash tag
-// keeps it in the outbox's cluster slot: queuing the email and marking the
-// rotation done are one atomic step. The old key is hashed so that no
-// second copy of a live key is kept in a key name.
+// the new key sealed by the old one (token: sealRotation) and, once its
+// email is queued, done. The hash tag keeps it in the outbox's cluster
+// slot: queuing the email and marking the rotation done are one atomic
+// step. The old key is hashed so that no second copy of a live key is kept
+// in a key name, and the new key is sealed so that none is kept at rest:
+// only the holder of the old key (the admin's retry) can open it.
 const rotatingPrefix = wire.OwnPrefix + "{waiting-list}:rotating:"
 
 func rotatingKey(old string) string {
 	sum := sha256.Sum256([]byte(old))
 	return rotatingPrefix + hex.EncodeToString(sum[:])
+}
+
+// rotationCipher is AES-256-GCM keyed by the SHA-256 of a domain label and
+// the old key: another key than the one rotatingKey names it by.
+func rotationCipher(old string) cipher.AEAD {
+	key := sha256.Sum256([]byte("pesto rotation seal\x00" + old))
+	block, _ := aes.NewCipher(key[:]) // a 32-byte key: no error
+	aead, _ := cipher.NewGCM(block)
+	return aead
+}
+
+// sealRotation seals the new key of a rotation with the old key:
+// base64url(nonce ‖ AES-256-GCM ciphertext and tag).
+func sealRotation(old, newToken string) string {
+	aead := rotationCipher(old)
+	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(newToken)+aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, []byte(newToken), nil))
+}
+
+// errSealBroken: a remembered rotation that the old key does not open.
+var errSealBroken = errors.New("rotation on record: its new key does not open with the old one")
+
+// openRotation opens what sealRotation sealed with the same old key.
+func openRotation(old, sealed string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(sealed)
+	aead := rotationCipher(old)
+	if err != nil || len(b) < aead.NonceSize() {
+		return "", errSealBroken
+	}
+	plain, err := aead.Open(nil, b[:aead.NonceSize()], b[aead.NonceSize():], nil)
+	if err != nil {
+		return "", errSealBroken
+	}
+	return string(plain), nil
 }
 
 // handleRotate answers PUT /api/rotate {"token","grace"?}: a new key for the
@@ -91,8 +135,8 @@ func handleRotate(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Hand
 	}
 }
 
-// claimRotationScript records the new key of a rotation unless one is
-// recorded: returns {new key, done (0 or 1)}.
+// claimRotationScript records the new key of a rotation (sealed) unless
+// one is recorded: returns {sealed new key, done (0 or 1)}.
 var claimRotationScript = rueidis.NewLuaScript(`
 local rotating_key = KEYS[1]
 local candidate = ARGV[1]
@@ -149,6 +193,11 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 		return "", err
 	}
 	ongoing, _ := claim[0].ToString()
+	if ongoing != "" {
+		if ongoing, err = openRotation(old, ongoing); err != nil {
+			return "", err
+		}
+	}
 
 	oldForms, err := forms(ctx, c, s.storage, old)
 	if err != nil {
@@ -171,11 +220,15 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 	if ongoing != "" {
 		newToken = ongoing
 	} else {
-		res, err := claimRotationScript.Exec(ctx, c, []string{remembered}, []string{randomAlphanumeric(approvedKeyChars)}).ToArray()
+		res, err := claimRotationScript.Exec(ctx, c, []string{remembered}, []string{sealRotation(old, randomAlphanumeric(approvedKeyChars))}).ToArray()
 		if err != nil {
 			return "", err
 		}
-		if newToken, err = res[0].ToString(); err != nil {
+		sealed, err := res[0].ToString()
+		if err != nil {
+			return "", err
+		}
+		if newToken, err = openRotation(old, sealed); err != nil {
 			return "", err
 		}
 	}

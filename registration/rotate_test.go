@@ -28,6 +28,17 @@ func TestRotate(t *testing.T) {
 	if !approvedToken.MatchString(newKey) {
 		t.Fatalf("new key %q is not 64 [A-Za-z0-9]", newKey)
 	}
+	// The memory of the rotation holds the new key sealed by the old one.
+	sealed := rs.Do("HGET", rotatingKey("old-key"), "token")
+	if sealed == "" || strings.Contains(sealed, newKey) {
+		t.Fatalf("rotation on record: %q, want the new key sealed", sealed)
+	}
+	if opened, err := openRotation("old-key", sealed); err != nil || opened != newKey {
+		t.Fatalf("opened with the old key: %q %v, want the new key", opened, err)
+	}
+	if _, err := openRotation("other-key", sealed); err == nil {
+		t.Fatal("another key opened the seal")
+	}
 	if got := rs.Do("GET", newKey); got != oldRecord {
 		t.Fatalf("new record %s, want %s (same email and limit)", got, oldRecord)
 	}
