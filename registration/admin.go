@@ -140,12 +140,9 @@ func handleRevoke(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Hand
 		if err := readAdminJSON(c, &body); err != nil {
 			return err
 		}
-		token, err := requiredString(body.Token, msgTokenType, msgTokenMissing)
+		token, err := keyField(body.Token)
 		if err != nil {
 			return err
-		}
-		if token == "" {
-			return badRequest(msgTokenMissing)
 		}
 		if !wire.WellFormedToken(token) {
 			return errUserNotExists // no such key can exist

@@ -138,6 +138,16 @@ func requiredString(raw json.RawMessage, typeMsg, missingMsg string) (string, er
 	return s, nil
 }
 
+// keyField reads the "token" of an admin request that names an existing
+// key (revoke, rotate): a string, not empty.
+func keyField(raw json.RawMessage) (string, error) {
+	token, err := requiredString(raw, msgTokenType, msgTokenMissing)
+	if err == nil && token == "" {
+		err = badRequest(msgTokenMissing)
+	}
+	return token, err
+}
+
 // redisTimeout bounds the Redis work of one request, so that a dead or slow
 // Redis is answered 500 within a second, never a hang.
 const redisTimeout = 500 * time.Millisecond

@@ -99,12 +99,9 @@ func handleRotate(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Hand
 		if err := readAdminJSON(c, &body); err != nil {
 			return err
 		}
-		token, err := requiredString(body.Token, msgTokenType, msgTokenMissing)
+		token, err := keyField(body.Token)
 		if err != nil {
 			return err
-		}
-		if token == "" {
-			return badRequest(msgTokenMissing)
 		}
 		grace := defaultRotateGrace
 		if g := nullAsAbsent(body.Grace); g != nil {
