@@ -37,8 +37,7 @@ func monthOf(t time.Time) (reset, window int64) {
 //	RateLimit-Policy: "monthly";q=<limit>;w=<seconds of the month>
 //	RateLimit: "monthly";r=<remaining>;t=<seconds to the next month>
 //
-// without an allocation (each value is built on the stack; the header
-// copies it).
+// with one scratch buffer for all five values (the header copies each).
 func setRateHeaders(h *fasthttp.ResponseHeader, s quotaState) {
 	var buf [64]byte
 	h.SetBytesV("RateLimit-Limit", strconv.AppendInt(buf[:0], s.limit, 10))

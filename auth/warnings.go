@@ -146,8 +146,11 @@ func (w *warnings) send(q wire.QuotaWarning) {
 // the marker's TTL in seconds, then the entry's fields. Returns 1 when
 // queued, 0 when the marker was set.
 var warnScript = rueidis.NewLuaScript(`
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+local marker_key, outbox_key = KEYS[1], KEYS[2]
+local marker_ttl_seconds = ARGV[1]
+-- ARGV[2] onwards: the entry's fields
+if redis.call('SET', marker_key, '1', 'NX', 'EX', marker_ttl_seconds) then
+  redis.call('XADD', outbox_key, '*', unpack(ARGV, 2))
   return 1
 end
 return 0

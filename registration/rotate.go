@@ -160,9 +160,10 @@ return 1
 // shortenTTLScript sets a key's TTL to ARGV[1] ms unless it already
 // expires sooner (PEXPIRE's LT option, which Redis 6 lacks).
 var shortenTTLScript = rueidis.NewLuaScript(`
-local left = redis.call('PTTL', KEYS[1])
+local key = KEYS[1]
 local ttl_ms = tonumber(ARGV[1])
-if left == -1 or left > ttl_ms then return redis.call('PEXPIRE', KEYS[1], ttl_ms) end
+local left = redis.call('PTTL', key)
+if left == -1 or left > ttl_ms then return redis.call('PEXPIRE', key, ttl_ms) end
 return 0
 `)
 

@@ -44,9 +44,11 @@ return 1
 // deleteIfScript deletes KEYS[1] while it holds ARGV[1]: 1 deleted, 0 it
 // holds something else, -1 it is gone.
 var deleteIfScript = rueidis.NewLuaScript(`
-local v = redis.call('GET', KEYS[1])
+local plain_key = KEYS[1]
+local copied = ARGV[1]
+local v = redis.call('GET', plain_key)
 if not v then return -1 end
-if v == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if v == copied then return redis.call('DEL', plain_key) end
 return 0
 `)
 
