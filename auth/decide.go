@@ -248,19 +248,20 @@ func (s *redisStore) countBatch(ctx context.Context, deadline time.Time, entries
 	s.seenMu.Unlock()
 
 	var scriptErr error
-	done := make(chan struct{})
-	if len(checked) > 0 {
+	switch {
+	case len(plain) == 0:
+		scriptErr = s.countChecked(ctx, c, deadline, entries, checked)
+	case len(checked) == 0:
+		s.countPlain(ctx, c, entries, plain)
+	default: // both at once: one round trip
+		done := make(chan struct{})
 		go func() {
 			scriptErr = s.countChecked(ctx, c, deadline, entries, checked)
 			close(done)
 		}()
-	} else {
-		close(done)
-	}
-	if len(plain) > 0 {
 		s.countPlain(ctx, c, entries, plain)
+		<-done
 	}
-	<-done
 	if scriptErr != nil {
 		for _, i := range checked {
 			entries[i].err = scriptErr
