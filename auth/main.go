@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"runtime/debug"
 
 	"pesto/shared/cli"
@@ -30,6 +31,19 @@ func main() {
 // gcPercent is auth's GOGC when the environment sets none.
 const gcPercent = 50
 
+// startProcs is GOMAXPROCS as the runtime chose it at start: the CPUs the
+// process may use (a container's CPU limit included).
+var startProcs = runtime.GOMAXPROCS(0)
+
+// defaultProcs is auth's GOMAXPROCS when the environment sets none: half
+// of startProcs, at least one. auth shares its machine with Redis, the
+// proxy and the API behind it, and most of a call is system calls (reading
+// the request, writing the answer, the Redis round trip) rather than Go
+// code; with fewer Ps the runtime spends less waking and spinning threads
+// for the many short waits. make bench, 2 cores: auth's CPU per call 12%
+// lower, its p99 about half (docs/performance.md).
+func defaultProcs() int { return max(1, startProcs/2) }
+
 var errUsage = fmt.Errorf("%w: auth [healthcheck|version]", cli.ErrUsage)
 
 // run is the whole program. ready, when not nil, is called with the
@@ -51,6 +65,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	// peak RSS about 5 MiB lower for no measurable CPU (docs/performance.md).
 	if _, set := lookupEnv("GOGC"); !set {
 		debug.SetGCPercent(gcPercent)
+	}
+	// Half the CPUs, unless GOMAXPROCS says otherwise (the runtime has
+	// applied it already).
+	if v, _ := lookupEnv("GOMAXPROCS"); v == "" {
+		runtime.GOMAXPROCS(defaultProcs())
 	}
 
 	log := logging.New(stdout, cfg.LogLevel, "auth", cfg.Environment)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -69,8 +70,11 @@ func startAuth(t *testing.T, env map[string]string) *authInstance {
 	return &authInstance{URL: "http://127.0.0.1:" + port, Port: port, Logs: logs}
 }
 
-// testEnv is the environment every test instance starts from.
-var testEnv = map[string]string{"PORT": "0", "LOG_LEVEL": "debug", "SHUTDOWN_TIMEOUT": "2s"}
+// testEnv is the environment every test instance starts from. GOMAXPROCS
+// keeps the test process's own (run would halve it; TestGOMAXPROCS checks
+// that).
+var testEnv = map[string]string{"PORT": "0", "LOG_LEVEL": "debug", "SHUTDOWN_TIMEOUT": "2s",
+	"GOMAXPROCS": strconv.Itoa(runtime.GOMAXPROCS(0))}
 
 func withDefaults(env map[string]string) map[string]string { return servicetest.Merge(testEnv, env) }
 
@@ -474,6 +478,37 @@ func dialStore(tb testing.TB, cfg authConfig, log *slog.Logger) *redisStore {
 	counters := redisconn.Dial(cfg.counterOptions(), log)
 	tb.Cleanup(counters.Close)
 	return newRedisStore(conn, counters, cfg.CacheTTL, cfg.KeyStorage, log)
+}
+
+// auth runs on half the CPUs it may use, at least one, unless the
+// environment sets GOMAXPROCS.
+func TestGOMAXPROCS(t *testing.T) {
+	rs := redistest.Start(t)
+	prev, prevStart := runtime.GOMAXPROCS(0), startProcs
+	t.Cleanup(func() { runtime.GOMAXPROCS(prev); startProcs = prevStart })
+	startProcs = 4 // as if the runtime had found 4 CPUs
+	for _, tc := range []struct {
+		env  string
+		want int
+	}{
+		{"", 2},
+		{"3", 3}, // the runtime applied it at start: run leaves it
+	} {
+		runtime.GOMAXPROCS(4)
+		if tc.env != "" {
+			runtime.GOMAXPROCS(3)
+		}
+		startAuth(t, map[string]string{"REDIS_URL": rs.URL, "GOMAXPROCS": tc.env})
+		if got := runtime.GOMAXPROCS(0); got != tc.want {
+			t.Errorf("GOMAXPROCS=%q with 4 CPUs: %d Ps, want %d", tc.env, got, tc.want)
+		}
+	}
+	for cpus, want := range map[int]int{1: 1, 2: 1, 3: 1, 8: 4} {
+		startProcs = cpus
+		if got := defaultProcs(); got != want {
+			t.Errorf("%d CPUs: %d Ps, want %d", cpus, got, want)
+		}
+	}
 }
 
 // auth collects at GOGC 50 unless the environment sets GOGC.
