@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"log/slog"
 	"strings"
 	"sync"
@@ -44,12 +45,14 @@ type redisStore struct {
 	log      *slog.Logger
 	onLost   func(key string, n int64, err error) // a refund that failed
 
-	seenMu sync.Mutex
-	seen   map[string]int64 // counter key → its value in the last reply
+	seenMu   sync.Mutex
+	seen     map[uint64]int64 // seenHash of a counter key → its value in the last reply
+	seenSeed maphash.Seed
 }
 
 func newRedisStore(conn, counters *redisconn.Conn, cacheTTL time.Duration, storage wire.KeyStorage, log *slog.Logger) *redisStore {
-	s := &redisStore{conn: conn, counters: counters, cacheTTL: cacheTTL, storage: storage, log: log, seen: map[string]int64{}}
+	s := &redisStore{conn: conn, counters: counters, cacheTTL: cacheTTL, storage: storage, log: log,
+		seen: map[uint64]int64{}, seenSeed: maphash.MakeSeed()}
 	s.onLost = func(_ string, n int64, err error) {
 		log.Error("refund of calls not answered 200 failed: the counter keeps them", "calls", n, "err", err.Error())
 	}
