@@ -284,3 +284,49 @@ func mustString(t *testing.T, v rueidis.RedisMessage) string {
 	}
 	return s
 }
+
+// BenchmarkCacheHit is a read served from the client-side cache, through
+// the client, with rueidis's own cache and with tokenCache, 10,000 keys
+// cached.
+//
+//	go test -run '^$' -bench CacheHit -benchmem ./auth
+func BenchmarkCacheHit(b *testing.B) {
+	rs := redistest.Start(b)
+	keys := make([]string, 10000)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%064d", i)
+		rs.Do("SET", keys[i], strings.Repeat("r", 150))
+	}
+	for _, store := range []struct {
+		name string
+		fn   rueidis.NewCacheStoreFn
+	}{
+		{"rueidis", nil},
+		{"tokenCache", func(o rueidis.CacheStoreOption) rueidis.CacheStore { return newTokenCache(o.CacheSizeEachConn) }},
+	} {
+		b.Run(store.name, func(b *testing.B) {
+			opt, err := rueidis.ParseURL(rs.URL)
+			if err != nil {
+				b.Fatal(err)
+			}
+			opt.CacheSizeEachConn, opt.NewCacheStoreFn = 32<<20, store.fn
+			c, err := rueidis.NewClient(opt)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			for _, k := range keys {
+				c.DoCache(ctx, c.B().Get().Key(k).Cache(), time.Hour)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if res := c.DoCache(ctx, c.B().Get().Key(keys[i%len(keys)]).Cache(), time.Hour); !res.IsCacheHit() {
+					b.Fatal("miss")
+				}
+				i++
+			}
+		})
+	}
+}
