@@ -29,7 +29,7 @@ func main() {
 }
 
 // gcPercent is auth's GOGC when the environment sets none.
-const gcPercent = 25
+const gcPercent = 50
 
 // startProcs is GOMAXPROCS as the runtime chose it at start: the CPUs the
 // process may use (a container's CPU limit included).
@@ -60,12 +60,13 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 
-	// A small heap: collected at 25% growth rather than Go's 100%, unless
+	// A small heap: collected at 50% growth rather than Go's 100%, unless
 	// GOGC says otherwise. Most of auth's heap under load is the token
-	// cache (about 1 KiB a key). Under 64 connections and 10,000 keys its
-	// peak RSS was 22 MiB, against 25 at GOGC 50 and 31.6 at Go's default,
-	// for no CPU that make bench can tell from the noise: collection is
-	// about 1% of auth's CPU (docs/performance.md).
+	// cache (about 0.42 KiB a key, tokenCache); under 64 connections and
+	// 10,000 keys peak RSS was 18 MiB, for no CPU that make bench can tell
+	// from the noise: collection is about 1% of auth's CPU. (GOGC 25 took
+	// another 3 MiB off the peak for about 1 µs a call, and a collection
+	// during start: docs/performance.md.)
 	if _, set := lookupEnv("GOGC"); !set {
 		debug.SetGCPercent(gcPercent)
 	}
