@@ -238,9 +238,13 @@ func (s *redisStore) countBatch(ctx context.Context, deadline time.Time, entries
 	}
 	plain := make([]int, 0, len(entries))
 	checked := make([]int, 0, len(entries))
+	names := make([]uint64, len(entries)) // each counter's name in seen, hashed once
+	for i := range entries {
+		names[i] = s.seenHash(entries[i].key)
+	}
 	s.seenMu.Lock()
 	for i, e := range entries {
-		if used, ok := s.seen[s.seenHash(e.key)]; ok && plainCount(used, e.n, e.limit) {
+		if used, ok := s.seen[names[i]]; ok && plainCount(used, e.n, e.limit) {
 			plain = append(plain, i)
 		} else {
 			checked = append(checked, i)
@@ -275,7 +279,7 @@ func (s *redisStore) countBatch(ctx context.Context, deadline time.Time, entries
 	}
 	for i := range entries {
 		if e := &entries[i]; e.err == nil {
-			s.seen[s.seenHash(e.key)] = e.before + e.granted
+			s.seen[names[i]] = e.before + e.granted
 		}
 	}
 	s.seenMu.Unlock()
