@@ -1,7 +1,10 @@
 // Package redistest starts real Redis servers on free loopback ports for a
 // test and stops them when the test ends: a standalone redis-server, a
 // three-master Redis Cluster, or a master, a replica and a Sentinel. A
-// missing redis-server fails the test; it is never skipped.
+// missing redis-server fails the test; it is never skipped. A cluster's
+// nodes are started ahead, while earlier tests run (see spares); a package
+// whose tests start clusters uses servicetest.TestMain, which stops the
+// spares left when its tests are done.
 //
 // Start gives a standalone server, or a cluster when the environment has
 // PESTO_REDIS=cluster, so that one suite runs against both (make test does).
@@ -50,6 +53,9 @@ type node struct {
 	cmd  *exec.Cmd
 }
 
+// clusterArgs make a redis-server a cluster node.
+var clusterArgs = []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"}
+
 // Start starts a Redis with no persistence for the test: a standalone
 // server, or a three-master cluster when PESTO_REDIS=cluster. Extra args
 // are passed to every redis-server.
@@ -70,15 +76,26 @@ func StartStandalone(t testing.TB, args ...string) *Server {
 	return s
 }
 
-// StartCluster starts a Redis Cluster of three masters (no replicas).
+// StartCluster starts a Redis Cluster of three masters (no replicas). With
+// no extra args it is made of spare nodes, started while earlier tests ran
+// (see spares).
 func StartCluster(t testing.TB, args ...string) *Server {
 	t.Helper()
-	args = append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"}, args...)
-	s := newServer(t, 3, args)
-	s.Cluster = true
-	s.URL = "redis://" + s.nodes[0].addr + "?addr=" + s.nodes[1].addr + "&addr=" + s.nodes[2].addr
+	if len(args) == 0 {
+		s := fromSpares(t)
+		s.meet()
+		return s
+	}
+	s := newServer(t, 3, append(slices.Clone(clusterArgs), args...))
+	s.setCluster()
 	s.startNodes()
 	return s
+}
+
+// setCluster marks s, whose nodes are known, a cluster.
+func (s *Server) setCluster() {
+	s.Cluster = true
+	s.URL = "redis://" + s.nodes[0].addr + "?addr=" + s.nodes[1].addr + "&addr=" + s.nodes[2].addr
 }
 
 func newServer(t testing.TB, n int, args []string) *Server {
@@ -121,20 +138,40 @@ func (s *Server) startNodes() {
 		s.waitClusterOK()
 		return
 	}
-	// Form the cluster by hand: redis-cli --cluster create waits whole
-	// seconds between its steps.
-	per := 16384 / len(s.nodes)
-	for i, n := range s.nodes {
+	s.formCluster()
+}
+
+// formCluster makes a cluster of nodes that have just started, each knowing
+// only itself, and waits for it to serve. By hand: redis-cli --cluster
+// create waits whole seconds between its steps.
+func (s *Server) formCluster() {
+	s.t.Helper()
+	if err := assignSlots(s.nodes); err != nil {
+		s.t.Fatal(err)
+	}
+	s.meet()
+}
+
+// assignSlots gives each node its share of the slots.
+func assignSlots(nodes []*node) error {
+	per := 16384 / len(nodes)
+	for i, n := range nodes {
 		first, last := i*per, (i+1)*per-1
-		if i == len(s.nodes)-1 {
+		if i == len(nodes)-1 {
 			last = 16383
 		}
 		if out := cli(n.addr, "CLUSTER", "ADDSLOTSRANGE", strconv.Itoa(first), strconv.Itoa(last)); !strings.Contains(out, "OK") {
-			s.t.Fatalf("CLUSTER ADDSLOTSRANGE on %s: %q", n.addr, out)
+			return fmt.Errorf("CLUSTER ADDSLOTSRANGE on %s: %q", n.addr, out)
 		}
 	}
-	// Every pair meets at once, so that no node waits for gossip to learn
-	// of another's slots.
+	return nil
+}
+
+// meet introduces the nodes, which hold their slots, to each other and
+// waits for the cluster to serve. Every pair meets at once, so that no node
+// waits for gossip to learn of another's slots.
+func (s *Server) meet() {
+	s.t.Helper()
 	for i, a := range s.nodes {
 		for _, b := range s.nodes[i+1:] {
 			if out := cli(a.addr, "CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(b.port)); !strings.Contains(out, "OK") {
@@ -160,23 +197,39 @@ func (s *Server) waitClusterOK() {
 
 func (n *node) start(t testing.TB) {
 	t.Helper()
+	n.cmd = n.command()
+	if err := n.cmd.Start(); err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+	n.waitReady(t)
+}
+
+func (n *node) command() *exec.Cmd {
 	args := append([]string{
 		"--port", strconv.Itoa(n.port), "--bind", "127.0.0.1", "--dir", n.dir,
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
 		"--logfile", "", "--loglevel", "warning",
 	}, n.args...)
-	n.cmd = exec.Command("redis-server", args...)
-	if err := n.cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
+	return exec.Command("redis-server", args...)
+}
+
+// waitReady waits for the node, started, to answer PING.
+func (n *node) waitReady(t testing.TB) {
+	t.Helper()
+	if err := n.ready(); err != nil {
+		t.Fatal(err)
 	}
+}
+
+func (n *node) ready() error {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if ping(n.addr) == nil {
-			return
+			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("redis-server on %s did not answer PING within 10s", n.addr)
+	return fmt.Errorf("redis-server on %s did not answer PING within 10s", n.addr)
 }
 
 func (n *node) stop() {

@@ -1,11 +1,20 @@
 package redistest
 
 import (
-	"pesto/shared/servicetest"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"pesto/shared/servicetest"
 )
+
+// TestMain stops the spare cluster nodes when the tests are done.
+func TestMain(m *testing.M) { servicetest.TestMain(m, func() {}) }
 
 func TestStandalone(t *testing.T) {
 	s := StartStandalone(t)
@@ -81,5 +90,62 @@ func TestSentinelFailover(t *testing.T) {
 	// A fresh connection: the promotion may drop the ones the replica had.
 	if got := cli(s.Replica.Addr, "GET", "k"); got != "v\n" {
 		t.Fatalf("promoted replica has %q", got)
+	}
+}
+
+// spareChildEnv, set, makes TestSparesEndWithTheProcess the child process
+// it starts: it takes a cluster, prints every node's address and the spares'
+// directory, and ends as the variable says: "return" through TestMain, or
+// "exit" at once, cleaning nothing up (as a test binary killed by -timeout).
+const spareChildEnv = "PESTO_REDISTEST_SPARE_CHILD"
+
+func TestSparesEndWithTheProcess(t *testing.T) {
+	if how := os.Getenv(spareChildEnv); how != "" {
+		s := StartCluster(t)
+		exercise(t, s)
+		spares.Lock()
+		fmt.Println("root", spares.root)
+		for _, c := range spares.clusters {
+			<-c.done
+			for _, n := range append(c.nodes, s.nodes...) {
+				fmt.Println("node", n.addr)
+			}
+		}
+		spares.Unlock()
+		if how == "exit" {
+			os.Exit(0)
+		}
+		return
+	}
+	for _, how := range []string{"return", "exit"} {
+		t.Run(how, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestSparesEndWithTheProcess$", "-test.count=1")
+			cmd.Env = append(os.Environ(), spareChildEnv+"="+how)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			var root string
+			var addrs []string
+			for _, line := range strings.Split(string(out), "\n") {
+				if v, ok := strings.CutPrefix(line, "root "); ok {
+					root = v
+				} else if v, ok := strings.CutPrefix(line, "node "); ok {
+					addrs = append(addrs, v)
+				}
+			}
+			if root == "" || len(addrs) < 3*(1+sparesAhead) {
+				t.Fatalf("child printed %d nodes:\n%s", len(addrs), out)
+			}
+			for _, addr := range addrs {
+				servicetest.Poll(t, 10*time.Second, addr+" gone", func() bool { return ping(addr) != nil })
+			}
+			if _, err := os.Stat(root); how == "return" && !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the spares' directory %s: %v", root, err)
+			}
+			if how == "exit" {
+				os.RemoveAll(root)
+			}
+		})
 	}
 }

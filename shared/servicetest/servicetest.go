@@ -96,7 +96,26 @@ func TestMain(m *testing.M, main func()) {
 		main()
 		return
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	atExit.Lock()
+	for _, f := range atExit.funcs {
+		f()
+	}
+	atExit.Unlock()
+	os.Exit(code)
+}
+
+var atExit struct {
+	sync.Mutex
+	funcs []func()
+}
+
+// AtExit has TestMain call f after the tests, before the process exits:
+// for what outlives any one test, such as redistest's spare nodes.
+func AtExit(f func()) {
+	atExit.Lock()
+	defer atExit.Unlock()
+	atExit.funcs = append(atExit.funcs, f)
 }
 
 // MainCommand returns a command that runs the test binary as the service's
