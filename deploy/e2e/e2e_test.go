@@ -289,6 +289,7 @@ func TestStack(t *testing.T) {
 			t.Run(f.name, func(t *testing.T) { s.runFlood(t, f) })
 		}
 	})
+	step("a stuck gateway is restarted", s.checkLiveness)
 	step("every container healthy, memory under its limit", func(t *testing.T) {
 		s.checkHealthy(t)
 		s.checkMemory(t)

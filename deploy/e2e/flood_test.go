@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"pesto/shared/servicetest"
 )
 
 // The flood steps' targets (issue "One hostile client cannot take the
@@ -362,4 +364,48 @@ func (s *stack) cgroupPeak(name string) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// checkLiveness freezes Traefik inside the running gateway (SIGSTOP: it
+// keeps its connections and answers nothing, as a gateway that thrashes
+// does) and wants the liveness rule to kill it and Docker to restart the
+// container, serving valid keys again, with no operator.
+func (s *stack) checkLiveness(t *testing.T) {
+	before := s.containerStates(t)
+	gw := ""
+	for name := range before {
+		if strings.Contains(name, "-gateway-") {
+			gw = name
+		}
+	}
+	if out, err := exec.Command(s.docker, "exec", gw, "sh", "-c", "kill -STOP $(pidof traefik)").CombinedOutput(); err != nil {
+		t.Fatalf("freezing traefik: %v\n%s", err, out)
+	}
+	frozen := time.Now()
+	c := &http.Client{Timeout: probeTimeout}
+	ok := func() bool {
+		req, _ := http.NewRequest("GET", s.gateway+"/api/ping", nil)
+		req.Header.Set("X-Pesto-Token", probeKey)
+		res, err := c.Do(req)
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == 200
+	}
+	if ok() {
+		t.Fatalf("a frozen gateway answered")
+	}
+	servicetest.Poll(t, 30*time.Second, "the frozen gateway restarted and answering", func() bool {
+		return s.containerStates(t)[gw].restarts > before[gw].restarts && ok()
+	})
+	t.Logf("the frozen gateway was restarted and answered again %v after it froze", time.Since(frozen).Round(100*time.Millisecond))
+	servicetest.Poll(t, 30*time.Second, "the restarted gateway healthy", func() bool {
+		for _, c := range s.containers(t) {
+			if c.Name == gw {
+				return c.Health == "healthy"
+			}
+		}
+		return false
+	})
 }
