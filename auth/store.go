@@ -11,7 +11,7 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"pesto/shared/keymove"
+	"pesto/shared/apikey"
 	"pesto/shared/logging"
 	"pesto/shared/redisconn"
 	"pesto/shared/wire"
@@ -67,7 +67,7 @@ func newRedisStore(conn, counters *redisconn.Conn, cacheTTL time.Duration, stora
 // invalidated alike, and an unknown key costs two lookups, both cached.
 //
 // With hashed storage, a plaintext record found is moved to its hashed
-// form (keymove.Move, on a single Redis; on a Cluster registration's
+// form (apikey.Move, on a single Redis; on a Cluster registration's
 // migrate-keys moves them). A move may happen between this call's two
 // lookups (another replica's, or migrate-keys'): the hashed form is then
 // read once more when the plaintext was missing, normally from the cache,
@@ -121,16 +121,16 @@ func (s *redisStore) lookup(ctx context.Context, c rueidis.Client, name string) 
 // move moves the plaintext record of token, found holding raw, to its
 // hashed form, on a single Redis: the call goes on with the record it read
 // whatever happens (a failed move is tried again by the next call). Only a
-// token record is moved; on a Cluster nothing is (keymove: the names are in
+// token record is moved; on a Cluster nothing is (apikey: the names are in
 // different slots, migrate-keys moves them in two steps).
 func (s *redisStore) move(ctx context.Context, c rueidis.Client, token, raw string) {
-	if !keymove.Atomic(c) {
+	if !apikey.Atomic(c) {
 		return
 	}
 	if _, err := wire.DecodeTokenRecord(raw); err != nil {
 		return
 	}
-	moved, err := keymove.Move(ctx, c, token)
+	moved, err := apikey.Move(ctx, c, token)
 	switch {
 	case err != nil:
 		s.log.Warn("plaintext key not moved to its hashed form", "token", logging.Token(token), "err", err.Error())

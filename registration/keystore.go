@@ -13,7 +13,7 @@ import (
 // New keys are written in the configured form only; every read, revoke and
 // rotate looks at both, and a change is written to every form that holds
 // the key (a Cluster's migrate-keys may hold both for a moment: see
-// shared/keymove), so that whichever form a reader sees first is right.
+// shared/apikey), so that whichever form a reader sees first is right.
 
 // keyForm is one stored form of a key.
 type keyForm struct {

@@ -10,8 +10,8 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"pesto/shared/apikey"
 	"pesto/shared/config"
-	"pesto/shared/keymove"
 	"pesto/shared/wire"
 )
 
@@ -40,7 +40,7 @@ func (t migrateTally) String() string {
 // string, on every master of a Redis Cluster. Without --apply it writes
 // nothing and counts what it would move. With --apply, KEY_STORAGE must
 // be hashed (so that registration writes no new plaintext key meanwhile).
-// Each move is keymove.Move: safe while auth serves calls on the same keys.
+// Each move is apikey.Move: safe while auth serves calls on the same keys.
 // It prints a progress line per batch and a summary; stopped, it is run
 // again (what it moved is no longer plaintext).
 func migrateKeys(ctx context.Context, args []string, cfg regConfig, cfgErr error, stdout io.Writer) error {
@@ -190,7 +190,7 @@ func migrateBatch(ctx context.Context, c rueidis.Client, names []string, apply b
 		return nil
 	}
 	for _, name := range records {
-		moved, err := keymove.Move(ctx, c, name)
+		moved, err := apikey.Move(ctx, c, name)
 		if err != nil {
 			return fmt.Errorf("moving %s: %w", shortName(name), err)
 		}

@@ -1,4 +1,4 @@
-package keymove
+package apikey
 
 import (
 	"context"

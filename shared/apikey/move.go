@@ -1,4 +1,4 @@
-// Package keymove moves a token record from its plaintext form (the token
+// Package apikey moves a token record from its plaintext form (the token
 // itself is the Redis key, SPEC §1) to its hashed form (wire.HashedKey):
 // value and TTL copied, the plaintext deleted. auth moves the plaintext
 // records it finds with KEY_STORAGE=hashed; registration's migrate-keys
@@ -11,7 +11,7 @@
 // there a move is two steps (MoveTwoStep): copy, then delete the plaintext
 // only while it still holds what was copied. Between the steps both forms
 // hold the same record, so a reader that looks at both never misses it.
-package keymove
+package apikey
 
 import (
 	"context"
