@@ -14,6 +14,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 	"github.com/redis/rueidis"
 
+	"pesto/shared/apikey"
 	"pesto/shared/logging"
 	"pesto/shared/metrics"
 	"pesto/shared/wire"
@@ -60,7 +61,7 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 			m.cacheMisses.Inc()
 		}
 		switch {
-		case errors.Is(err, errMissing):
+		case errors.Is(err, apikey.ErrNotFound):
 			m.outcome[outNotRegistered].Inc()
 			return err
 		case err != nil:

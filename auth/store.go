@@ -2,25 +2,21 @@ package main
 
 import (
 	"context"
-	"errors"
 	"hash/maphash"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/redis/rueidis"
-
 	"pesto/shared/apikey"
-	"pesto/shared/logging"
 	"pesto/shared/redisconn"
 	"pesto/shared/wire"
 )
 
 // tokenStore is what the decision needs of Redis.
 type tokenStore interface {
-	// Record returns the raw value stored under token, errMissing when
-	// there is none, and whether it came from the client-side cache.
+	// Record returns the raw value stored under token, apikey.ErrNotFound
+	// when there is none, and whether it came from the client-side cache.
 	Record(ctx context.Context, token string) (raw string, cached bool, err error)
 	// Count counts one call against limit on the counter key in one atomic
 	// step: it returns the calls counted after this one and true, or false
@@ -32,15 +28,11 @@ type tokenStore interface {
 
 var _ tokenStore = (*redisStore)(nil)
 
-// errMissing: no record under the token (errors.go answers it 401 Token
-// not registered).
-var errMissing = errors.New("no record under the token")
-
 type redisStore struct {
 	conn     *redisconn.Conn // records, through the client-side cache
 	counters *redisconn.Conn // counting (see counterOptions)
 	cacheTTL time.Duration
-	storage  wire.KeyStorage // which form of a record is looked up first, and whether plaintext ones are moved
+	keys     apikey.Keys // records, in either form
 	counts   *quota
 	log      *slog.Logger
 	onLost   func(key string, n int64, err error) // a refund that failed
@@ -51,7 +43,7 @@ type redisStore struct {
 }
 
 func newRedisStore(conn, counters *redisconn.Conn, cacheTTL time.Duration, storage wire.KeyStorage, log *slog.Logger) *redisStore {
-	s := &redisStore{conn: conn, counters: counters, cacheTTL: cacheTTL, storage: storage, log: log,
+	s := &redisStore{conn: conn, counters: counters, cacheTTL: cacheTTL, keys: apikey.Keys{Storage: storage, Log: log}, log: log,
 		seen: map[uint64]int64{}, seenSeed: maphash.MakeSeed()}
 	s.onLost = func(_ string, n int64, err error) {
 		log.Error("refund of calls not answered 200 failed: the counter keeps them", "calls", n, "err", err.Error())
@@ -60,83 +52,14 @@ func newRedisStore(conn, counters *redisconn.Conn, cacheTTL time.Duration, stora
 	return s
 }
 
-// Record finds token's record in either form (wire.KeyStorage.RecordKeys):
-// with KEY_STORAGE=plain the plaintext first (one lookup, as before, while
-// most keys are plaintext), with hashed the hashed form first. Every lookup
-// goes through the client-side cache, so both forms are cached and
-// invalidated alike, and an unknown key costs two lookups, both cached.
-//
-// With hashed storage, a plaintext record found is moved to its hashed
-// form (apikey.Move, on a single Redis; on a Cluster registration's
-// migrate-keys moves them). A move may happen between this call's two
-// lookups (another replica's, or migrate-keys'): the hashed form is then
-// read once more when the plaintext was missing, normally from the cache,
-// where the move's invalidation has already dropped it, so that no call
-// finds its key in neither form.
+// Record finds token's record in either form, through the client-side
+// cache, and moves a plaintext one with hashed storage (apikey.Keys.Lookup).
 func (s *redisStore) Record(ctx context.Context, token string) (string, bool, error) {
 	c, err := s.conn.Client()
 	if err != nil {
 		return "", false, err
 	}
-	// The order of wire.KeyStorage.RecordKeys, the other form's name made
-	// only when the first is missing: with plain storage a call on a key
-	// found where it is costs no hash.
-	first := s.storage.RecordKey(token)
-	raw, cached, err := s.lookup(ctx, c, first)
-	if !errors.Is(err, errMissing) {
-		return raw, cached, err
-	}
-	other := token
-	if first == token {
-		other = wire.HashedKey(token)
-	}
-	raw, cached2, err := s.lookup(ctx, c, other)
-	cached = cached && cached2
-	if s.storage != wire.StorageHashed {
-		return raw, cached, err
-	}
-	switch {
-	case err == nil:
-		s.move(ctx, c, token, raw)
-	case errors.Is(err, errMissing):
-		var cached3 bool
-		raw, cached3, err = s.lookup(ctx, c, first)
-		cached = cached && cached3
-	}
-	return raw, cached, err
-}
-
-// lookup reads the record under one name through the client-side cache.
-func (s *redisStore) lookup(ctx context.Context, c rueidis.Client, name string) (string, bool, error) {
-	// With the cache off (TTL 0) the client was made with DisableCache and
-	// DoCache is a plain GET.
-	res := c.DoCache(ctx, c.B().Get().Key(name).Cache(), max(s.cacheTTL, time.Second))
-	raw, err := res.ToString()
-	if rueidis.IsRedisNil(err) {
-		return "", res.IsCacheHit(), errMissing
-	}
-	return raw, res.IsCacheHit(), err
-}
-
-// move moves the plaintext record of token, found holding raw, to its
-// hashed form, on a single Redis: the call goes on with the record it read
-// whatever happens (a failed move is tried again by the next call). Only a
-// token record is moved; on a Cluster nothing is (apikey: the names are in
-// different slots, migrate-keys moves them in two steps).
-func (s *redisStore) move(ctx context.Context, c rueidis.Client, token, raw string) {
-	if !apikey.Atomic(c) {
-		return
-	}
-	if _, err := wire.DecodeTokenRecord(raw); err != nil {
-		return
-	}
-	moved, err := apikey.Move(ctx, c, token)
-	switch {
-	case err != nil:
-		s.log.Warn("plaintext key not moved to its hashed form", "token", logging.Token(token), "err", err.Error())
-	case moved:
-		s.log.Debug("plaintext key moved to its hashed form", "token", logging.Token(token))
-	}
+	return s.keys.Lookup(ctx, c, token, s.cacheTTL)
 }
 
 // Count counts one call; concurrent calls share a script call.

@@ -21,8 +21,8 @@ import (
 // tokenStore.
 type accountStore interface {
 	// RecordTTL returns the raw value stored under token, read without the
-	// client-side cache, and its time to live (0: none); errMissing when
-	// there is none.
+	// client-side cache, and its time to live (0: none); apikey.ErrNotFound
+	// when there is none.
 	RecordTTL(ctx context.Context, token string) (raw string, ttl time.Duration, err error)
 	// Used returns the calls counted on the counter key (0 when it does
 	// not exist). It counts nothing.
@@ -155,47 +155,15 @@ func usageClient(a netip.Addr) string {
 	}
 }
 
-// RecordTTL reads the record and its PTTL in one round trip, with plain
-// commands: a key holder asking about their key sees what Redis holds. The
-// record is looked for in both forms, in Record's order (and, with hashed
-// storage, the hashed form once more when a move may have happened
-// between the two).
+// RecordTTL reads the record and its TTL with plain commands, in either
+// form (apikey.Keys.LookupTTL): a key holder asking about their key sees
+// what Redis holds.
 func (s *redisStore) RecordTTL(ctx context.Context, token string) (string, time.Duration, error) {
 	c, err := s.conn.Client()
 	if err != nil {
 		return "", 0, err
 	}
-	names := s.storage.RecordKeys(token)
-	order := names[:]
-	if s.storage == wire.StorageHashed {
-		order = []string{names[0], names[1], names[0]}
-	}
-	for _, name := range order {
-		raw, ttl, err := recordTTL(ctx, c, name)
-		if err != errMissing {
-			return raw, ttl, err
-		}
-	}
-	return "", 0, errMissing
-}
-
-func recordTTL(ctx context.Context, c rueidis.Client, name string) (string, time.Duration, error) {
-	res := c.DoMulti(ctx, c.B().Get().Key(name).Build(), c.B().Pttl().Key(name).Build())
-	raw, err := res[0].ToString()
-	if rueidis.IsRedisNil(err) {
-		return "", 0, errMissing
-	}
-	if err != nil {
-		return "", 0, err
-	}
-	ms, err := res[1].AsInt64()
-	if err != nil {
-		return "", 0, err
-	}
-	if ms == -2 { // gone between the two commands
-		return "", 0, errMissing
-	}
-	return raw, time.Duration(max(ms, 0)) * time.Millisecond, nil
+	return s.keys.LookupTTL(ctx, c, token)
 }
 
 // Used reads a counter with a plain GET (counters are never cached).

@@ -17,6 +17,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 	"github.com/redis/rueidis"
 
+	"pesto/shared/apikey"
 	"pesto/shared/logging"
 	"pesto/shared/wire"
 )
@@ -157,16 +158,6 @@ redis.call('PEXPIRE', rotating_key, ttl_ms)
 return 1
 `)
 
-// shortenTTLScript sets a key's TTL to ARGV[1] ms unless it already
-// expires sooner (PEXPIRE's LT option, which Redis 6 lacks).
-var shortenTTLScript = rueidis.NewLuaScript(`
-local key = KEYS[1]
-local ttl_ms = tonumber(ARGV[1])
-local left = redis.call('PTTL', key)
-if left == -1 or left > ttl_ms then return redis.call('PEXPIRE', key, ttl_ms) end
-return 0
-`)
-
 // rotate gives the email and limit of the key old to a new key and winds
 // old down. Its steps, each safe to repeat, so that a retry after a crash
 // (or a plain retry) completes the first attempt with its new key and one
@@ -197,11 +188,11 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 		}
 	}
 
-	oldForms, err := forms(ctx, c, s.storage, old)
+	oldForms, err := s.keys.Find(ctx, c, old)
 	if err != nil {
 		return "", err
 	}
-	rec, taken := recordOf(oldForms)
+	rec, taken := oldForms.Record()
 	switch {
 	case ongoing != "":
 		// A rotation on record: old may be revoked or gone by now; the new
@@ -231,7 +222,7 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 		}
 	}
 
-	written, newTaken, err := s.record(ctx, c, newToken)
+	written, newTaken, err := s.keys.Record(ctx, c, newToken)
 	if err != nil {
 		return "", err
 	}
@@ -248,16 +239,15 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 		return "", errUserNotExists
 	case !newTaken:
 		fresh := wire.TokenRecord{UserEmail: rec.UserEmail, MonthlyLimit: rec.MonthlyLimit}
-		name := s.storage.RecordKey(newToken)
-		set := c.B().Set().Key(name).Value(rueidis.BinaryString(fresh.Encode())).Nx().Build()
-		left, err := c.Do(ctx, c.B().Pttl().Key(oldForms[0].name).Build()).AsInt64()
+		left, err := oldForms.TTL(ctx, c)
 		if err != nil {
 			return "", err
 		}
+		var exp apikey.Expiry
 		if left > 0 { // old expires: so does its successor, when old would have
-			set = c.B().Set().Key(name).Value(rueidis.BinaryString(fresh.Encode())).Nx().PxMilliseconds(left).Build()
+			exp = apikey.In(left)
 		}
-		if err := c.Do(ctx, set).Error(); err != nil && !rueidis.IsRedisNil(err) {
+		if _, err := s.keys.Create(ctx, c, newToken, fresh, exp); err != nil {
 			return "", err
 		}
 		written = &fresh
@@ -266,23 +256,13 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 	if rec != nil && !rec.Revoked {
 		// In every form old has (a Cluster's migrate-keys may hold both for
 		// a moment), so that either form read first is right.
-		for _, f := range oldForms {
-			if f.notString {
-				continue
-			}
-			if grace == 0 {
-				r, derr := wire.DecodeTokenRecord(f.raw)
-				if derr != nil {
-					continue
-				}
-				r.Revoked = true
-				err := c.Do(ctx, c.B().Set().Key(f.name).Value(rueidis.BinaryString(r.Encode())).Xx().Keepttl().Build()).Error()
-				if err != nil && !rueidis.IsRedisNil(err) {
-					return "", err
-				}
-			} else if err := shortenTTLScript.Exec(ctx, c, []string{f.name}, []string{strconv.FormatInt(grace.Milliseconds(), 10)}).Error(); err != nil {
-				return "", err
-			}
+		if grace == 0 {
+			_, err = oldForms.Revoke(ctx, c)
+		} else {
+			err = oldForms.ShortenTTL(ctx, c, grace)
+		}
+		if err != nil {
+			return "", err
 		}
 	}
 

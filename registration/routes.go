@@ -8,6 +8,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 	"github.com/gofiber/fiber/v3/middleware/cors"
 
+	"pesto/shared/apikey"
 	"pesto/shared/clientip"
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
@@ -30,7 +31,7 @@ func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.
 		// X-Forwarded-For value, which the client writes): see clientip.Resolver.
 	})
 	ips := clientip.Resolver{Trusted: cfg.TrustedProxies}
-	admin := &adminStore{conn: conn, storage: cfg.KeyStorage, log: log}
+	admin := &adminStore{conn: conn, keys: apikey.Keys{Storage: cfg.KeyStorage}, log: log}
 	guard := requireAdmin(newAdminVerifier(cfg.AdminSecret, cfg.AdminPublicKey))
 
 	public := []string{"/api/register", "/api/trial"}

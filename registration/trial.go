@@ -5,8 +5,8 @@ import (
 	"log/slog"
 
 	"github.com/gofiber/fiber/v3"
-	"github.com/redis/rueidis"
 
+	"pesto/shared/apikey"
 	"pesto/shared/logging"
 	"pesto/shared/redisconn"
 	"pesto/shared/wire"
@@ -25,9 +25,8 @@ func createTrial(ctx context.Context, conn *redisconn.Conn, storage wire.KeyStor
 			UserEmail:    "trial-" + randomAlphanumeric(trialEmailChars) + "@" + domain,
 			MonthlyLimit: wire.TrialMonthlyLimit,
 		}
-		err := c.Do(ctx, c.B().Set().Key(storage.RecordKey(token)).Value(rueidis.BinaryString(rec.Encode())).
-			Nx().Ex(wire.TrialTTL).Build()).Error()
-		if rueidis.IsRedisNil(err) {
+		created, err := apikey.Keys{Storage: storage}.Create(ctx, c, token, rec, apikey.In(wire.TrialTTL))
+		if err == nil && !created {
 			continue
 		}
 		return token, err

@@ -12,6 +12,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 	"github.com/redis/rueidis"
 
+	"pesto/shared/apikey"
 	"pesto/shared/redisconn"
 	"pesto/shared/wire"
 )
@@ -306,21 +307,11 @@ if token then return {removed, token} end
 return {removed}
 `)
 
-// deleteIfScript deletes a record only while it still holds the value
-// read, so that a record rewritten meanwhile (revoked, or someone else's) is
-// kept. Returns 1 when deleted.
-var deleteIfScript = rueidis.NewLuaScript(`
-local record_key = KEYS[1]
-local read = ARGV[1]
-if redis.call('GET', record_key) == read then return redis.call('DEL', record_key) end
-return 0
-`)
-
 // adminStore is the Redis side of the admin API.
 type adminStore struct {
-	conn    *redisconn.Conn
-	storage wire.KeyStorage // the form new keys are written in
-	log     *slog.Logger
+	conn *redisconn.Conn
+	keys apikey.Keys // records, in either form; new ones in the configured form
+	log  *slog.Logger
 }
 
 // pendingWindow is how far back, from a cursor's offset, pending looks for
@@ -499,17 +490,18 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 		limit = written.MonthlyLimit // the first attempt's record is the truth
 	} else {
 		rec := wire.TokenRecord{UserEmail: strings.TrimSpace(signup.Email), MonthlyLimit: a.Limit}
-		name := s.storage.RecordKey(token)
-		set := c.B().Set().Key(name).Value(rueidis.BinaryString(rec.Encode())).Nx().Build()
+		var exp apikey.Expiry
 		if !a.Expires.IsZero() {
-			set = c.B().Set().Key(name).Value(rueidis.BinaryString(rec.Encode())).Nx().Pxat(a.Expires).Build()
+			exp = apikey.At(a.Expires)
 		}
-		err := c.Do(ctx, set).Error()
+		created, err := s.keys.Create(ctx, c, token, rec, exp)
 		switch {
-		case rueidis.IsRedisNil(err):
+		case err != nil:
+			return "", err
+		case !created:
 			// The key was written since pickToken: unless by a racing
 			// approve of this person, it is not ours to hand out.
-			got, _, rerr := s.record(ctx, c, token)
+			got, _, rerr := s.keys.Record(ctx, c, token)
 			if rerr != nil {
 				return "", rerr
 			}
@@ -518,8 +510,6 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 				return "", errTokenExists
 			}
 			limit = got.MonthlyLimit
-		case err != nil:
-			return "", err
 		}
 	}
 
@@ -537,7 +527,7 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 // other existing key is errTokenExists (a generated one is drawn again).
 func (s *adminStore) pickToken(ctx context.Context, c rueidis.Client, a approval, first string) (token string, written *wire.TokenRecord, err error) {
 	if first != "" {
-		rec, taken, err := s.record(ctx, c, first)
+		rec, taken, err := s.keys.Record(ctx, c, first)
 		switch {
 		case err != nil:
 			return "", nil, err
@@ -556,7 +546,7 @@ func (s *adminStore) pickToken(ctx context.Context, c rueidis.Client, a approval
 		if token == "" {
 			token = randomAlphanumeric(approvedKeyChars)
 		}
-		_, taken, err := s.record(ctx, c, token)
+		_, taken, err := s.keys.Record(ctx, c, token)
 		if err != nil {
 			return "", nil, err
 		}
@@ -570,74 +560,18 @@ func (s *adminStore) pickToken(ctx context.Context, c rueidis.Client, a approval
 	return "", nil, errCollision
 }
 
-// record reads token's record in either form with plain GETs (never the
-// cache): taken is whether the key exists; rec is nil when it is not a
-// readable token record. The form KEY_STORAGE writes is looked at first.
-func (s *adminStore) record(ctx context.Context, c rueidis.Client, token string) (rec *wire.TokenRecord, taken bool, err error) {
-	found, err := forms(ctx, c, s.storage, token)
-	if err != nil {
-		return nil, false, err
-	}
-	rec, taken = recordOf(found)
-	return rec, taken, nil
-}
-
-// recordOf is the record of the first of found (see record).
-func recordOf(found []keyForm) (rec *wire.TokenRecord, taken bool) {
-	if len(found) == 0 {
-		return nil, false
-	}
-	if found[0].notString {
-		return nil, true // e.g. WRONGTYPE: a key, but not a record
-	}
-	r, err := wire.DecodeTokenRecord(found[0].raw)
-	if err != nil {
-		return nil, true
-	}
-	return &r, true
-}
-
-// revoke sets Revoked on token's record, keeping its email, limit and TTL,
-// in every form the key has.
+// revoke sets Revoked on token's record in every form it has, keeping its
+// email, limit and TTL.
 func (s *adminStore) revoke(ctx context.Context, token string) error {
 	c, err := s.conn.Client()
 	if err != nil {
 		return err
 	}
-	found, err := forms(ctx, c, s.storage, token)
-	if err != nil {
-		return err
+	err = s.keys.Revoke(ctx, c, token)
+	if errors.Is(err, apikey.ErrNotFound) {
+		return errUserNotExists
 	}
-	if len(found) == 0 || found[0].notString {
-		return errUserNotExists // none, or WRONGTYPE: a key, but no token record
-	}
-	revoked := 0
-	for i, f := range found {
-		if f.notString {
-			continue
-		}
-		rec, err := wire.DecodeTokenRecord(f.raw)
-		if err != nil {
-			if i == 0 {
-				return err
-			}
-			continue
-		}
-		rec.Revoked = true
-		err = c.Do(ctx, c.B().Set().Key(f.name).Value(rueidis.BinaryString(rec.Encode())).Xx().Keepttl().Build()).Error()
-		switch {
-		case rueidis.IsRedisNil(err):
-			// expired, deleted or moved meanwhile
-		case err != nil:
-			return err
-		default:
-			revoked++
-		}
-	}
-	if revoked == 0 {
-		return errUserNotExists // expired or deleted meanwhile
-	}
-	return nil
+	return err
 }
 
 // reject removes the person's signup; removed is false when it is not
@@ -675,36 +609,12 @@ func (s *adminStore) reject(ctx context.Context, email string) (removed bool, di
 	if err != nil {
 		return removed, "", err
 	}
-	if discarded, err = s.discardUnfinished(ctx, c, email, token); err != nil {
+	deleted, err := s.keys.DeleteIfOwner(ctx, c, token, email)
+	if err != nil {
 		return removed, "", err
 	}
+	if deleted {
+		discarded = token
+	}
 	return removed, discarded, c.Do(ctx, c.B().Del().Key(approving).Build()).Error()
-}
-
-// discardUnfinished deletes the record under token, in either form, when
-// it is email's and unchanged since read; it returns token when it deleted
-// it.
-func (s *adminStore) discardUnfinished(ctx context.Context, c rueidis.Client, email, token string) (string, error) {
-	found, err := forms(ctx, c, s.storage, token)
-	if err != nil {
-		return "", err
-	}
-	deleted := ""
-	for _, f := range found {
-		if f.notString {
-			continue // not a record, so not ours
-		}
-		rec, derr := wire.DecodeTokenRecord(f.raw)
-		if derr != nil || !wire.SamePerson(rec.UserEmail, email) {
-			continue // someone else's key: the approving key was stale
-		}
-		n, err := deleteIfScript.Exec(ctx, c, []string{f.name}, []string{f.raw}).AsInt64()
-		if err != nil {
-			return "", err
-		}
-		if n == 1 {
-			deleted = token
-		}
-	}
-	return deleted, nil
 }

@@ -1,17 +1,19 @@
-// Package apikey moves a token record from its plaintext form (the token
-// itself is the Redis key, SPEC §1) to its hashed form (wire.HashedKey):
-// value and TTL copied, the plaintext deleted. auth moves the plaintext
-// records it finds with KEY_STORAGE=hashed; registration's migrate-keys
-// moves them all.
-//
-// On a single Redis (and behind Sentinel) a move is one Lua script, so it is
-// atomic: a reader sees the record under one name or the other, never both
-// and never neither, and two movers racing move it once. On a Redis Cluster
-// the two names are in different hash slots and no script may touch both;
-// there a move is two steps (MoveTwoStep): copy, then delete the plaintext
-// only while it still holds what was copied. Between the steps both forms
-// hold the same record, so a reader that looks at both never misses it.
 package apikey
+
+// Moves: a record from its plaintext form (the token itself is the Redis
+// key, SPEC §1) to its hashed form (wire.HashedKey), value and TTL copied
+// and the plaintext deleted. auth moves the plaintext records it finds with
+// KEY_STORAGE=hashed (Keys.Lookup); registration's migrate-keys moves them
+// all.
+//
+// On a single Redis (and behind Sentinel) a move is one Lua script, so it
+// is atomic: a reader sees the record under one name or the other, never
+// both and never neither, and two movers racing move it once. On a Redis
+// Cluster the two names are in different hash slots and no script may
+// touch both; there a move is two steps (MoveTwoStep): copy, then delete
+// the plaintext only while it still holds what was copied. Between the
+// steps both forms hold the same record, so a reader that looks at both
+// never misses it.
 
 import (
 	"context"
@@ -39,17 +41,6 @@ else
 end
 redis.call('DEL', plain)
 return 1
-`)
-
-// deleteIfScript deletes KEYS[1] while it holds ARGV[1]: 1 deleted, 0 it
-// holds something else, -1 it is gone.
-var deleteIfScript = rueidis.NewLuaScript(`
-local plain_key = KEYS[1]
-local copied = ARGV[1]
-local v = redis.call('GET', plain_key)
-if not v then return -1 end
-if v == copied then return redis.call('DEL', plain_key) end
-return 0
 `)
 
 // Atomic reports whether c moves a key in one atomic step (Move): true but
@@ -113,7 +104,7 @@ func MoveTwoStep(ctx context.Context, c rueidis.Client, token string) (bool, err
 		if err := c.Do(ctx, set).Error(); err != nil {
 			return false, err
 		}
-		n, err := deleteIfScript.Exec(ctx, c, []string{token}, []string{v}).AsInt64()
+		n, err := deleteIf(ctx, c, token, v)
 		if err != nil {
 			return false, err
 		}
