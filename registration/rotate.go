@@ -170,7 +170,10 @@ return 1
 //  4. the email is queued and the rotation marked done, in one atomic step.
 //
 // A revoked or unknown old key is refused (400), unless it is the old key
-// of a rotation on record: then the rotation is completed.
+// of a rotation on record: then the rotation is completed, or answered
+// again with its new key, as long as that key lives. Once the new key is
+// revoked, or gone after its email was queued, rotating old again is
+// refused (errRevokedKey, errUserNotExists) and changes nothing.
 func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration) (string, error) {
 	c, err := s.conn.Client()
 	if err != nil {
@@ -182,6 +185,7 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 		return "", err
 	}
 	ongoing, _ := claim[0].ToString()
+	done, _ := claim[1].ToString() // "1" once its email is queued
 	if ongoing != "" {
 		if ongoing, err = openRotation(old, ongoing); err != nil {
 			return "", err
@@ -232,6 +236,14 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 		// claim; the admin's retry draws another.
 		_ = c.Do(ctx, c.B().Del().Key(remembered).Build()).Error()
 		return "", errCollision
+	case ongoing != "" && newTaken && written.Revoked:
+		// The rotation's new key was revoked since: it is not handed out
+		// again, and old keeps the grace it was given.
+		return "", errRevokedKey
+	case ongoing != "" && !newTaken && done != "":
+		// The rotation's new key was deleted (or expired) since it was
+		// emailed: it is not written again.
+		return "", errUserNotExists
 	case !newTaken && rec == nil:
 		// The rotation on record lost its new record and old is gone:
 		// nothing is left to rotate.

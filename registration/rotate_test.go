@@ -142,6 +142,53 @@ func TestRotateGrace(t *testing.T) {
 	}
 }
 
+// A rotation whose new key was revoked, or deleted, since is not answered
+// again with that key: rotating the old key once more is refused and
+// changes nothing. (It answered 200 with the revoked key, or wrote the
+// deleted key's record again.)
+func TestRotateRevokedOrGoneSuccessor(t *testing.T) {
+	rs := redistest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL})
+	auth := []string{"Authorization", adminBearer(t, "alice")}
+	put := func(path, body string) response { return send(t, "PUT", base+path, body, auth...) }
+	const k1Record = `{"UserEmail":"jane@example.com","MonthlyLimit":100,"Revoked":false}`
+
+	for _, c := range []struct {
+		name   string
+		change func(k2 string)
+		want   string
+	}{
+		{"revoked", func(k2 string) { put("/api/revoke", `{"token":"`+k2+`"}`).want(t, 200, `{"message":"OK"}`) },
+			`{"message":"Token has been revoked"}`},
+		{"deleted", func(k2 string) { rs.Do("DEL", k2) }, `{"message":"User does not exists"}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			k1 := "k1-" + c.name
+			rs.Do("SET", k1, k1Record)
+			k2 := tokenOf(t, put("/api/rotate", `{"token":"`+k1+`","grace":3600}`))
+			emails := len(outboxEntries(t, rs))
+			c.change(k2)
+			k2Record := rs.Do("GET", k2)
+
+			for _, grace := range []string{"3600", "0"} {
+				put("/api/rotate", `{"token":"`+k1+`","grace":`+grace+`}`).want(t, 400, c.want)
+				if got := rs.Do("GET", k1); got != k1Record {
+					t.Errorf("grace %s: K1 holds %s, want it unchanged", grace, got)
+				}
+				if ttl, _ := strconv.Atoi(rs.Do("TTL", k1)); ttl < 3590 || ttl > 3600 {
+					t.Errorf("grace %s: K1's TTL = %d, want the first rotation's grace", grace, ttl)
+				}
+				if got := rs.Do("GET", k2); got != k2Record {
+					t.Errorf("grace %s: K2 holds %q, want %q (never written again)", grace, got, k2Record)
+				}
+				if n := len(outboxEntries(t, rs)); n != emails {
+					t.Errorf("grace %s: %d outbox entries, want %d (no email)", grace, n, emails)
+				}
+			}
+		})
+	}
+}
+
 // Bad rotations answer 400 and change nothing.
 func TestRotateValidation(t *testing.T) {
 	rs := redistest.Start(t)
