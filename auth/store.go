@@ -4,11 +4,14 @@ import (
 	"context"
 	"hash/maphash"
 	"log/slog"
-	"strings"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"pesto/shared/apikey"
+	"pesto/shared/ratelimit"
 	"pesto/shared/redisconn"
 	"pesto/shared/wire"
 )
@@ -71,24 +74,83 @@ func (s *redisStore) Ping(ctx context.Context) error {
 	return s.conn.Ping(ctx, time.Second)
 }
 
-// hashSlot is Redis Cluster's slot of key: CRC16 (XMODEM) of the key, or of
-// its hash tag ({…}) when it has a non-empty one, modulo 16384.
-func hashSlot(key string) uint16 {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
+// accountStore is what GET /api/usage needs of Redis, besides the hook's
+// tokenStore.
+type accountStore interface {
+	// RecordTTL returns the raw value stored under token, read without the
+	// client-side cache, and its time to live (0: none); apikey.ErrNotFound
+	// when there is none.
+	RecordTTL(ctx context.Context, token string) (raw string, ttl time.Duration, err error)
+	// Used returns the calls counted on the counter key (0 when it does
+	// not exist). It counts nothing.
+	Used(ctx context.Context, key string) (int64, error)
+	// Allow counts one request against the rate limit buckets of keys
+	// (ratelimit.Allow) and returns 0, or the milliseconds to wait.
+	Allow(ctx context.Context, keys, args []string) (int64, error)
+	// QueueWarning queues a quota warning in the outbox unless its marker
+	// (wire.QuotaWarning.WarnedKey) is set, and sets it, in one atomic
+	// step; queued is false when the marker was set.
+	QueueWarning(ctx context.Context, w wire.QuotaWarning) (queued bool, err error)
+}
+
+var _ accountStore = (*redisStore)(nil)
+
+// RecordTTL reads the record and its TTL with plain commands, in either
+// form (apikey.Keys.LookupTTL): a key holder asking about their key sees
+// what Redis holds.
+func (s *redisStore) RecordTTL(ctx context.Context, token string) (string, time.Duration, error) {
+	c, err := s.conn.Client()
+	if err != nil {
+		return "", 0, err
 	}
-	var crc uint16
-	for k := 0; k < len(key); k++ {
-		crc ^= uint16(key[k]) << 8
-		for b := 0; b < 8; b++ {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
+	return s.keys.LookupTTL(ctx, c, token)
+}
+
+// Used reads a counter with a plain GET (counters are never cached).
+func (s *redisStore) Used(ctx context.Context, key string) (int64, error) {
+	c, err := s.conn.Client()
+	if err != nil {
+		return 0, err
 	}
-	return crc & 16383
+	n, err := c.Do(ctx, c.B().Get().Key(key).Build()).AsInt64()
+	if rueidis.IsRedisNil(err) {
+		return 0, nil
+	}
+	return n, err
+}
+
+// Allow runs the shared rate limit script.
+func (s *redisStore) Allow(ctx context.Context, keys, args []string) (int64, error) {
+	c, err := s.conn.Client()
+	if err != nil {
+		return 0, err
+	}
+	return ratelimit.Allow(ctx, c, keys, args)
+}
+
+// warnScript queues a warning unless its marker is set, and sets the
+// marker, in one atomic step. KEYS: the marker, the outbox stream; ARGV:
+// the marker's TTL in seconds, then the entry's fields. Returns 1 when
+// queued, 0 when the marker was set.
+var warnScript = rueidis.NewLuaScript(`
+local marker_key, outbox_key = KEYS[1], KEYS[2]
+local marker_ttl_seconds = ARGV[1]
+-- ARGV[2] onwards: the entry's fields
+if redis.call('SET', marker_key, '1', 'NX', 'EX', marker_ttl_seconds) then
+  redis.call('XADD', outbox_key, '*', unpack(ARGV, 2))
+  return 1
+end
+return 0
+`)
+
+var warnedTTL = strconv.FormatInt(int64(wire.CounterTTL/time.Second), 10)
+
+// QueueWarning runs warnScript for q.
+func (s *redisStore) QueueWarning(ctx context.Context, q wire.QuotaWarning) (bool, error) {
+	c, err := s.conn.Client()
+	if err != nil {
+		return false, err
+	}
+	n, err := warnScript.Exec(ctx, c, []string{q.WarnedKey(), wire.OutboxStream}, append([]string{warnedTTL}, q.Fields()...)).AsInt64()
+	return n == 1, err
 }

@@ -9,34 +9,12 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v3"
-	"github.com/redis/rueidis"
 
 	"pesto/shared/clientip"
 	"pesto/shared/logging"
 	"pesto/shared/ratelimit"
 	"pesto/shared/wire"
 )
-
-// accountStore is what GET /api/usage needs of Redis, besides the hook's
-// tokenStore.
-type accountStore interface {
-	// RecordTTL returns the raw value stored under token, read without the
-	// client-side cache, and its time to live (0: none); apikey.ErrNotFound
-	// when there is none.
-	RecordTTL(ctx context.Context, token string) (raw string, ttl time.Duration, err error)
-	// Used returns the calls counted on the counter key (0 when it does
-	// not exist). It counts nothing.
-	Used(ctx context.Context, key string) (int64, error)
-	// Allow counts one request against the rate limit buckets of keys
-	// (ratelimit.Allow) and returns 0, or the milliseconds to wait.
-	Allow(ctx context.Context, keys, args []string) (int64, error)
-	// QueueWarning queues a quota warning in the outbox unless its marker
-	// (wire.QuotaWarning.WarnedKey) is set, and sets it, in one atomic
-	// step; queued is false when the marker was set.
-	QueueWarning(ctx context.Context, w wire.QuotaWarning) (queued bool, err error)
-}
-
-var _ accountStore = (*redisStore)(nil)
 
 // usageRatePrefix starts the rate limit keys of /api/usage:
 // pesto:ratelimit:{usage}:<client>, the IPv4 address or the IPv6 /64.
@@ -153,37 +131,4 @@ func usageClient(a netip.Addr) string {
 	default:
 		return "unknown"
 	}
-}
-
-// RecordTTL reads the record and its TTL with plain commands, in either
-// form (apikey.Keys.LookupTTL): a key holder asking about their key sees
-// what Redis holds.
-func (s *redisStore) RecordTTL(ctx context.Context, token string) (string, time.Duration, error) {
-	c, err := s.conn.Client()
-	if err != nil {
-		return "", 0, err
-	}
-	return s.keys.LookupTTL(ctx, c, token)
-}
-
-// Used reads a counter with a plain GET (counters are never cached).
-func (s *redisStore) Used(ctx context.Context, key string) (int64, error) {
-	c, err := s.conn.Client()
-	if err != nil {
-		return 0, err
-	}
-	n, err := c.Do(ctx, c.B().Get().Key(key).Build()).AsInt64()
-	if rueidis.IsRedisNil(err) {
-		return 0, nil
-	}
-	return n, err
-}
-
-// Allow runs the shared rate limit script.
-func (s *redisStore) Allow(ctx context.Context, keys, args []string) (int64, error) {
-	c, err := s.conn.Client()
-	if err != nil {
-		return 0, err
-	}
-	return ratelimit.Allow(ctx, c, keys, args)
 }

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/rueidis"
-
 	"pesto/shared/config"
 	"pesto/shared/metrics"
 	"pesto/shared/wire"
@@ -139,31 +137,4 @@ func (w *warnings) send(q wire.QuotaWarning) {
 	}
 	w.failed.Inc()
 	w.log.Error("quota warning not queued", "to", q.To, "percent", q.Percent, "err", err.Error())
-}
-
-// warnScript queues a warning unless its marker is set, and sets the
-// marker, in one atomic step. KEYS: the marker, the outbox stream; ARGV:
-// the marker's TTL in seconds, then the entry's fields. Returns 1 when
-// queued, 0 when the marker was set.
-var warnScript = rueidis.NewLuaScript(`
-local marker_key, outbox_key = KEYS[1], KEYS[2]
-local marker_ttl_seconds = ARGV[1]
--- ARGV[2] onwards: the entry's fields
-if redis.call('SET', marker_key, '1', 'NX', 'EX', marker_ttl_seconds) then
-  redis.call('XADD', outbox_key, '*', unpack(ARGV, 2))
-  return 1
-end
-return 0
-`)
-
-var warnedTTL = strconv.FormatInt(int64(wire.CounterTTL/time.Second), 10)
-
-// QueueWarning runs warnScript for q.
-func (s *redisStore) QueueWarning(ctx context.Context, q wire.QuotaWarning) (bool, error) {
-	c, err := s.conn.Client()
-	if err != nil {
-		return false, err
-	}
-	n, err := warnScript.Exec(ctx, c, []string{q.WarnedKey(), wire.OutboxStream}, append([]string{warnedTTL}, q.Fields()...)).AsInt64()
-	return n == 1, err
 }
