@@ -4,14 +4,38 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
 
+	"pesto/shared/redisconn"
 	"pesto/shared/wire"
 )
+
+// counter counts calls in Redis, on the counting connection: the count
+// and refund functions of the group commit (quota), and the queue of each
+// counter (groupOf). It remembers the value each counter had in its last
+// reply (seen), to count one well below its limit with a plain INCRBY.
+type counter struct {
+	conn   *redisconn.Conn // the counting connection (counterOptions)
+	log    *slog.Logger
+	onLost func(key string, n int64, err error) // a refund that failed
+
+	seenMu   sync.Mutex
+	seen     map[uint64]int64 // seenHash of a counter key → its value in the last reply
+	seenSeed maphash.Seed
+}
+
+func newCounter(conn *redisconn.Conn, log *slog.Logger) *counter {
+	return &counter{conn: conn, log: log, seen: map[uint64]int64{}, seenSeed: maphash.MakeSeed(),
+		onLost: func(_ string, n int64, err error) {
+			log.Error("refund of calls not answered 200 failed: the counter keeps them", "calls", n, "err", err.Error())
+		}}
+}
 
 // counterScript counts batches of calls, many counters in one call. Per
 // counter it grants min(n, limit - used) calls, or none (and writes
@@ -70,8 +94,8 @@ var counterTTL = strconv.FormatInt(int64(wire.CounterTTL/time.Second), 10)
 // sets their before and granted (or their err). A counter this replica saw
 // well below its limit (plainCount) is counted with a plain INCRBY, the
 // others by counterScript; both go out together, in one round trip.
-func (s *redisStore) countBatch(ctx context.Context, deadline time.Time, entries []entry) error {
-	c, err := s.counters.Client()
+func (k *counter) countBatch(ctx context.Context, deadline time.Time, entries []entry) error {
+	c, err := k.conn.Client()
 	if err != nil {
 		return err
 	}
@@ -79,31 +103,31 @@ func (s *redisStore) countBatch(ctx context.Context, deadline time.Time, entries
 	checked := make([]int, 0, len(entries))
 	names := make([]uint64, len(entries)) // each counter's name in seen, hashed once
 	for i := range entries {
-		names[i] = s.seenHash(entries[i].key)
+		names[i] = k.seenHash(entries[i].key)
 	}
-	s.seenMu.Lock()
+	k.seenMu.Lock()
 	for i, e := range entries {
-		if used, ok := s.seen[names[i]]; ok && plainCount(used, e.n, e.limit) {
+		if used, ok := k.seen[names[i]]; ok && plainCount(used, e.n, e.limit) {
 			plain = append(plain, i)
 		} else {
 			checked = append(checked, i)
 		}
 	}
-	s.seenMu.Unlock()
+	k.seenMu.Unlock()
 
 	var scriptErr error
 	switch {
 	case len(plain) == 0:
-		scriptErr = s.countChecked(ctx, c, deadline, entries, checked)
+		scriptErr = k.countChecked(ctx, c, deadline, entries, checked)
 	case len(checked) == 0:
-		s.countPlain(ctx, c, entries, plain)
+		k.countPlain(ctx, c, entries, plain)
 	default: // both at once: one round trip
 		done := make(chan struct{})
 		go func() {
-			scriptErr = s.countChecked(ctx, c, deadline, entries, checked)
+			scriptErr = k.countChecked(ctx, c, deadline, entries, checked)
 			close(done)
 		}()
-		s.countPlain(ctx, c, entries, plain)
+		k.countPlain(ctx, c, entries, plain)
 		<-done
 	}
 	if scriptErr != nil {
@@ -112,16 +136,16 @@ func (s *redisStore) countBatch(ctx context.Context, deadline time.Time, entries
 		}
 	}
 
-	s.seenMu.Lock()
-	if len(s.seen) >= seenMax {
-		clear(s.seen) // a month's worth of counters at most; they are read again
+	k.seenMu.Lock()
+	if len(k.seen) >= seenMax {
+		clear(k.seen) // a month's worth of counters at most; they are read again
 	}
 	for i := range entries {
 		if e := &entries[i]; e.err == nil {
-			s.seen[names[i]] = e.before + e.granted
+			k.seen[names[i]] = e.before + e.granted
 		}
 	}
-	s.seenMu.Unlock()
+	k.seenMu.Unlock()
 	return nil
 }
 
@@ -134,7 +158,7 @@ const seenMax = 1 << 16
 // plainCount then may count the one near its limit with a plain INCRBY:
 // still exact (the excess is given back at once), only not write-free for
 // a refused call.
-func (s *redisStore) seenHash(key string) uint64 { return maphash.String(s.seenSeed, key) }
+func (k *counter) seenHash(key string) uint64 { return maphash.String(k.seenSeed, key) }
 
 // plainCount reports whether n calls on a counter last seen at used may be
 // counted with a plain INCRBY: when even with the other replicas' calls
@@ -147,7 +171,7 @@ func plainCount(used, n, limit int64) bool {
 }
 
 // countChecked counts the entries at idx with counterScript.
-func (s *redisStore) countChecked(ctx context.Context, c rueidis.Client, deadline time.Time, entries []entry, idx []int) error {
+func (k *counter) countChecked(ctx context.Context, c rueidis.Client, deadline time.Time, entries []entry, idx []int) error {
 	keys := make([]string, len(idx))
 	args := make([]string, 2, 2+2*len(idx))
 	args[0], args[1] = "0", counterTTL
@@ -158,25 +182,46 @@ func (s *redisStore) countChecked(ctx context.Context, c rueidis.Client, deadlin
 		keys[j] = entries[i].key
 		args = append(args, strconv.FormatInt(entries[i].limit, 10), strconv.FormatInt(entries[i].n, 10))
 	}
-	reply, err := counterScript.Exec(ctx, c, keys, args).ToArray()
+	reply, err := runCounterScript(ctx, c, keys, args)
 	if err != nil {
 		return err
 	}
-	if len(reply) == 0 {
-		return errLate
-	}
-	if len(reply) != 2*len(idx) {
-		return fmt.Errorf("counter script: %d values for %d counters", len(reply), len(idx))
-	}
 	for j, i := range idx {
-		if entries[i].before, err = reply[2*j].AsInt64(); err != nil {
-			return err
-		}
-		if entries[i].granted, err = reply[2*j+1].AsInt64(); err != nil {
+		if entries[i].before, entries[i].granted, err = reply.counter(j); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// counterReply is counterScript's answer: for each counter, in the order
+// of its keys, the calls counted before and the calls granted.
+type counterReply []rueidis.RedisMessage
+
+// runCounterScript runs counterScript on keys with args (a deadline, the
+// TTL, then a limit and a number of calls per key) and checks its answer's
+// shape: errLate when it ran past its deadline and counted nothing.
+func runCounterScript(ctx context.Context, c rueidis.Client, keys, args []string) (counterReply, error) {
+	reply, err := counterScript.Exec(ctx, c, keys, args).ToArray()
+	if err != nil {
+		return nil, err
+	}
+	if len(reply) == 0 {
+		return nil, errLate
+	}
+	if len(reply) != 2*len(keys) {
+		return nil, fmt.Errorf("counter script: %d values for %d counters", len(reply), len(keys))
+	}
+	return reply, nil
+}
+
+// counter returns what the script did for the j-th counter.
+func (r counterReply) counter(j int) (before, granted int64, err error) {
+	if before, err = r[2*j].AsInt64(); err != nil {
+		return 0, 0, err
+	}
+	granted, err = r[2*j+1].AsInt64()
+	return before, granted, err
 }
 
 // countPlain counts the entries at idx with one INCRBY each. INCRBY's
@@ -184,7 +229,7 @@ func (s *redisStore) countChecked(ctx context.Context, c rueidis.Client, deadlin
 // granted, the excess is given back at once (a counter that passed its
 // limit since this replica last saw it). A counter INCRBY had to create (an
 // operator deleted it) gets its TTL right after.
-func (s *redisStore) countPlain(ctx context.Context, c rueidis.Client, entries []entry, idx []int) {
+func (k *counter) countPlain(ctx context.Context, c rueidis.Client, entries []entry, idx []int) {
 	cmds := make(rueidis.Commands, len(idx))
 	for j, i := range idx {
 		cmds[j] = c.B().Incrby().Key(entries[i].key).Increment(entries[i].n).Build()
@@ -199,13 +244,13 @@ func (s *redisStore) countPlain(ctx context.Context, c rueidis.Client, entries [
 		e.before = after - e.n
 		e.granted = min(e.n, max(e.limit-e.before, 0))
 		if excess := e.n - e.granted; excess > 0 {
-			if err := s.refund(ctx, e.key, excess); err != nil && s.onLost != nil {
-				s.onLost(e.key, excess, err)
+			if err := k.refund(ctx, e.key, excess); err != nil && k.onLost != nil {
+				k.onLost(e.key, excess, err)
 			}
 		}
 		if after == e.n {
 			if err := expireScript.Exec(ctx, c, []string{e.key}, []string{counterTTL}).Error(); err != nil {
-				s.log.Warn("counter created without its TTL", "err", err.Error())
+				k.log.Warn("counter created without its TTL", "err", err.Error())
 			}
 		}
 	}
@@ -223,8 +268,8 @@ return 0
 `)
 
 // refund takes n counted calls back from the counter key.
-func (s *redisStore) refund(ctx context.Context, key string, n int64) error {
-	c, err := s.counters.Client()
+func (k *counter) refund(ctx context.Context, key string, n int64) error {
+	c, err := k.conn.Client()
 	if err != nil {
 		return err
 	}
@@ -233,8 +278,8 @@ func (s *redisStore) refund(ctx context.Context, key string, n int64) error {
 
 // groupOf is the queue of a counter key: one for all on a single Redis, one
 // per hash slot on a Cluster (a script's keys must share a slot there).
-func (s *redisStore) groupOf(key string) uint16 {
-	if c, err := s.counters.Client(); err == nil && c.Mode() == rueidis.ClientModeCluster {
+func (k *counter) groupOf(key string) uint16 {
+	if c, err := k.conn.Client(); err == nil && c.Mode() == rueidis.ClientModeCluster {
 		return hashSlot(key)
 	}
 	return 0

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"hash/maphash"
 	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -31,28 +29,20 @@ type tokenStore interface {
 
 var _ tokenStore = (*redisStore)(nil)
 
+// redisStore is auth's Redis: records through the client-side cache
+// (apikey), calls counted by group commit on a connection of their own
+// (quota, counter), and what GET /api/usage and the quota warnings need.
 type redisStore struct {
 	conn     *redisconn.Conn // records, through the client-side cache
-	counters *redisconn.Conn // counting (see counterOptions)
 	cacheTTL time.Duration
 	keys     apikey.Keys // records, in either form
 	counts   *quota
-	log      *slog.Logger
-	onLost   func(key string, n int64, err error) // a refund that failed
-
-	seenMu   sync.Mutex
-	seen     map[uint64]int64 // seenHash of a counter key → its value in the last reply
-	seenSeed maphash.Seed
 }
 
 func newRedisStore(conn, counters *redisconn.Conn, cacheTTL time.Duration, storage wire.KeyStorage, log *slog.Logger) *redisStore {
-	s := &redisStore{conn: conn, counters: counters, cacheTTL: cacheTTL, keys: apikey.Keys{Storage: storage, Log: log}, log: log,
-		seen: map[uint64]int64{}, seenSeed: maphash.MakeSeed()}
-	s.onLost = func(_ string, n int64, err error) {
-		log.Error("refund of calls not answered 200 failed: the counter keeps them", "calls", n, "err", err.Error())
-	}
-	s.counts = newQuota(s.countBatch, s.refund, s.groupOf, s.onLost)
-	return s
+	k := newCounter(counters, log)
+	return &redisStore{conn: conn, cacheTTL: cacheTTL, keys: apikey.Keys{Storage: storage, Log: log},
+		counts: newQuota(k.countBatch, k.refund, k.groupOf, k.onLost)}
 }
 
 // Record finds token's record in either form, through the client-side
