@@ -2,16 +2,12 @@ package main
 
 import (
 	"errors"
-	"fmt"
-	"path"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v3"
 
 	"pesto/shared/apikey"
-	"pesto/shared/logging"
 	"pesto/shared/wire"
 )
 
@@ -35,18 +31,15 @@ func timeNow() time.Time { return time.Now() }
 func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *authMetrics, warn *warnings) fiber.Handler {
 	deadlines := newDeadlines(redisTimeout, deadlineStep)
 	return func(c fiber.Ctx) error {
-		token := c.Get(headerToken)
-		if token == "" {
-			m.outcome[outNoToken].Inc()
-			return eNoToken
+		token, err := requestToken(c)
+		if err != nil {
+			if err == eNoToken {
+				m.outcome[outNoToken].Inc()
+			} else {
+				m.outcome[outMalformed].Inc()
+			}
+			return err
 		}
-		if !wire.WellFormedToken(token) {
-			m.outcome[outMalformed].Inc()
-			return eNotRegistered
-		}
-		// fiber reuses the header's bytes after the handler returns, and the
-		// client-side cache may keep the key: give it its own copy.
-		token = strings.Clone(token)
 
 		ctx := deadlines.context(time.Now())
 		raw, cached, err := store.Record(ctx, token)
@@ -63,51 +56,34 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 			m.outcome[outError].Inc()
 			return err
 		}
-		rec, err := wire.DecodeTokenRecord(raw)
-		if err != nil {
-			m.outcome[outError].Inc()
-			return fmt.Errorf("token %s: %w", logging.Token(token), err)
-		}
-		if rec.Revoked {
+		k, err := followRecord(token, raw, unmetered, now, func(t time.Time, email string, limit int64) (int64, bool, error) {
+			if limit <= 0 {
+				return 0, false, nil // a limit of 0 allows nothing
+			}
+			return store.Count(ctx, wire.CounterKey(t, email), limit)
+		})
+		switch {
+		case err == eRevoked:
 			m.outcome[outRevoked].Inc()
-			return eRevoked
-		}
-		if unmetered != "" && isUnmetered(unmetered, rec.UserEmail) {
+			return err
+		case err != nil:
+			m.outcome[outError].Inc()
+			return err
+		case k.unmetered:
 			m.outcome[outUnmetered].Inc()
 			c.Status(fiber.StatusOK)
 			return nil
-		}
-
-		t := now()
-		reset, window := monthOf(t)
-		used, allowed := int64(0), false
-		if rec.MonthlyLimit > 0 {
-			used, allowed, err = store.Count(ctx, wire.CounterKey(t, rec.UserEmail), rec.MonthlyLimit)
-			if err != nil {
-				m.outcome[outError].Inc()
-				return err
-			}
-		}
-		q := quotaState{limit: max(rec.MonthlyLimit, 0), reset: reset, window: window}
-		if !allowed {
+		case !k.allowed:
 			m.outcome[outOverQuota].Inc()
-			setRateHeaders(&c.Response().Header, q)
+			setRateHeaders(&c.Response().Header, k.state)
 			var num [20]byte
-			c.Response().Header.SetBytesV(fiber.HeaderRetryAfter, strconv.AppendInt(num[:0], reset, 10))
+			c.Response().Header.SetBytesV(fiber.HeaderRetryAfter, strconv.AppendInt(num[:0], k.state.reset, 10))
 			return eQuota
 		}
-		q.remaining = rec.MonthlyLimit - used
-		setRateHeaders(&c.Response().Header, q)
-		warn.after(rec.UserEmail, rec.MonthlyLimit, used, t) // a comparison, unless this call crosses a threshold
+		setRateHeaders(&c.Response().Header, k.state)
+		warn.after(k.rec.UserEmail, k.rec.MonthlyLimit, k.used, k.at) // a comparison, unless this call crosses a threshold
 		m.outcome[outAllowed].Inc()
 		c.Status(fiber.StatusOK) // and no body
 		return nil
 	}
-}
-
-// isUnmetered matches email, case-insensitively, against the lower-case
-// pattern.
-func isUnmetered(pattern, email string) bool {
-	ok, _ := path.Match(pattern, strings.ToLower(email))
-	return ok
 }

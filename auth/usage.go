@@ -2,16 +2,13 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v3"
 
 	"pesto/shared/clientip"
-	"pesto/shared/logging"
 	"pesto/shared/ratelimit"
 	"pesto/shared/wire"
 )
@@ -66,14 +63,10 @@ func (u usage) appendJSON(b []byte) []byte {
 func handleUsage(acct accountStore, ips clientip.Resolver, rate ratelimit.Rate, unmetered string, now func() time.Time) fiber.Handler {
 	rateArgs := ratelimit.Args(rate.Count, rate.Per)
 	return func(c fiber.Ctx) error {
-		token := c.Get(headerToken)
-		if token == "" {
-			return eNoToken
+		token, err := requestToken(c)
+		if err != nil {
+			return err
 		}
-		if !wire.WellFormedToken(token) {
-			return eNotRegistered
-		}
-		token = strings.Clone(token)
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
 
@@ -90,29 +83,21 @@ func handleUsage(acct accountStore, ips clientip.Resolver, rate ratelimit.Rate, 
 		if err != nil {
 			return err
 		}
-		rec, err := wire.DecodeTokenRecord(raw)
+		k, err := followRecord(token, raw, unmetered, now, func(t time.Time, email string, _ int64) (int64, bool, error) {
+			used, err := acct.Used(ctx, wire.CounterKey(t, email))
+			return used, true, err // asking counts no call
+		})
 		if err != nil {
-			return fmt.Errorf("token %s: %w", logging.Token(token), err)
+			return err
 		}
-		if rec.Revoked {
-			return eRevoked
-		}
-		t := now()
-		u := usage{Reset: wire.NextMonth(t)}
+		u := usage{Unmetered: k.unmetered, Reset: wire.NextMonth(k.at)}
 		if ttl > 0 {
-			exp := t.Add(ttl).Round(time.Second)
+			exp := k.at.Add(ttl).Round(time.Second)
 			u.Expires = &exp
 		}
-		if unmetered != "" && isUnmetered(unmetered, rec.UserEmail) {
-			u.Unmetered = true
-		} else {
-			if u.Used, err = acct.Used(ctx, wire.CounterKey(t, rec.UserEmail)); err != nil {
-				return err
-			}
-			u.Limit = max(rec.MonthlyLimit, 0)
-			u.Remaining = max(u.Limit-u.Used, 0)
-			reset, window := monthOf(t)
-			setRateHeaders(&c.Response().Header, quotaState{limit: u.Limit, remaining: u.Remaining, reset: reset, window: window})
+		if !k.unmetered {
+			u.Used, u.Limit, u.Remaining = k.used, k.state.limit, k.state.remaining
+			setRateHeaders(&c.Response().Header, k.state)
 		}
 		c.Set(fiber.HeaderCacheControl, "no-store")
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
