@@ -16,11 +16,11 @@ import (
 	"pesto/shared/wire"
 )
 
-// counter counts calls in Redis, on the counting connection: the count
-// and refund functions of the group commit (quota), and the queue of each
+// redisCounter counts calls in Redis, on the counting connection: the count
+// and refund functions of the group commit (groupCommit), and the queue of each
 // counter (groupOf). It remembers the value each counter had in its last
 // reply (seen), to count one well below its limit with a plain INCRBY.
-type counter struct {
+type redisCounter struct {
 	conn   *redisconn.Conn // the counting connection (counterOptions)
 	log    *slog.Logger
 	onLost func(key string, n int64, err error) // a refund that failed
@@ -30,8 +30,8 @@ type counter struct {
 	seenSeed maphash.Seed
 }
 
-func newCounter(conn *redisconn.Conn, log *slog.Logger) *counter {
-	return &counter{conn: conn, log: log, seen: map[uint64]int64{}, seenSeed: maphash.MakeSeed(),
+func newRedisCounter(conn *redisconn.Conn, log *slog.Logger) *redisCounter {
+	return &redisCounter{conn: conn, log: log, seen: map[uint64]int64{}, seenSeed: maphash.MakeSeed(),
 		onLost: func(_ string, n int64, err error) {
 			log.Error("refund of calls not answered 200 failed: the counter keeps them", "calls", n, "err", err.Error())
 		}}
@@ -94,7 +94,7 @@ var counterTTL = strconv.FormatInt(int64(wire.CounterTTL/time.Second), 10)
 // sets their before and granted (or their err). A counter this replica saw
 // well below its limit (plainCount) is counted with a plain INCRBY, the
 // others by counterScript; both go out together, in one round trip.
-func (k *counter) countBatch(ctx context.Context, deadline time.Time, entries []entry) error {
+func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entries []entry) error {
 	c, err := k.conn.Client()
 	if err != nil {
 		return err
@@ -158,7 +158,7 @@ const seenMax = 1 << 16
 // plainCount then may count the one near its limit with a plain INCRBY:
 // still exact (the excess is given back at once), only not write-free for
 // a refused call.
-func (k *counter) seenHash(key string) uint64 { return maphash.String(k.seenSeed, key) }
+func (k *redisCounter) seenHash(key string) uint64 { return maphash.String(k.seenSeed, key) }
 
 // plainCount reports whether n calls on a counter last seen at used may be
 // counted with a plain INCRBY: when even with the other replicas' calls
@@ -171,7 +171,7 @@ func plainCount(used, n, limit int64) bool {
 }
 
 // countChecked counts the entries at idx with counterScript.
-func (k *counter) countChecked(ctx context.Context, c rueidis.Client, deadline time.Time, entries []entry, idx []int) error {
+func (k *redisCounter) countChecked(ctx context.Context, c rueidis.Client, deadline time.Time, entries []entry, idx []int) error {
 	keys := make([]string, len(idx))
 	args := make([]string, 2, 2+2*len(idx))
 	args[0], args[1] = "0", counterTTL
@@ -187,7 +187,7 @@ func (k *counter) countChecked(ctx context.Context, c rueidis.Client, deadline t
 		return err
 	}
 	for j, i := range idx {
-		if entries[i].before, entries[i].granted, err = reply.counter(j); err != nil {
+		if entries[i].before, entries[i].granted, err = reply.at(j); err != nil {
 			return err
 		}
 	}
@@ -215,8 +215,8 @@ func runCounterScript(ctx context.Context, c rueidis.Client, keys, args []string
 	return reply, nil
 }
 
-// counter returns what the script did for the j-th counter.
-func (r counterReply) counter(j int) (before, granted int64, err error) {
+// at returns what the script did for the j-th counter.
+func (r counterReply) at(j int) (before, granted int64, err error) {
 	if before, err = r[2*j].AsInt64(); err != nil {
 		return 0, 0, err
 	}
@@ -229,7 +229,7 @@ func (r counterReply) counter(j int) (before, granted int64, err error) {
 // granted, the excess is given back at once (a counter that passed its
 // limit since this replica last saw it). A counter INCRBY had to create (an
 // operator deleted it) gets its TTL right after.
-func (k *counter) countPlain(ctx context.Context, c rueidis.Client, entries []entry, idx []int) {
+func (k *redisCounter) countPlain(ctx context.Context, c rueidis.Client, entries []entry, idx []int) {
 	cmds := make(rueidis.Commands, len(idx))
 	for j, i := range idx {
 		cmds[j] = c.B().Incrby().Key(entries[i].key).Increment(entries[i].n).Build()
@@ -268,7 +268,7 @@ return 0
 `)
 
 // refund takes n counted calls back from the counter key.
-func (k *counter) refund(ctx context.Context, key string, n int64) error {
+func (k *redisCounter) refund(ctx context.Context, key string, n int64) error {
 	c, err := k.conn.Client()
 	if err != nil {
 		return err
@@ -278,7 +278,7 @@ func (k *counter) refund(ctx context.Context, key string, n int64) error {
 
 // groupOf is the queue of a counter key: one for all on a single Redis, one
 // per hash slot on a Cluster (a script's keys must share a slot there).
-func (k *counter) groupOf(key string) uint16 {
+func (k *redisCounter) groupOf(key string) uint16 {
 	if c, err := k.conn.Client(); err == nil && c.Mode() == rueidis.ClientModeCluster {
 		return hashSlot(key)
 	}

@@ -20,9 +20,6 @@ const (
 	deadlineStep = 50 * time.Millisecond
 )
 
-// headerToken carries the API key.
-const headerToken = "X-Pesto-Token"
-
 func timeNow() time.Time { return time.Now() }
 
 // handleDecide answers the auth hook (SPEC §2): 200 lets the request

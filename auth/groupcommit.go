@@ -8,7 +8,7 @@ import (
 )
 
 // The quota path after the decision: calls are counted by group commit
-// (quota.Count); each batch goes to Redis in one round trip, where a
+// (groupCommit.Count); each batch goes to Redis in one round trip, where a
 // counter is counted in one atomic step: a plain INCRBY while this replica
 // last saw it well below its limit (plainCount), counterScript otherwise.
 //
@@ -32,20 +32,20 @@ var errLate = fmt.Errorf("counter script ran past its deadline: %w", context.Dea
 // countFunc counts the calls of a batch in one round trip, each counter in
 // one atomic step, and sets each entry's before and granted (or its err).
 // deadline (zero: none) is the script's: what is counted past it reaches
-// its callers too late, and quota refunds it.
+// its callers too late, and groupCommit refunds it.
 type countFunc func(ctx context.Context, deadline time.Time, entries []entry) error
 
 // refundFunc takes n counted calls back from a counter.
 type refundFunc func(ctx context.Context, key string, n int64) error
 
-// quota is group commit for counters. Calls that arrive while a batch of
+// groupCommit is group commit for counters. Calls that arrive while a batch of
 // their queue is on its way to Redis wait together, whatever their keys,
 // and are counted by the next single script call: Redis runs one script per
 // round trip instead of one per call, for a hot key and for many keys
 // alike, and every call waits for at most one round trip besides its own.
 // The quota stays exact: each script is atomic and grants calls in arrival
 // order.
-type quota struct {
+type groupCommit struct {
 	count   countFunc
 	refund  refundFunc
 	groupOf func(key string) uint16
@@ -82,8 +82,8 @@ type batch struct {
 	index    map[counterLimit]int // entry of each counter, once there are many
 	deadline time.Time            // the earliest of its calls' script deadlines
 	done     chan struct{}        // closed when the entries' results or err are set
-	answered bool                 // the reply is in (under quota.mu)
-	gaveUp   []member             // calls answered 500 before the reply (under quota.mu)
+	answered bool                 // the reply is in (under groupCommit.mu)
+	gaveUp   []member             // calls answered 500 before the reply (under groupCommit.mu)
 	err      error
 }
 
@@ -94,8 +94,8 @@ type member struct{ e, i int }
 // map rather than by a scan.
 const batchIndexFrom = 16
 
-func newQuota(count countFunc, refund refundFunc, groupOf func(string) uint16, onLost func(string, int64, error)) *quota {
-	return &quota{count: count, refund: refund, groupOf: groupOf, onLost: onLost, queues: map[uint16]*queue{}}
+func newGroupCommit(count countFunc, refund refundFunc, groupOf func(string) uint16, onLost func(string, int64, error)) *groupCommit {
+	return &groupCommit{count: count, refund: refund, groupOf: groupOf, onLost: onLost, queues: map[uint16]*queue{}}
 }
 
 // add joins a call to b and returns its place.
@@ -138,7 +138,7 @@ func (b *batch) add(key string, limit int64, deadline time.Time) member {
 // The call is counted only if Count returns true; it gives up, counting
 // nothing, when ctx is done (ctx's deadline less countGrace is the
 // script's deadline).
-func (q *quota) Count(ctx context.Context, key string, limit int64) (int64, bool, error) {
+func (q *groupCommit) Count(ctx context.Context, key string, limit int64) (int64, bool, error) {
 	var deadline time.Time
 	if d, ok := ctx.Deadline(); ok {
 		deadline = d.Add(-countGrace)
@@ -166,7 +166,7 @@ func (q *quota) Count(ctx context.Context, key string, limit int64) (int64, bool
 
 // wait is the answer of member m of b, or ctx's error when the reply has not
 // come in by then; a grant that comes later is refunded by send.
-func (q *quota) wait(ctx context.Context, b *batch, m member) (int64, bool, error) {
+func (q *groupCommit) wait(ctx context.Context, b *batch, m member) (int64, bool, error) {
 	select {
 	case <-b.done:
 	case <-ctx.Done():
@@ -194,7 +194,7 @@ func (q *quota) wait(ctx context.Context, b *batch, m member) (int64, bool, erro
 
 // send counts b and then each batch that filled behind it, until the
 // queue is empty.
-func (q *quota) send(g uint16, qu *queue, b *batch) {
+func (q *groupCommit) send(g uint16, qu *queue, b *batch) {
 	for b != nil {
 		q.sendOne(b)
 		q.mu.Lock()
@@ -210,7 +210,7 @@ func (q *quota) send(g uint16, qu *queue, b *batch) {
 // lateReply bounds a refund's own round trip.
 const lateReply = 2 * time.Second
 
-func (q *quota) sendOne(b *batch) {
+func (q *groupCommit) sendOne(b *batch) {
 	q.mu.Lock()
 	entries := b.entries // no call joins b from here on: it is no longer next
 	deadline := b.deadline

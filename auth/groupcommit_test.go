@@ -53,11 +53,11 @@ func (m *counterModel) refund(ctx context.Context, key string, n int64) error {
 	return nil
 }
 
-func (m *counterModel) newQuota() *quota {
-	return newQuota(m.count, m.refund, func(string) uint16 { return 0 }, nil)
+func (m *counterModel) newGroupCommit() *groupCommit {
+	return newGroupCommit(m.count, m.refund, func(string) uint16 { return 0 }, nil)
 }
 
-func (q *quota) idle() bool {
+func (q *groupCommit) idle() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.queues) == 0
@@ -68,7 +68,7 @@ func (q *quota) idle() bool {
 func TestQuotaBatchesBehindACallInFlight(t *testing.T) {
 	m := newCounterModel()
 	m.hold = make(chan struct{})
-	q := m.newQuota()
+	q := m.newGroupCommit()
 	ctx := context.Background()
 	const limit, waiting = 6, 9
 
@@ -132,7 +132,7 @@ func TestQuotaBatchesBehindACallInFlight(t *testing.T) {
 // Under any interleaving the quota is exact and the calls are answered.
 func TestQuotaExactUnderRaces(t *testing.T) {
 	m := newCounterModel()
-	q := m.newQuota()
+	q := m.newGroupCommit()
 	const limit, calls, keys = 100, 3000, 3
 	var mu sync.Mutex
 	allowed := map[string]map[int64]bool{}
@@ -171,7 +171,7 @@ func TestQuotaExactUnderRaces(t *testing.T) {
 
 func TestQuotaErrorReachesTheBatch(t *testing.T) {
 	boom := errors.New("redis down")
-	q := newQuota(func(context.Context, time.Time, []entry) error { return boom }, nil, func(string) uint16 { return 0 }, nil)
+	q := newGroupCommit(func(context.Context, time.Time, []entry) error { return boom }, nil, func(string) uint16 { return 0 }, nil)
 	if _, ok, err := q.Count(context.Background(), "k", 5); ok || !errors.Is(err, boom) {
 		t.Fatalf("got %v %v", ok, err)
 	}
@@ -183,7 +183,7 @@ func TestQuotaErrorReachesTheBatch(t *testing.T) {
 func TestQuotaRefundsALateGrant(t *testing.T) {
 	m := newCounterModel()
 	m.hold = make(chan struct{})
-	q := m.newQuota()
+	q := m.newGroupCommit()
 	// The script's deadline is far: only the caller's patience runs out.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
@@ -213,7 +213,7 @@ func TestQuotaRefundsALateGrant(t *testing.T) {
 // its calls get errLate and nothing is counted.
 func TestQuotaPastDeadlineSendsNothing(t *testing.T) {
 	m := newCounterModel()
-	q := m.newQuota()
+	q := m.newGroupCommit()
 	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(countGrace/2))
 	defer cancel()
 	if _, ok, err := q.Count(ctx, "k", 10); ok || !errors.Is(err, errLate) {

@@ -22,6 +22,9 @@ import (
 // cached); followRecord does the rest, with the caller's counter step (the
 // hook counts the call, /api/usage reads the counter).
 
+// headerToken carries the API key.
+const headerToken = "X-Pesto-Token"
+
 // requestToken returns the key in X-Pesto-Token: eNoToken when there is
 // none, eNotRegistered when it is malformed (it is never looked up). The
 // token is copied out of fiber's buffer, which is reused after the handler

@@ -31,18 +31,18 @@ var _ tokenStore = (*redisStore)(nil)
 
 // redisStore is auth's Redis: records through the client-side cache
 // (apikey), calls counted by group commit on a connection of their own
-// (quota, counter), and what GET /api/usage and the quota warnings need.
+// (groupCommit, redisCounter), and what GET /api/usage and the quota warnings need.
 type redisStore struct {
 	conn     *redisconn.Conn // records, through the client-side cache
 	cacheTTL time.Duration
 	keys     apikey.Keys // records, in either form
-	counts   *quota
+	counts   *groupCommit
 }
 
 func newRedisStore(conn, counters *redisconn.Conn, cacheTTL time.Duration, storage wire.KeyStorage, log *slog.Logger) *redisStore {
-	k := newCounter(counters, log)
+	k := newRedisCounter(counters, log)
 	return &redisStore{conn: conn, cacheTTL: cacheTTL, keys: apikey.Keys{Storage: storage, Log: log},
-		counts: newQuota(k.countBatch, k.refund, k.groupOf, k.onLost)}
+		counts: newGroupCommit(k.countBatch, k.refund, k.groupOf, k.onLost)}
 }
 
 // Record finds token's record in either form, through the client-side
