@@ -67,12 +67,12 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	// from the noise: collection is about 1% of auth's CPU. (GOGC 25 took
 	// another 3 MiB off the peak for about 1 µs a call, and a collection
 	// during start: docs/performance.md.)
-	if _, set := lookupEnv("GOGC"); !set {
+	if !cfg.GOGCSet {
 		debug.SetGCPercent(gcPercent)
 	}
 	// Half the CPUs, unless GOMAXPROCS says otherwise (the runtime has
 	// applied it already).
-	if v, _ := lookupEnv("GOMAXPROCS"); v == "" {
+	if !cfg.GOMAXPROCSSet {
 		runtime.GOMAXPROCS(defaultProcs())
 	}
 

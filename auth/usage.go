@@ -9,6 +9,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 
 	"pesto/shared/clientip"
+	"pesto/shared/config"
 	"pesto/shared/ratelimit"
 	"pesto/shared/wire"
 )
@@ -60,7 +61,7 @@ func (u usage) appendJSON(b []byte) []byte {
 // shared by every replica, well-formed key or not: 429 {"message":"Too
 // many requests"} with Retry-After beyond that, so that the route cannot
 // be used to try keys faster than that.
-func handleUsage(acct accountStore, ips clientip.Resolver, rate ratelimit.Rate, unmetered string, now func() time.Time) fiber.Handler {
+func handleUsage(acct accountStore, ips clientip.Resolver, rate config.Rate, unmetered string, now func() time.Time) fiber.Handler {
 	rateArgs := ratelimit.Args(rate.Count, rate.Per)
 	return func(c fiber.Ctx) error {
 		token, err := requestToken(c)

@@ -3,42 +3,12 @@ package main
 import (
 	"context"
 	"log/slog"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
-	"pesto/shared/config"
 	"pesto/shared/metrics"
 	"pesto/shared/wire"
 )
-
-// defaultQuotaWarnings are the thresholds, in percent of the monthly limit,
-// whose crossing is emailed.
-const defaultQuotaWarnings = "80,100"
-
-// parseQuotaWarnings reads QUOTA_WARNINGS: comma-separated percentages
-// 1–100 (in any order; each once); empty turns warnings off.
-func parseQuotaWarnings(e *config.Env) []int {
-	v := defaultQuotaWarnings
-	if e.IsSet("QUOTA_WARNINGS") {
-		v, _ = e.Lookup("QUOTA_WARNINGS")
-	}
-	var out []int
-	for _, f := range strings.Split(v, ",") {
-		if f = strings.TrimSpace(f); f == "" && strings.TrimSpace(v) == "" {
-			continue
-		}
-		p, err := strconv.Atoi(strings.TrimSuffix(f, "%"))
-		if err != nil || p < 1 || p > 100 || slices.Contains(out, p) {
-			e.Fail("QUOTA_WARNINGS", "want comma-separated percentages 1-100 such as 80,100, or empty, got %q", v)
-			return nil
-		}
-		out = append(out, p)
-	}
-	slices.Sort(out)
-	return out
-}
 
 // threshold is the call that crosses p percent of limit: the first whose
 // count is at least limit·p/100, i.e. ⌈limit·p/100⌉, without overflow.

@@ -18,9 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/rueidis"
 
-	"pesto/shared/clientip"
 	"pesto/shared/config"
-	"pesto/shared/ratelimit"
 )
 
 // Defaults of SPEC §3–§5 that only registration has.
@@ -72,7 +70,7 @@ type regConfig struct {
 }
 
 // rate is a limit of Count requests per Per.
-type rate = ratelimit.Rate
+type rate = config.Rate
 
 func loadConfig(lookupEnv func(string) (string, bool)) (regConfig, error) {
 	e := config.New(lookupEnv)
@@ -84,7 +82,7 @@ func loadConfig(lookupEnv func(string) (string, bool)) (regConfig, error) {
 		RegisterGlobalRate: parseRate(e, "REGISTER_GLOBAL_RATE", defaultRegisterGlobalRate),
 		TrialGlobalRate:    parseRate(e, "TRIAL_GLOBAL_RATE", defaultTrialGlobalRate),
 		IPv6RatePrefixes:   ipv6RatePrefixes(e),
-		TrustedProxies:     clientip.TrustedProxies(e),
+		TrustedProxies:     e.TrustedProxies(),
 		MaxBody:            int(e.Int("MAX_BODY_BYTES", defaultMaxBody, 256, 64<<20)),
 		WaitingListMax:     int(e.Int("WAITING_LIST_MAX", defaultWaitingList, 1, 1_000_000)),
 		CORSOrigins:        corsOrigins(e),
@@ -104,7 +102,7 @@ func trialDomain(e *config.Env, d string) string {
 }
 
 // parseRate reads <count>/<s|m|h>, count from 1.
-func parseRate(e *config.Env, name, def string) rate { return ratelimit.ParseRate(e, name, def) }
+func parseRate(e *config.Env, name, def string) rate { return e.Rate(name, def) }
 
 // ratePrefix is an IPv6 prefix length a client is counted at, with its
 // multiple of the route's rate.
