@@ -11,7 +11,10 @@ import (
 
 	"github.com/gofiber/fiber/v3"
 
+	"pesto/registration/internal/address"
+	"pesto/shared/apikey"
 	"pesto/shared/logging"
+	"pesto/shared/redisconn"
 	"pesto/shared/wire"
 )
 
@@ -88,7 +91,7 @@ func handleApprove(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Han
 		// (a legacy signup's "email" with a line break, no '@'…) cannot be
 		// approved, only rejected. It is looked up in the form signups
 		// are stored in (domain lower-cased, in ASCII).
-		if a.Email, err = parseEmail(a.Email); err != nil {
+		if a.Email, err = address.Parse(a.Email); err != nil {
 			return err
 		}
 		limit := either(body.Limit, body.MonthlyLimit)
@@ -131,8 +134,9 @@ func handleApprove(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Han
 	}
 }
 
-// handleRevoke answers PUT /api/revoke {"token"}.
-func handleRevoke(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Handler {
+// handleRevoke answers PUT /api/revoke {"token"}: Revoked set in every
+// form the key has (apikey.Keys.Revoke).
+func handleRevoke(log *slog.Logger, conn *redisconn.Conn, keys apikey.Keys, m *regMetrics) fiber.Handler {
 	return func(c fiber.Ctx) error {
 		var body struct {
 			Token json.RawMessage `json:"token"`
@@ -145,11 +149,15 @@ func handleRevoke(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Hand
 			return err
 		}
 		if !wire.WellFormedToken(token) {
-			return errUserNotExists // no such key can exist
+			return apikey.ErrNotFound // no such key can exist
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
-		if err := store.revoke(ctx, token); err != nil {
+		rc, err := conn.Client()
+		if err != nil {
+			return err
+		}
+		if err := keys.Revoke(ctx, rc, token); err != nil {
 			return err
 		}
 		m.revokes.Inc()
@@ -175,7 +183,7 @@ func handleReject(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Hand
 		if email = strings.TrimSpace(email); email == "" {
 			return badRequest(msgApproveEmail)
 		}
-		if len(email) > maxEmailBytes {
+		if len(email) > address.MaxBytes {
 			return badRequest(msgEmailLength)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
@@ -183,7 +191,7 @@ func handleReject(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Hand
 		// The stored form first (a signup of ours); as written otherwise,
 		// so that any legacy element can be rejected.
 		removed, discarded, err := false, "", error(nil)
-		if canonical, perr := parseEmail(email); perr == nil && canonical != email {
+		if canonical, perr := address.Parse(email); perr == nil && canonical != email {
 			if removed, discarded, err = store.reject(ctx, canonical); err != nil {
 				return err
 			}

@@ -18,6 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/rueidis"
 
+	"pesto/registration/internal/address"
 	"pesto/shared/config"
 )
 
@@ -95,7 +96,7 @@ func loadConfig(lookupEnv func(string) (string, bool)) (regConfig, error) {
 
 // trialDomain checks that trial-<x>@domain is an address net/mail accepts.
 func trialDomain(e *config.Env, d string) string {
-	if _, err := parseEmail("trial-x@" + d); err != nil || strings.ContainsAny(d, "@ ") {
+	if _, err := address.Parse("trial-x@" + d); err != nil || strings.ContainsAny(d, "@ ") {
 		e.Fail("TRIAL_EMAIL_DOMAIN", "want a domain such as example.com, got %q", d)
 	}
 	return d

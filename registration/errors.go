@@ -7,7 +7,9 @@ import (
 
 	"github.com/gofiber/fiber/v3"
 
+	"pesto/registration/internal/address"
 	"pesto/registration/web"
+	"pesto/shared/apikey"
 	"pesto/shared/redisconn"
 	"pesto/shared/sentry"
 )
@@ -40,7 +42,7 @@ func tooManyRequests(retryAfter string) *apiError {
 	return &e
 }
 
-// The fixed answers, byte for byte.
+// The answers of the HTTP layer, byte for byte.
 var (
 	errTooLarge         = newAPIError(fiber.StatusRequestEntityTooLarge, "Request body too large")
 	errContentType      = newAPIError(fiber.StatusUnsupportedMediaType, "Unsupported content type")
@@ -51,23 +53,59 @@ var (
 	errRateLimited      = newAPIError(fiber.StatusTooManyRequests, "Too many requests")
 	errUnauthorized     = newAPIError(fiber.StatusUnauthorized, "Unauthorized")
 	errAdminOff         = newAPIError(fiber.StatusServiceUnavailable, "Admin API is not configured")
-	errEmailNotListed   = badRequest("Email does not exists")
-	errTokenExists      = badRequest("Token already exists")
-	errUserNotExists    = badRequest("User does not exists")
-	errBadCursor        = badRequest("cursor is not valid")
 	errInternal         = newAPIError(fiber.StatusInternalServerError, "Internal server error")
 	errRedisUnavailable = func() *apiError { e := *errInternal; e.retryAfter = "1"; return &e }()
 )
+
+// listFullRetryAfter is the Retry-After of a full waiting list, in seconds:
+// the list makes room only as an admin approves or rejects signups.
+const listFullRetryAfter = "3600"
+
+// domainAnswers is the answer of each error of the layers below, byte for
+// byte: with the answers above, the one table of registration's answers
+// other than a success.
+var domainAnswers = []struct {
+	err    error
+	answer *apiError
+}{
+	{errListFull, func() *apiError {
+		e := newAPIError(fiber.StatusServiceUnavailable, "Waiting list is full")
+		e.retryAfter = listFullRetryAfter
+		return e
+	}()},
+	{errEmailNotListed, badRequest("Email does not exists")},
+	{errTokenExists, badRequest("Token already exists")},
+	{errBadCursor, badRequest("cursor is not valid")},
+	{apikey.ErrNotFound, badRequest("User does not exists")},
+	{errRevokedKey, badRequest("Token has been revoked")},
+	{address.ErrInvalid, badRequest(msgEmail)},
+	{address.ErrTooLong, badRequest(msgEmailLength)},
+}
+
+// answerOf is the answer of err: an *apiError as it is, an error of the
+// domain as domainAnswers says, nil for any other error (a fault).
+func answerOf(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	for _, d := range domainAnswers {
+		if errors.Is(err, d.err) {
+			return d.answer
+		}
+	}
+	return nil
+}
 
 // errorHandler turns every error into its answer. Faults are logged here,
 // once. A form POST from a browser without JavaScript (see markResultPage)
 // gets the result page with the same status instead of JSON.
 func errorHandler(log *slog.Logger, m *regMetrics, rep *sentry.Reporter) fiber.ErrorHandler {
 	return func(c fiber.Ctx, err error) error {
-		var ae *apiError
+		ae := answerOf(err)
 		var fe *fiber.Error
 		switch {
-		case errors.As(err, &ae):
+		case ae != nil:
 		case errors.As(err, &fe):
 			// Rejected by the HTTP layer or the router: never echo the request.
 			switch {

@@ -5,14 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net/mail"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v3"
-	"golang.org/x/net/idna"
 )
 
 // mediaType returns the request's Content-Type without parameters, lower-cased.
@@ -51,54 +47,6 @@ func decodeObject(body []byte, v any) error {
 		return errBadJSON // something after the object
 	}
 	return nil
-}
-
-// parseEmail returns the address in the form it is compared and stored in
-// when it is a single address that net/mail accepts, written as a bare
-// address (no display name, no angle brackets, no comment) of at most 254
-// bytes: trimmed, its domain lower-cased and in its ASCII (IDNA) form, the
-// local part as written. Characters that look like nothing are refused, so
-// that two addresses that look the same are the same: control and format
-// characters (Unicode Cc, Cf: zero-width, bidi controls…) and every space
-// but the ASCII one (which net/mail refuses inside an address anyway).
-func parseEmail(v string) (string, error) {
-	if strings.IndexFunc(v, invisible) >= 0 {
-		return "", badRequest(msgEmail)
-	}
-	v = strings.TrimSpace(v)
-	if len(v) > maxEmailBytes {
-		return "", badRequest(msgEmailLength)
-	}
-	if v == "" || !utf8.ValidString(v) || strings.ContainsAny(v, "<>()\",;") {
-		return "", badRequest(msgEmail)
-	}
-	a, err := mail.ParseAddress(v)
-	if err != nil || a.Name != "" || a.Address != v {
-		return "", badRequest(msgEmail)
-	}
-	at := strings.LastIndexByte(v, '@')
-	domain, err := idna.Lookup.ToASCII(strings.ToLower(v[at+1:]))
-	if err != nil || domain == "" {
-		return "", badRequest(msgEmail)
-	}
-	v = v[:at+1] + domain
-	if len(v) > maxEmailBytes {
-		return "", badRequest(msgEmailLength)
-	}
-	return v, nil
-}
-
-// invisible reports whether r is refused anywhere in an email: a control
-// or format character, or a space other than ASCII's (leading and trailing
-// ASCII white space is trimmed before).
-func invisible(r rune) bool {
-	switch {
-	case r < utf8.RuneSelf:
-		return r < 0x20 && !unicode.IsSpace(r) || r == 0x7f
-	case unicode.IsControl(r), unicode.Is(unicode.Cf, r), unicode.IsSpace(r), unicode.Is(unicode.Zs, r):
-		return true
-	}
-	return false
 }
 
 // sendMessage sends the JSON body {"message":"…"} with the status set.

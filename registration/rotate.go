@@ -17,6 +17,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 	"github.com/redis/rueidis"
 
+	"pesto/registration/internal/keygen"
 	"pesto/shared/apikey"
 	"pesto/shared/logging"
 	"pesto/shared/wire"
@@ -33,8 +34,9 @@ const (
 	msgGrace = "grace must be a whole number of seconds from 0 to 31536000"
 )
 
-// errRevokedKey: a revoked key is not rotated.
-var errRevokedKey = badRequest("Token has been revoked")
+// errRevokedKey: a revoked key is not rotated, nor a rotation whose new key
+// was revoked since.
+var errRevokedKey = errors.New("the key has been revoked")
 
 // rotatingPrefix starts the key that remembers a rotation:
 // pesto:{waiting-list}:rotating:<SHA-256 of the old key, hex>, a hash with
@@ -113,7 +115,7 @@ func handleRotate(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Hand
 			grace = time.Duration(n) * time.Second
 		}
 		if !wire.WellFormedToken(token) {
-			return errUserNotExists // no such key can exist
+			return apikey.ErrNotFound // no such key can exist
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
@@ -173,7 +175,7 @@ return 1
 // of a rotation on record: then the rotation is completed, or answered
 // again with its new key, as long as that key lives. Once the new key is
 // revoked, or gone after its email was queued, rotating old again is
-// refused (errRevokedKey, errUserNotExists) and changes nothing.
+// refused (errRevokedKey, apikey.ErrNotFound) and changes nothing.
 func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration) (string, error) {
 	c, err := s.conn.Client()
 	if err != nil {
@@ -202,9 +204,9 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 		// A rotation on record: old may be revoked or gone by now; the new
 		// key's record tells the email and the limit.
 	case !taken:
-		return "", errUserNotExists
+		return "", apikey.ErrNotFound
 	case rec == nil:
-		return "", errUserNotExists // a key, but not a readable record
+		return "", apikey.ErrNotFound // a key, but not a readable record
 	case rec.Revoked:
 		return "", errRevokedKey
 	}
@@ -213,7 +215,7 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 	if ongoing != "" {
 		newToken = ongoing
 	} else {
-		res, err := claimRotationScript.Exec(ctx, c, []string{remembered}, []string{sealRotation(old, randomAlphanumeric(approvedKeyChars))}).ToArray()
+		res, err := claimRotationScript.Exec(ctx, c, []string{remembered}, []string{sealRotation(old, keygen.Approved())}).ToArray()
 		if err != nil {
 			return "", err
 		}
@@ -235,7 +237,7 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 		// Someone else's key (a generated key drawn twice): forget this
 		// claim; the admin's retry draws another.
 		_ = c.Do(ctx, c.B().Del().Key(remembered).Build()).Error()
-		return "", errCollision
+		return "", keygen.ErrCollision
 	case ongoing != "" && newTaken && written.Revoked:
 		// The rotation's new key was revoked since: it is not handed out
 		// again, and old keeps the grace it was given.
@@ -243,12 +245,12 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 	case ongoing != "" && !newTaken && done != "":
 		// The rotation's new key was deleted (or expired) since it was
 		// emailed: it is not written again.
-		return "", errUserNotExists
+		return "", apikey.ErrNotFound
 	case !newTaken && rec == nil:
 		// The rotation on record lost its new record and old is gone:
 		// nothing is left to rotate.
 		_ = c.Do(ctx, c.B().Del().Key(remembered).Build()).Error()
-		return "", errUserNotExists
+		return "", apikey.ErrNotFound
 	case !newTaken:
 		fresh := wire.TokenRecord{UserEmail: rec.UserEmail, MonthlyLimit: rec.MonthlyLimit}
 		left, err := oldForms.TTL(ctx, c)

@@ -31,7 +31,8 @@ func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.
 		// X-Forwarded-For value, which the client writes): see clientip.Resolver.
 	})
 	ips := clientip.Resolver{Trusted: cfg.TrustedProxies}
-	admin := &adminStore{conn: conn, keys: apikey.Keys{Storage: cfg.KeyStorage}, log: log}
+	keys := apikey.Keys{Storage: cfg.KeyStorage}
+	admin := &adminStore{conn: conn, keys: keys, log: log}
 	guard := requireAdmin(newAdminVerifier(cfg.AdminSecret, cfg.AdminPublicKey))
 
 	public := []string{"/api/register", "/api/trial"}
@@ -53,7 +54,7 @@ func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.
 
 	app.Get("/api/pending", guard, handlePending(admin))
 	app.Put("/api/approve", guard, handleApprove(log, admin, m))
-	app.Put("/api/revoke", guard, handleRevoke(log, admin, m))
+	app.Put("/api/revoke", guard, handleRevoke(log, conn, keys, m))
 	app.Put("/api/reject", guard, handleReject(log, admin, m))
 	app.Put("/api/rotate", guard, handleRotate(log, admin, m))
 	return app

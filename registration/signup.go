@@ -13,6 +13,7 @@ import (
 
 	"github.com/gofiber/fiber/v3"
 
+	"pesto/registration/internal/address"
 	"pesto/registration/web"
 	"pesto/shared/redisconn"
 	"pesto/shared/wire"
@@ -21,7 +22,6 @@ import (
 // Bounds of a signup (SPEC §3).
 const (
 	maxNameRunes     = 100
-	maxEmailBytes    = 254
 	maxBuildingRunes = 1000
 	maxCalls         = 1_000_000_000
 	// maxStoredSignup bounds a signup as stored on the list, whatever it
@@ -194,7 +194,7 @@ func checkSignup(s wire.Signup) (wire.Signup, error) {
 	if strings.IndexFunc(s.Name, unicode.IsControl) >= 0 {
 		return s, badRequest(msgNameControl)
 	}
-	email, err := parseEmail(s.Email)
+	email, err := address.Parse(s.Email)
 	if err != nil {
 		return s, err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/mail"
@@ -13,6 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"pesto/registration/internal/address"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 	"pesto/shared/wire"
@@ -347,8 +347,7 @@ func FuzzSignupFromForm(f *testing.F) {
 func checkFuzzedSignup(t *testing.T, s wire.Signup, err error) {
 	t.Helper()
 	if err != nil {
-		var ae *apiError
-		if !errors.As(err, &ae) || ae.status != 400 {
+		if ae := answerOf(err); ae == nil || ae.status != 400 {
 			t.Fatalf("error %v is not a 400", err)
 		}
 		return
@@ -356,7 +355,7 @@ func checkFuzzedSignup(t *testing.T, s wire.Signup, err error) {
 	n := utf8.RuneCountInString(s.Name)
 	if n < 1 || n > maxNameRunes || s.Name != strings.TrimSpace(s.Name) || strings.IndexFunc(s.Name, unicode.IsControl) >= 0 ||
 		!utf8.ValidString(s.Name) || !utf8.ValidString(s.Building) || utf8.RuneCountInString(s.Building) > maxBuildingRunes ||
-		s.Calls < 0 || s.Calls > maxCalls || len(s.Email) > maxEmailBytes {
+		s.Calls < 0 || s.Calls > maxCalls || len(s.Email) > address.MaxBytes {
 		t.Fatalf("accepted %+v", s)
 	}
 	if a, err := mail.ParseAddress(s.Email); err != nil || a.Address != s.Email || a.Name != "" {

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gofiber/fiber/v3"
 	"github.com/redis/rueidis"
 
+	"pesto/registration/internal/keygen"
 	"pesto/shared/apikey"
 	"pesto/shared/redisconn"
 	"pesto/shared/wire"
@@ -210,16 +210,17 @@ func personKey(email string) string {
 	return string(b)
 }
 
-// errListFull: the waiting list holds WAITING_LIST_MAX signups.
-var errListFull = func() *apiError {
-	e := newAPIError(fiber.StatusServiceUnavailable, "Waiting list is full")
-	e.retryAfter = listFullRetryAfter
-	return e
-}()
-
-// listFullRetryAfter is the Retry-After of errListFull, in seconds: the list
-// makes room only as an admin approves or rejects signups.
-const listFullRetryAfter = "3600"
+// Errors of the waiting list (errors.go gives their answers).
+var (
+	// errListFull: the waiting list holds WAITING_LIST_MAX signups.
+	errListFull = errors.New("the waiting list is full")
+	// errEmailNotListed: no signup of the person is on the list.
+	errEmailNotListed = errors.New("the email is not on the waiting list")
+	// errTokenExists: the token of an approval names an existing key.
+	errTokenExists = errors.New("the token names an existing key")
+	// errBadCursor: a cursor that pending did not make.
+	errBadCursor = errors.New("not a cursor of the waiting list")
+)
 
 // register stores s unless the same person is listed (created is false) or
 // the list holds max signups (errListFull).
@@ -544,7 +545,7 @@ func (s *adminStore) pickToken(ctx context.Context, c rueidis.Client, a approval
 	for range 3 {
 		token = a.Token
 		if token == "" {
-			token = randomAlphanumeric(approvedKeyChars)
+			token = keygen.Approved()
 		}
 		_, taken, err := s.keys.Record(ctx, c, token)
 		if err != nil {
@@ -557,21 +558,7 @@ func (s *adminStore) pickToken(ctx context.Context, c rueidis.Client, a approval
 			return "", nil, errTokenExists
 		}
 	}
-	return "", nil, errCollision
-}
-
-// revoke sets Revoked on token's record in every form it has, keeping its
-// email, limit and TTL.
-func (s *adminStore) revoke(ctx context.Context, token string) error {
-	c, err := s.conn.Client()
-	if err != nil {
-		return err
-	}
-	err = s.keys.Revoke(ctx, c, token)
-	if errors.Is(err, apikey.ErrNotFound) {
-		return errUserNotExists
-	}
-	return err
+	return "", nil, keygen.ErrCollision
 }
 
 // reject removes the person's signup; removed is false when it is not
