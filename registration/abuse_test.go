@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"pesto/registration/internal/config"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 	"pesto/shared/wire"
@@ -375,7 +376,7 @@ func TestKeyEmailHeaderInjection(t *testing.T) {
 		if err != nil || len(to) != 1 || to[0].Address != m.To {
 			t.Errorf("name %q: To %q (%v), want only %s", names[i], p.Header.Get("To"), err, m.To)
 		}
-		if s := p.Header.Get("Subject"); s != defaultMailSubject {
+		if s := p.Header.Get("Subject"); s != config.DefaultMailSubject {
 			t.Errorf("name %q: Subject %q", names[i], s)
 		}
 		if strings.Contains(p.HTML, "<evil") || strings.Contains(p.HTML, "<y@") {

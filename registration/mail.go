@@ -10,6 +10,8 @@ import (
 	"strings"
 	"unicode"
 
+	"pesto/registration/internal/config"
+
 	"github.com/wneessen/go-mail"
 )
 
@@ -79,22 +81,22 @@ func (t keyTemplate) render(d keyData) string {
 // mailer sends key emails over SMTP. A nil *mailer (SMTP_URL empty) keeps
 // every email in the outbox.
 type mailer struct {
-	cfg mailConfig
+	cfg config.Mail
 }
 
 // newMailer returns the mailer of cfg, or nil when SMTP_URL is empty.
-func newMailer(cfg mailConfig) *mailer {
+func newMailer(cfg config.Mail) *mailer {
 	if cfg.SMTP == nil {
 		return nil
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = smtpTimeout
+		cfg.Timeout = config.SMTPTimeout
 	}
 	if cfg.From == nil {
-		cfg.From, _ = netmail.ParseAddress(defaultMailFrom)
+		cfg.From, _ = netmail.ParseAddress(config.DefaultMailFrom)
 	}
 	if cfg.Subject == "" {
-		cfg.Subject = defaultMailSubject
+		cfg.Subject = config.DefaultMailSubject
 	}
 	return &mailer{cfg: cfg}
 }
@@ -153,13 +155,13 @@ func (m *mailer) clientOptions() []mail.Option {
 	s := m.cfg.SMTP
 	opts := []mail.Option{mail.WithPort(s.Port), mail.WithTimeout(m.cfg.Timeout)}
 	switch s.TLS {
-	case tlsStartTLS:
+	case config.TLSStartTLS:
 		opts = append(opts, mail.WithTLSPolicy(mail.TLSMandatory))
-	case tlsImplicit:
+	case config.TLSImplicit:
 		opts = append(opts, mail.WithSSL())
-	case tlsOpportunistic:
+	case config.TLSOpportunistic:
 		opts = append(opts, mail.WithTLSPolicy(mail.TLSOpportunistic))
-	case tlsNone:
+	case config.TLSNone:
 		opts = append(opts, mail.WithTLSPolicy(mail.NoTLS))
 	}
 	if m.cfg.TLSConfig != nil {
@@ -171,7 +173,7 @@ func (m *mailer) clientOptions() []mail.Option {
 	}
 	if s.Username != "" {
 		auth := mail.SMTPAuthAutoDiscover
-		if s.TLS == tlsNone {
+		if s.TLS == config.TLSNone {
 			// go-mail refuses PLAIN over plaintext to any host but
 			// localhost; with tls=none the operator chose plaintext.
 			auth = mail.SMTPAuthPlainNoEnc

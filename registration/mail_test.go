@@ -14,7 +14,7 @@ import (
 	texttemplate "text/template"
 	"time"
 
-	"pesto/shared/config"
+	"pesto/registration/internal/config"
 	"pesto/shared/servicetest"
 )
 
@@ -72,13 +72,13 @@ func parseMail(t testing.TB, data []byte) parsedMail {
 }
 
 // testMailConfig is the mail config of a test server.
-func testMailConfig(t testing.TB, s *testSMTP, query string) mailConfig {
+func testMailConfig(t testing.TB, s *testSMTP, query string) config.Mail {
 	t.Helper()
-	e := config.New(servicetest.Env(map[string]string{"SMTP_URL": s.url(query)}))
-	cfg := loadMailConfig(e)
-	if err := e.Err(); err != nil {
+	all, err := config.Load(servicetest.Env(map[string]string{"SMTP_URL": s.url(query)}))
+	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := all.Mail
 	cfg.TLSConfig = s.clientTLS()
 	cfg.Timeout = 5 * time.Second
 	return cfg
@@ -267,23 +267,23 @@ func TestSendErrorKinds(t *testing.T) {
 	})
 	notReached := []struct {
 		name  string
-		setup func(t *testing.T) (mailConfig, *testSMTP)
+		setup func(t *testing.T) (config.Mail, *testSMTP)
 	}{
-		{"server down", func(t *testing.T) (mailConfig, *testSMTP) {
+		{"server down", func(t *testing.T) (config.Mail, *testSMTP) {
 			srv := newTestSMTP(t) // never started
 			return testMailConfig(t, srv, "tls=none"), srv
 		}},
-		{"mandatory starttls not offered", func(t *testing.T) (mailConfig, *testSMTP) {
+		{"mandatory starttls not offered", func(t *testing.T) (config.Mail, *testSMTP) {
 			srv := startTestSMTP(t) // no TLS
 			return testMailConfig(t, srv, ""), srv
 		}},
-		{"untrusted certificate", func(t *testing.T) (mailConfig, *testSMTP) {
+		{"untrusted certificate", func(t *testing.T) (config.Mail, *testSMTP) {
 			srv := startTestSMTP(t, withTLS(false))
 			cfg := testMailConfig(t, srv, "")
 			cfg.TLSConfig = nil // system roots do not know the test CA
 			return cfg, srv
 		}},
-		{"wrong password", func(t *testing.T) (mailConfig, *testSMTP) {
+		{"wrong password", func(t *testing.T) (config.Mail, *testSMTP) {
 			srv := startTestSMTP(t, withTLS(false), withAuth("me", "right"))
 			srv.pass = "wrong" // the URL carries the wrong one
 			cfg := testMailConfig(t, srv, "")

@@ -13,6 +13,7 @@ import (
 	"os"
 	"time"
 
+	"pesto/registration/internal/config"
 	"pesto/shared/cli"
 	"pesto/shared/logging"
 	"pesto/shared/metrics"
@@ -36,7 +37,7 @@ var errUsage = fmt.Errorf("%w: registration [healthcheck|version|admin-token|mig
 // run is the whole program. ready, when not nil, is called with the
 // listening address (tests use port 0).
 func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout io.Writer, ready func(net.Addr)) error {
-	cfg, err := loadConfig(lookupEnv)
+	cfg, err := config.Load(lookupEnv)
 	if len(args) > 0 {
 		if handled, err := cli.Common(args, "registration", version, cfg.Port, stdout); handled {
 			return err
@@ -57,7 +58,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	log.Info("starting", "version", version, "redis", cfg.RedisURL,
 		"register_rate", cfg.RegisterRate.String(), "trial_rate", cfg.TrialRate.String(),
 		"admin_api", len(cfg.AdminSecret) > 0 || len(cfg.AdminPublicKey) > 0)
-	conn := redisconn.Dial(cfg.redisOptions(), log)
+	conn := redisconn.Dial(cfg.RedisOptions(), log)
 	defer conn.Close()
 
 	rep := sentry.New(cfg.SentryDSN, "registration", cfg.Environment, version, log)

@@ -10,8 +10,9 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"pesto/registration/internal/config"
 	"pesto/shared/apikey"
-	"pesto/shared/config"
+	shared "pesto/shared/config"
 	"pesto/shared/wire"
 )
 
@@ -43,7 +44,7 @@ func (t migrateTally) String() string {
 // Each move is apikey.Move: safe while auth serves calls on the same keys.
 // It prints a progress line per batch and a summary; stopped, it is run
 // again (what it moved is no longer plaintext).
-func migrateKeys(ctx context.Context, args []string, cfg regConfig, cfgErr error, stdout io.Writer) error {
+func migrateKeys(ctx context.Context, args []string, cfg config.Config, cfgErr error, stdout io.Writer) error {
 	fs := flag.NewFlagSet("migrate-keys", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	apply := fs.Bool("apply", false, "move the records (without it: a dry run)")
@@ -55,9 +56,9 @@ func migrateKeys(ctx context.Context, args []string, cfg regConfig, cfgErr error
 		return cfgErr
 	}
 	if *apply && cfg.KeyStorage != wire.StorageHashed {
-		return &config.Error{Var: "KEY_STORAGE", Msg: "migrate-keys --apply needs KEY_STORAGE=hashed (switch the services first: docs/migration.md)"}
+		return &shared.Error{Var: "KEY_STORAGE", Msg: "migrate-keys --apply needs KEY_STORAGE=hashed (switch the services first: docs/migration.md)"}
 	}
-	opt := cfg.redisOptions()
+	opt := cfg.RedisOptions()
 	opt.DisableCache = true
 	c, err := rueidis.NewClient(opt)
 	if err != nil {

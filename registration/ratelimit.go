@@ -7,7 +7,9 @@ import (
 
 	"github.com/gofiber/fiber/v3"
 
+	"pesto/registration/internal/config"
 	"pesto/shared/clientip"
+	shared "pesto/shared/config"
 	"pesto/shared/metrics"
 	"pesto/shared/ratelimit"
 	"pesto/shared/redisconn"
@@ -24,13 +26,13 @@ type rateLimiter struct {
 	prefix   string
 	perIPv4  []string // burst, period of an IPv4 address
 	global   []string // burst, period of the global bucket
-	prefixes []ratePrefix
+	prefixes []config.RatePrefix
 	perIPv6  []string // burst, period of each of prefixes, in turn
 	limited  *metrics.Counter
 }
 
-func newRateLimiter(conn *redisconn.Conn, ips clientip.Resolver, route string, r, global rate, prefixes []ratePrefix, limited *metrics.Counter) *rateLimiter {
-	args := func(r rate, times int) []string {
+func newRateLimiter(conn *redisconn.Conn, ips clientip.Resolver, route string, r, global shared.Rate, prefixes []config.RatePrefix, limited *metrics.Counter) *rateLimiter {
+	args := func(r shared.Rate, times int) []string {
 		return []string{strconv.FormatInt(r.Count*int64(times), 10), strconv.FormatInt(r.Per.Microseconds(), 10)}
 	}
 	l := &rateLimiter{

@@ -8,6 +8,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 	"github.com/gofiber/fiber/v3/middleware/cors"
 
+	"pesto/registration/internal/config"
 	"pesto/shared/apikey"
 	"pesto/shared/clientip"
 	"pesto/shared/metrics"
@@ -18,7 +19,7 @@ import (
 
 // newApp returns the registration service (SPEC §3): the signup page, the
 // public API, the admin API, and /healthz and /metrics.
-func newApp(log *slog.Logger, cfg regConfig, conn *redisconn.Conn, reg *metrics.Registry, rep *sentry.Reporter) *fiber.App {
+func newApp(log *slog.Logger, cfg config.Config, conn *redisconn.Conn, reg *metrics.Registry, rep *sentry.Reporter) *fiber.App {
 	m := newRegMetrics(reg)
 	app := server.New(server.Options{
 		Health:       func(ctx context.Context) error { return conn.Ping(ctx, time.Second) },

@@ -1,4 +1,8 @@
-package main
+// Package config reads registration's environment (SPEC §5, and what the
+// issues added since): every variable, parsed and checked here, into one
+// Config; the first bad one is a *config.Error of shared/config, which
+// names it (the program exits 2 with that one line).
+package config
 
 import (
 	"crypto/ed25519"
@@ -19,7 +23,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"pesto/registration/internal/address"
-	"pesto/shared/config"
+	shared "pesto/shared/config"
 )
 
 // Defaults of SPEC §3–§5 that only registration has.
@@ -40,19 +44,20 @@ const (
 	minAdminSecret = 32
 )
 
-type regConfig struct {
-	config.Common
+// Config is registration's configuration.
+type Config struct {
+	shared.Common
 	// TrialDomain is the domain of trial records' emails.
 	TrialDomain string
 	// RegisterRate and TrialRate are the per-client-IP limits of the two
 	// public POST routes.
-	RegisterRate, TrialRate rate
+	RegisterRate, TrialRate shared.Rate
 	// RegisterGlobalRate and TrialGlobalRate cap each route over every
 	// client together.
-	RegisterGlobalRate, TrialGlobalRate rate
+	RegisterGlobalRate, TrialGlobalRate shared.Rate
 	// IPv6RatePrefixes are the prefixes an IPv6 client is counted at, each
 	// with its multiple of the route's rate.
-	IPv6RatePrefixes []ratePrefix
+	IPv6RatePrefixes []RatePrefix
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	// WaitingListMax is the most signups the waiting list holds; a new
@@ -67,21 +72,19 @@ type regConfig struct {
 	// with neither the admin API answers 503.
 	AdminSecret    []byte
 	AdminPublicKey ed25519.PublicKey
-	Mail           mailConfig
+	Mail           Mail
 }
 
-// rate is a limit of Count requests per Per.
-type rate = config.Rate
-
-func loadConfig(lookupEnv func(string) (string, bool)) (regConfig, error) {
-	e := config.New(lookupEnv)
-	c := regConfig{
-		Common:             config.LoadCommon(e),
+// Load reads every variable through lookupEnv.
+func Load(lookupEnv func(string) (string, bool)) (Config, error) {
+	e := shared.New(lookupEnv)
+	c := Config{
+		Common:             shared.LoadCommon(e),
 		TrialDomain:        trialDomain(e, e.String("TRIAL_EMAIL_DOMAIN", defaultTrialDomain)),
-		RegisterRate:       parseRate(e, "REGISTER_RATE", defaultRegisterRate),
-		TrialRate:          parseRate(e, "TRIAL_RATE", defaultTrialRate),
-		RegisterGlobalRate: parseRate(e, "REGISTER_GLOBAL_RATE", defaultRegisterGlobalRate),
-		TrialGlobalRate:    parseRate(e, "TRIAL_GLOBAL_RATE", defaultTrialGlobalRate),
+		RegisterRate:       e.Rate("REGISTER_RATE", defaultRegisterRate),
+		TrialRate:          e.Rate("TRIAL_RATE", defaultTrialRate),
+		RegisterGlobalRate: e.Rate("REGISTER_GLOBAL_RATE", defaultRegisterGlobalRate),
+		TrialGlobalRate:    e.Rate("TRIAL_GLOBAL_RATE", defaultTrialGlobalRate),
 		IPv6RatePrefixes:   ipv6RatePrefixes(e),
 		TrustedProxies:     e.TrustedProxies(),
 		MaxBody:            int(e.Int("MAX_BODY_BYTES", defaultMaxBody, 256, 64<<20)),
@@ -89,49 +92,46 @@ func loadConfig(lookupEnv func(string) (string, bool)) (regConfig, error) {
 		CORSOrigins:        corsOrigins(e),
 		AdminSecret:        adminSecret(e),
 		AdminPublicKey:     adminPublicKey(e),
-		Mail:               loadMailConfig(e),
+		Mail:               loadMail(e),
 	}
 	return c, e.Err()
 }
 
 // trialDomain checks that trial-<x>@domain is an address net/mail accepts.
-func trialDomain(e *config.Env, d string) string {
+func trialDomain(e *shared.Env, d string) string {
 	if _, err := address.Parse("trial-x@" + d); err != nil || strings.ContainsAny(d, "@ ") {
 		e.Fail("TRIAL_EMAIL_DOMAIN", "want a domain such as example.com, got %q", d)
 	}
 	return d
 }
 
-// parseRate reads <count>/<s|m|h>, count from 1.
-func parseRate(e *config.Env, name, def string) rate { return e.Rate(name, def) }
-
-// ratePrefix is an IPv6 prefix length a client is counted at, with its
+// RatePrefix is an IPv6 prefix length a client is counted at, with its
 // multiple of the route's rate.
-type ratePrefix struct {
+type RatePrefix struct {
 	Bits, Times int
 }
 
 // ipv6RatePrefixes reads comma-separated <prefix length>:<multiple>, such
 // as 64:1,56:2,48:4: lengths 16–128, each once; multiples 1–1000.
-func ipv6RatePrefixes(e *config.Env) []ratePrefix {
+func ipv6RatePrefixes(e *shared.Env) []RatePrefix {
 	v := e.String("IPV6_RATE_PREFIXES", defaultIPv6RatePrefixes)
-	var out []ratePrefix
+	var out []RatePrefix
 	for _, f := range strings.Split(v, ",") {
 		b, m, ok := strings.Cut(strings.TrimSpace(f), ":")
 		bits, berr := strconv.Atoi(b)
 		times, merr := strconv.Atoi(m)
 		if !ok || berr != nil || merr != nil || bits < 16 || bits > 128 || times < 1 || times > 1000 ||
-			slices.ContainsFunc(out, func(p ratePrefix) bool { return p.Bits == bits }) {
+			slices.ContainsFunc(out, func(p RatePrefix) bool { return p.Bits == bits }) {
 			e.Fail("IPV6_RATE_PREFIXES", "want comma-separated <prefix length>:<multiple of the rate> such as 64:1,56:2,48:4, got %q", v)
 			return nil
 		}
-		out = append(out, ratePrefix{Bits: bits, Times: times})
+		out = append(out, RatePrefix{Bits: bits, Times: times})
 	}
 	return out
 }
 
 // corsOrigins reads comma-separated origins (scheme://host[:port]), or "*".
-func corsOrigins(e *config.Env) []string {
+func corsOrigins(e *shared.Env) []string {
 	v, _ := e.Lookup("CORS_ORIGINS")
 	var out []string
 	for _, f := range strings.Split(v, ",") {
@@ -155,7 +155,7 @@ func corsOrigins(e *config.Env) []string {
 	return out
 }
 
-func adminSecret(e *config.Env) []byte {
+func adminSecret(e *shared.Env) []byte {
 	v, ok := e.Lookup("ADMIN_JWT_SECRET")
 	if !ok {
 		return nil
@@ -169,7 +169,7 @@ func adminSecret(e *config.Env) []byte {
 
 // adminPublicKey reads an Ed25519 public key in PEM, given as the PEM text
 // itself or as the path of a PEM file.
-func adminPublicKey(e *config.Env) ed25519.PublicKey {
+func adminPublicKey(e *shared.Env) ed25519.PublicKey {
 	v, ok := e.Lookup("ADMIN_JWT_PUBLIC_KEY")
 	if !ok {
 		return nil
@@ -207,11 +207,11 @@ func parseEd25519Public(pem []byte) (ed25519.PublicKey, error) {
 // connection) would dwarf the service.
 const bufferEachConn = 64 << 10
 
-// redisOptions: registration reads its own writes, so it never uses the
+// RedisOptions: registration reads its own writes, so it never uses the
 // client-side cache (a cached read could be stale for a moment). Its traffic
 // is light: one pipelined connection (plus the outbox's blocking reads) and
 // a small ring are plenty, and save memory.
-func (c regConfig) redisOptions() rueidis.ClientOption {
+func (c Config) RedisOptions() rueidis.ClientOption {
 	opt := c.Redis
 	opt.ClientName = "pesto-registration"
 	opt.DisableCache = true
@@ -225,35 +225,35 @@ func (c regConfig) redisOptions() rueidis.ClientOption {
 
 // Defaults of the email variables (SPEC §5).
 const (
-	defaultMailFrom    = "Pesto <pesto@teknologiumum.com>"
-	defaultMailSubject = "Your Pesto API key"
+	DefaultMailFrom    = "Pesto <pesto@teknologiumum.com>"
+	DefaultMailSubject = "Your Pesto API key"
 	defaultMaxAttempts = 10
-	smtpTimeout        = 10 * time.Second
+	SMTPTimeout        = 10 * time.Second
 )
 
-// tlsMode is how the SMTP connection is encrypted.
-type tlsMode int
+// TLSMode is how the SMTP connection is encrypted.
+type TLSMode int
 
 const (
-	tlsStartTLS      tlsMode = iota // STARTTLS required (smtp://, the default)
-	tlsImplicit                     // TLS from the first byte (smtps://)
-	tlsOpportunistic                // STARTTLS when offered (?tls=opportunistic)
-	tlsNone                         // plaintext (?tls=none), local development only
+	TLSStartTLS      TLSMode = iota // STARTTLS required (smtp://, the default)
+	TLSImplicit                     // TLS from the first byte (smtps://)
+	TLSOpportunistic                // STARTTLS when offered (?tls=opportunistic)
+	TLSNone                         // plaintext (?tls=none), local development only
 )
 
-// smtpServer is a parsed SMTP_URL.
-type smtpServer struct {
+// SMTPServer is a parsed SMTP_URL.
+type SMTPServer struct {
 	Host     string
 	Port     int
-	TLS      tlsMode
+	TLS      TLSMode
 	Username string // "" means no SMTP AUTH
 	Password string
 }
 
-// mailConfig is the email part of the configuration: SMTP_URL, MAIL_FROM,
+// Mail is the email part of the configuration: SMTP_URL, MAIL_FROM,
 // MAIL_SUBJECT, MAIL_MAX_ATTEMPTS.
-type mailConfig struct {
-	SMTP        *smtpServer // nil when SMTP_URL is empty: emails wait in the outbox
+type Mail struct {
+	SMTP        *SMTPServer // nil when SMTP_URL is empty: emails wait in the outbox
 	From        *netmail.Address
 	Subject     string
 	MaxAttempts int
@@ -264,13 +264,13 @@ type mailConfig struct {
 	TLSConfig *tls.Config
 }
 
-// loadMailConfig reads and checks the email variables; a bad one is
+// loadMail reads and checks the email variables; a bad one is
 // recorded on e (config.Env.Fail) and so exits 2 naming it.
-func loadMailConfig(e *config.Env) mailConfig {
-	c := mailConfig{
-		Subject:     e.String("MAIL_SUBJECT", defaultMailSubject),
+func loadMail(e *shared.Env) Mail {
+	c := Mail{
+		Subject:     e.String("MAIL_SUBJECT", DefaultMailSubject),
 		MaxAttempts: int(e.Int("MAIL_MAX_ATTEMPTS", defaultMaxAttempts, 1, 1000)),
-		Timeout:     smtpTimeout,
+		Timeout:     SMTPTimeout,
 	}
 	if v, ok := e.Lookup("SMTP_URL"); ok {
 		s, err := parseSMTPURL(v)
@@ -279,9 +279,9 @@ func loadMailConfig(e *config.Env) mailConfig {
 		}
 		c.SMTP = s
 	}
-	from, err := netmail.ParseAddress(e.String("MAIL_FROM", defaultMailFrom))
+	from, err := netmail.ParseAddress(e.String("MAIL_FROM", DefaultMailFrom))
 	if err != nil {
-		e.Fail("MAIL_FROM", "want an address such as %q: %v", defaultMailFrom, err)
+		e.Fail("MAIL_FROM", "want an address such as %q: %v", DefaultMailFrom, err)
 		from = &netmail.Address{Address: "pesto@teknologiumum.com"}
 	}
 	c.From = from
@@ -296,18 +296,18 @@ func loadMailConfig(e *config.Env) mailConfig {
 // URL, which may hold a password, nor any part of it but the scheme: a
 // password pasted unescaped ("pa?ss", "pa#ss") ends up in the port, the
 // query or the fragment, so their values are not shown either.
-func parseSMTPURL(v string) (*smtpServer, error) {
+func parseSMTPURL(v string) (*SMTPServer, error) {
 	u, err := url.Parse(v)
 	if err != nil {
 		return nil, errors.New("not a URL; want smtp://user:password@host:587 or smtps://user:password@host:465")
 	}
-	s := &smtpServer{Host: u.Hostname()}
+	s := &SMTPServer{Host: u.Hostname()}
 	defaultPort := 587
 	switch u.Scheme {
 	case "smtp":
-		s.TLS = tlsStartTLS
+		s.TLS = TLSStartTLS
 	case "smtps":
-		s.TLS, defaultPort = tlsImplicit, 465
+		s.TLS, defaultPort = TLSImplicit, 465
 	default:
 		return nil, errors.New("unknown scheme; want smtp:// (STARTTLS) or smtps:// (implicit TLS)")
 	}
@@ -342,11 +342,11 @@ func parseSMTPURL(v string) (*smtpServer, error) {
 			return nil, errors.New("tls is given more than once")
 		}
 		switch {
-		case vs[0] == "opportunistic" && s.TLS == tlsStartTLS:
-			s.TLS = tlsOpportunistic
-		case vs[0] == "none" && s.TLS == tlsStartTLS:
-			s.TLS = tlsNone
-		case s.TLS == tlsImplicit:
+		case vs[0] == "opportunistic" && s.TLS == TLSStartTLS:
+			s.TLS = TLSOpportunistic
+		case vs[0] == "none" && s.TLS == TLSStartTLS:
+			s.TLS = TLSNone
+		case s.TLS == TLSImplicit:
 			return nil, errors.New("smtps:// is always TLS: tls= is only for smtp://")
 		default:
 			return nil, errors.New("tls=: want opportunistic or none")
