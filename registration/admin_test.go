@@ -12,8 +12,21 @@ import (
 	"testing"
 	"time"
 
+	"pesto/registration/internal/outbox"
 	"pesto/shared/redistest"
 )
+
+// pendingCount is the number of outbox entries read by the group and not
+// acknowledged.
+func pendingCount(t testing.TB, rs *redistest.Server) int64 {
+	t.Helper()
+	count, _, _ := strings.Cut(rs.Do("XPENDING", outbox.Stream, outbox.Group), "\n") // XPENDING's summary: the count first
+	n, err := strconv.ParseInt(count, 10, 64)
+	if err != nil {
+		t.Fatalf("XPENDING: %q", count)
+	}
+	return n
+}
 
 // outboxEntries returns the fields of every entry of the outbox stream.
 func outboxEntries(t testing.TB, rs *redistest.Server) []map[string]string {
@@ -21,7 +34,7 @@ func outboxEntries(t testing.TB, rs *redistest.Server) []map[string]string {
 	c := rs.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	entries, err := c.Do(ctx, c.B().Xrange().Key(outboxStream).Start("-").End("+").Build()).AsXRange()
+	entries, err := c.Do(ctx, c.B().Xrange().Key(outbox.Stream).Start("-").End("+").Build()).AsXRange()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +52,7 @@ func outboxEntries(t testing.TB, rs *redistest.Server) []map[string]string {
 func dataKeys(t testing.TB, rs *redistest.Server) []string {
 	t.Helper()
 	return slices.DeleteFunc(rs.Keys("*"), func(k string) bool {
-		return k == outboxStream || k == outboxDead || k == peopleKey || k == peopleMoreKey || k == peopleSeenKey ||
+		return k == outbox.Stream || k == outbox.Dead || k == peopleKey || k == peopleMoreKey || k == peopleSeenKey ||
 			strings.HasPrefix(k, rateLimitPrefix)
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"pesto/registration/internal/outbox"
 	"pesto/shared/redistest"
 	"pesto/shared/wire"
 )
@@ -35,7 +36,7 @@ func TestHashedStorage(t *testing.T) {
 		for _, k := range rs.Keys("*") {
 			var v string
 			switch {
-			case k == outboxStream || k == outboxDead:
+			case k == outbox.Stream || k == outbox.Dead:
 				continue
 			case rs.Do("TYPE", k) == "string":
 				v = rs.Do("GET", k)

@@ -14,13 +14,13 @@ import (
 	"time"
 
 	"pesto/registration/internal/config"
+	"pesto/registration/internal/outbox"
 	"pesto/shared/cli"
 	"pesto/shared/logging"
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
 	"pesto/shared/sentry"
 	"pesto/shared/server"
-	"pesto/shared/wire"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -65,11 +65,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer rep.Flush()
 
 	reg := metrics.NewRegistry()
-	var send sendFunc
-	if m := newMailer(cfg.Mail); m != nil {
-		send = m.Deliver
+	var send outbox.Sender // none: emails wait in the outbox
+	if m := outbox.NewMailer(cfg.Mail); m != nil {
+		send = m
 	}
-	ob := newOutbox(conn, send, log, reg, cfg.Mail.MaxAttempts, consumerName())
+	ob := outbox.New(conn, send, log, reg, cfg.Mail.MaxAttempts, consumerName())
 	obCtx, stopOutbox := context.WithCancel(context.Background())
 	obDone := make(chan error, 1)
 	go func() { obDone <- ob.Run(obCtx) }()
@@ -86,9 +86,6 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	return err
 }
-
-// sendFunc sends one email of the outbox.
-type sendFunc = func(context.Context, wire.OutboxEntry) error
 
 // consumerName names this process in the outbox's consumer group: the host
 // name (the container's, under Compose) and a random suffix, unique even

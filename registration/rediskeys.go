@@ -19,21 +19,6 @@ const (
 // list's cluster slot, beside the outbox.
 const approvingPrefix = wire.OwnPrefix + "{waiting-list}:approving:"
 
-// outboxAttempts is a hash: stream entry ID -> SMTP attempts the server
-// refused so far. It lives beside the stream (same hash tag, same cluster
-// slot) so that one script can drop an entry and its count together, and
-// any worker that reclaims an entry continues its count.
-const outboxAttempts = "pesto:{waiting-list}:outbox:attempts"
-
-// The mail outbox's keys. The {waiting-list} hash tag puts them in the same
-// Redis Cluster slot as the waiting list, so that approve can remove a
-// signup and queue its email in one atomic script, in a cluster too.
-const (
-	outboxStream = wire.OutboxStream                  // stream of emails: wire.KeyEmail and wire.QuotaWarning entries
-	outboxDead   = "pesto:{waiting-list}:outbox:dead" // entries that ran out of attempts
-	outboxGroup  = "mailers"                          // consumer group of every registration process
-)
-
 // rateLimitPrefix starts every rate-limit key:
 // pesto:ratelimit:{<route>}:<bucket>, where a bucket is an IPv4 address, an
 // IPv6 prefix (2001:db8:1:2::/64) or "all" (the route's global cap). The

@@ -280,8 +280,8 @@ func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration
 		}
 	}
 
-	mail := keyEmail{To: written.UserEmail, Name: written.UserEmail, Token: newToken, Limit: written.MonthlyLimit}
+	mail := wire.KeyEmail{To: written.UserEmail, Name: written.UserEmail, Token: newToken, Limit: written.MonthlyLimit}
 	memory := strconv.FormatInt((grace + rotationMemory).Milliseconds(), 10)
-	err = completeRotationScript.Exec(ctx, c, []string{remembered, outboxStream}, append([]string{memory}, mail.Fields()...)).Error()
+	err = completeRotationScript.Exec(ctx, c, []string{remembered, wire.OutboxStream}, append([]string{memory}, mail.Fields()...)).Error()
 	return newToken, err
 }

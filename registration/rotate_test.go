@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"pesto/registration/internal/outbox"
+	"pesto/registration/internal/smtptest"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 )
@@ -16,8 +18,8 @@ import (
 // and a retry gives the same key and no second email.
 func TestRotate(t *testing.T) {
 	rs := redistest.Start(t)
-	srv := startTestSMTP(t)
-	base, logs := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.url("tls=none")})
+	srv := smtptest.Start(t)
+	base, logs := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.URL("tls=none")})
 	auth := []string{"Authorization", adminBearer(t, "alice")}
 	rotate := func(body string) response { return send(t, "PUT", base+"/api/rotate", body, auth...) }
 	const oldRecord = `{"UserEmail":"Jane@Example.com","MonthlyLimit":250,"Revoked":false}`
@@ -55,11 +57,11 @@ func TestRotate(t *testing.T) {
 		t.Errorf("counter = %s: the quota is per email, it carries on", got)
 	}
 
-	got := srv.waitReceived(t, 1, 10*time.Second)
+	got := srv.WaitReceived(t, 1, 10*time.Second)
 	if got[0].To != "Jane@Example.com" {
 		t.Errorf("emailed to %q", got[0].To)
 	}
-	m := parseMail(t, got[0].Data)
+	m := smtptest.ParseMail(t, got[0].Data)
 	for part, body := range map[string]string{"text": m.Text, "html": m.HTML} {
 		for _, want := range []string{"X-Pesto-Token: " + newKey, "250 calls per calendar month"} {
 			if !strings.Contains(body, want) {
@@ -67,7 +69,7 @@ func TestRotate(t *testing.T) {
 			}
 		}
 	}
-	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outboxStream) == "0" })
+	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outbox.Stream) == "0" })
 
 	// A retry: the same new key, no second email, the grace not pushed on.
 	rs.Do("PEXPIRE", "old-key", "1000000")
@@ -77,7 +79,7 @@ func TestRotate(t *testing.T) {
 	if ttl, _ := strconv.Atoi(rs.Do("TTL", "old-key")); ttl > 1000 {
 		t.Errorf("old key TTL = %d after the retry, want at most 1000 (never pushed forward)", ttl)
 	}
-	if got := rs.Do("XLEN", outboxStream); got != "0" {
+	if got := rs.Do("XLEN", outbox.Stream); got != "0" {
 		t.Errorf("XLEN = %s after the retry, want 0", got)
 	}
 	if n := len(srv.Received()); n != 1 {

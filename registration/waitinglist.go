@@ -514,8 +514,8 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 		}
 	}
 
-	mail := keyEmail{To: strings.TrimSpace(signup.Email), Name: signup.Name, Token: token, Limit: limit}
-	if _, err := execIndexed(ctx, c, completeScript, append(indexKeys[:len(indexKeys):len(indexKeys)], approving, outboxStream),
+	mail := wire.KeyEmail{To: strings.TrimSpace(signup.Email), Name: signup.Name, Token: token, Limit: limit}
+	if _, err := execIndexed(ctx, c, completeScript, append(indexKeys[:len(indexKeys):len(indexKeys)], approving, wire.OutboxStream),
 		append([]string{raw}, mail.Fields()...)).AsInt64(); err != nil {
 		return "", err
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"pesto/registration/internal/outbox"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 )
@@ -128,7 +129,7 @@ func TestIndexLongLegacyList(t *testing.T) {
 func TestIndexKeysShareTheListSlot(t *testing.T) {
 	rs := redistest.StartCluster(t)
 	want := rs.Do("CLUSTER", "KEYSLOT", "waiting-list")
-	for _, k := range []string{peopleKey, peopleMoreKey, peopleSeenKey, approvingKey("jane@example.com"), outboxStream, outboxDead, outboxAttempts} {
+	for _, k := range []string{peopleKey, peopleMoreKey, peopleSeenKey, approvingKey("jane@example.com"), outbox.Stream, outbox.Dead, outbox.Attempts} {
 		if got := rs.Do("CLUSTER", "KEYSLOT", k); got != want {
 			t.Errorf("%s is in slot %s, the list in %s", k, got, want)
 		}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"pesto/registration/internal/outbox"
+	"pesto/registration/internal/smtptest"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 	"pesto/shared/wire"
@@ -15,16 +17,16 @@ import (
 // delivered by the outbox like key emails, to a real SMTP server.
 func TestQuotaWarningEmails(t *testing.T) {
 	rs := redistest.Start(t)
-	srv := startTestSMTP(t)
-	startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.url("tls=none")})
+	srv := smtptest.Start(t)
+	startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.URL("tls=none")})
 	nov := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	for _, w := range []wire.QuotaWarning{
 		{To: "Jane&Co@Example.com", Percent: 80, Used: 800, Limit: 1000, Month: nov},
 		{To: "Jane&Co@Example.com", Percent: 100, Used: 1000, Limit: 1000, Month: nov},
 	} {
-		rs.Do(append([]string{"XADD", outboxStream, "*"}, w.Fields()...)...)
+		rs.Do(append([]string{"XADD", outbox.Stream, "*"}, w.Fields()...)...)
 	}
-	got := srv.waitReceived(t, 2, 10*time.Second)
+	got := srv.WaitReceived(t, 2, 10*time.Second)
 	want := []struct{ subject, text string }{
 		{"You have used 80% of your Pesto API calls for November 2026",
 			"the Pesto API keys of Jane&Co@Example.com have used 800 of their 1000 calls of November 2026 (UTC): 80%."},
@@ -36,7 +38,7 @@ func TestQuotaWarningEmails(t *testing.T) {
 		if got[i].To != "Jane&Co@Example.com" {
 			t.Errorf("email %d to %q", i, got[i].To)
 		}
-		m := parseMail(t, got[i].Data)
+		m := smtptest.ParseMail(t, got[i].Data)
 		subject, _ := new(mime.WordDecoder).DecodeHeader(m.Header.Get("Subject"))
 		if subject != w.subject {
 			t.Errorf("email %d: Subject %q, want %q", i, subject, w.subject)
@@ -48,5 +50,5 @@ func TestQuotaWarningEmails(t *testing.T) {
 			t.Errorf("email %d: the HTML part does not escape the address:\n%s", i, m.HTML)
 		}
 	}
-	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outboxStream) == "0" })
+	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outbox.Stream) == "0" })
 }

@@ -1,4 +1,4 @@
-package main
+package outbox
 
 import (
 	"context"
@@ -12,11 +12,14 @@ import (
 	"pesto/shared/wire"
 )
 
-// Deliver sends one outbox entry: a key email or a quota warning.
-func (m *mailer) Deliver(ctx context.Context, e wire.OutboxEntry) error {
+// Send sends one outbox entry, a key email or a quota warning: nil once the
+// server has accepted it, a *RejectedError when the server refused it, an
+// *InvalidEmailError when it cannot be sent at all, and another error when
+// no server could take it.
+func (m *Mailer) Send(ctx context.Context, e wire.OutboxEntry) error {
 	switch {
 	case e.Key != nil:
-		return m.Send(ctx, *e.Key)
+		return m.SendKey(ctx, *e.Key)
 	case e.Warning != nil:
 		msg, err := m.warningMessage(*e.Warning)
 		if err != nil {
@@ -24,18 +27,18 @@ func (m *mailer) Deliver(ctx context.Context, e wire.OutboxEntry) error {
 		}
 		return m.sendMsg(ctx, msg)
 	}
-	return &invalidEmailError{errors.New("empty outbox entry")}
+	return &InvalidEmailError{errors.New("empty outbox entry")}
 }
 
 // warningMessage builds the email of a quota warning: plain text and HTML,
 // the address escaped in the HTML. Its subject names the threshold.
-func (m *mailer) warningMessage(w wire.QuotaWarning) (*mail.Msg, error) {
+func (m *Mailer) warningMessage(w wire.QuotaWarning) (*mail.Msg, error) {
 	addr, err := netmail.ParseAddress(w.To)
 	if err != nil || addr.Name != "" || addr.Address != strings.TrimSpace(w.To) {
 		if err == nil {
 			err = errors.New("not a bare address")
 		}
-		return nil, &invalidEmailError{err}
+		return nil, &InvalidEmailError{err}
 	}
 	text, html := warningBody(w)
 	msg := mail.NewMsg()

@@ -1,4 +1,4 @@
-package main
+package outbox
 
 import (
 	"context"
@@ -78,14 +78,14 @@ func (t keyTemplate) render(d keyData) string {
 	).Replace(t.source)
 }
 
-// mailer sends key emails over SMTP. A nil *mailer (SMTP_URL empty) keeps
-// every email in the outbox.
-type mailer struct {
+// Mailer sends the outbox's emails over SMTP: it is the Sender of a
+// registration whose SMTP_URL is set.
+type Mailer struct {
 	cfg config.Mail
 }
 
-// newMailer returns the mailer of cfg, or nil when SMTP_URL is empty.
-func newMailer(cfg config.Mail) *mailer {
+// NewMailer returns the mailer of cfg, or nil when SMTP_URL is empty.
+func NewMailer(cfg config.Mail) *Mailer {
 	if cfg.SMTP == nil {
 		return nil
 	}
@@ -98,33 +98,30 @@ func newMailer(cfg config.Mail) *mailer {
 	if cfg.Subject == "" {
 		cfg.Subject = config.DefaultMailSubject
 	}
-	return &mailer{cfg: cfg}
+	return &Mailer{cfg: cfg}
 }
 
-// rejectedError: the SMTP server was reached and refused or failed the
+// RejectedError: the SMTP server was reached and refused or failed the
 // message with a reply code (4xx or 5xx). The outbox counts it as an
 // attempt; any other error of Send (server unreachable, TLS or AUTH
 // failure, connection lost) is retried without using up attempts.
-type rejectedError struct {
-	Code int
-	err  error
+type RejectedError struct {
+	Code int   // the SMTP reply code
+	Err  error // the refusal
 }
 
-func (e *rejectedError) Error() string { return e.err.Error() }
-func (e *rejectedError) Unwrap() error { return e.err }
+func (e *RejectedError) Error() string { return e.Err.Error() }
+func (e *RejectedError) Unwrap() error { return e.Err }
 
-// invalidEmailError: the queued email itself cannot be sent (its address
+// InvalidEmailError: the queued email itself cannot be sent (its address
 // does not parse); retrying cannot help.
-type invalidEmailError struct{ err error }
+type InvalidEmailError struct{ Err error }
 
-func (e *invalidEmailError) Error() string { return "invalid email: " + e.err.Error() }
-func (e *invalidEmailError) Unwrap() error { return e.err }
+func (e *InvalidEmailError) Error() string { return "invalid email: " + e.Err.Error() }
+func (e *InvalidEmailError) Unwrap() error { return e.Err }
 
-// Send sends one key email, text and HTML parts. It returns nil once the
-// server has accepted the message, a *rejectedError when the server refused
-// it, an *invalidEmailError when k cannot be sent at all, and another error
-// when no server could take it.
-func (m *mailer) Send(ctx context.Context, k keyEmail) error {
+// SendKey sends one key email, text and HTML parts, with Send's errors.
+func (m *Mailer) SendKey(ctx context.Context, k keyEmail) error {
 	msg, err := m.message(k)
 	if err != nil {
 		return err
@@ -132,8 +129,8 @@ func (m *mailer) Send(ctx context.Context, k keyEmail) error {
 	return m.sendMsg(ctx, msg)
 }
 
-// sendMsg sends msg, with Send's errors.
-func (m *mailer) sendMsg(ctx context.Context, msg *mail.Msg) error {
+// sendMsg sends msg, with Send's errors (Sender).
+func (m *Mailer) sendMsg(ctx context.Context, msg *mail.Msg) error {
 	client, err := mail.NewClient(m.cfg.SMTP.Host, m.clientOptions()...)
 	if err != nil {
 		return fmt.Errorf("smtp client: %w", err)
@@ -146,12 +143,12 @@ func (m *mailer) sendMsg(ctx context.Context, msg *mail.Msg) error {
 	}
 	var se *mail.SendError
 	if errors.As(err, &se) && se.ErrorCode() >= 400 {
-		return &rejectedError{Code: se.ErrorCode(), err: err}
+		return &RejectedError{Code: se.ErrorCode(), Err: err}
 	}
 	return err
 }
 
-func (m *mailer) clientOptions() []mail.Option {
+func (m *Mailer) clientOptions() []mail.Option {
 	s := m.cfg.SMTP
 	opts := []mail.Option{mail.WithPort(s.Port), mail.WithTimeout(m.cfg.Timeout)}
 	switch s.TLS {
@@ -186,13 +183,13 @@ func (m *mailer) clientOptions() []mail.Option {
 // message builds the email of k. No byte of k can reach a header unencoded:
 // the address must parse as a single bare address, and control characters
 // in the name are replaced by spaces before net/mail encodes it.
-func (m *mailer) message(k keyEmail) (*mail.Msg, error) {
+func (m *Mailer) message(k keyEmail) (*mail.Msg, error) {
 	addr, err := netmail.ParseAddress(k.To)
 	if err != nil || addr.Name != "" || addr.Address != strings.TrimSpace(k.To) {
 		if err == nil {
 			err = errors.New("not a bare address")
 		}
-		return nil, &invalidEmailError{err}
+		return nil, &InvalidEmailError{err}
 	}
 	name := cleanName(k.Name)
 	data := keyData{Name: name, Token: k.Token, Limit: k.Limit}

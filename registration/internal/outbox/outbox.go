@@ -1,4 +1,8 @@
-package main
+// Package outbox delivers the emails queued in Redis (SPEC §3 "Outbox,
+// nothing lost"): key emails (approve, rotate) and auth's quota warnings,
+// from one stream shared by every registration process, through a Sender
+// (the Mailer: SMTP), with retries, reclaims and a dead-letter stream.
+package outbox
 
 import (
 	"context"
@@ -18,6 +22,39 @@ import (
 	"pesto/shared/wire"
 )
 
+// The outbox's keys. The {waiting-list} hash tag puts them in the same
+// Redis Cluster slot as the waiting list, so that approve can remove a
+// signup and queue its email in one atomic script, in a cluster too.
+const (
+	// Stream is the stream of emails: wire.KeyEmail and wire.QuotaWarning
+	// entries.
+	Stream = wire.OutboxStream
+	// Dead holds the entries that ran out of attempts.
+	Dead = "pesto:{waiting-list}:outbox:dead"
+	// Group is the consumer group of every registration process.
+	Group = "mailers"
+	// Attempts is a hash: stream entry ID -> SMTP attempts the server
+	// refused so far. It lives beside the stream (same hash tag, same
+	// cluster slot) so that one script can drop an entry and its count
+	// together, and any worker that reclaims an entry continues its count.
+	Attempts = "pesto:{waiting-list}:outbox:attempts"
+)
+
+// Sender sends one outbox entry. Its errors say what the worker does
+// next: nil, the server took it; a *RejectedError, the server refused it
+// (an attempt counted, retried later); an *InvalidEmailError, it cannot be
+// sent at all (dead letter at once); any other error, no server could take
+// it (the worker pauses and retries it without counting an attempt).
+type Sender interface {
+	Send(ctx context.Context, e wire.OutboxEntry) error
+}
+
+// SenderFunc is a function that is a Sender.
+type SenderFunc func(ctx context.Context, e wire.OutboxEntry) error
+
+// Send calls f.
+func (f SenderFunc) Send(ctx context.Context, e wire.OutboxEntry) error { return f(ctx, e) }
+
 // Defaults of the outbox's tunables.
 const (
 	defaultMinIdle      = 2 * time.Minute
@@ -31,10 +68,10 @@ const (
 	reclaimCount        = 10
 )
 
-// outbox delivers the queued key emails (SPEC §3 "Outbox, nothing lost").
+// Worker delivers the queued emails (SPEC §3 "Outbox, nothing lost").
 //
 // Each registration process runs one outbox worker, a consumer of the group
-// outboxGroup on outboxStream. An entry is read by one consumer only, sent,
+// Group on Stream. An entry is read by one consumer only, sent,
 // then acknowledged and deleted from the stream in one step, so each email
 // goes out once however many workers run. A worker that dies with an entry
 // in hand leaves it pending; after MinIdle another worker claims it.
@@ -43,12 +80,12 @@ const (
 // failure, timeout) the worker pauses with a growing backoff and retries
 // the same entry without counting an attempt: an outage of any length
 // loses nothing. When the server answers with a 4xx/5xx refusal, the
-// attempt is counted in outboxAttempts and the entry is retried later with
+// attempt is counted in Attempts and the entry is retried later with
 // its own backoff, while other entries go on; after maxAttempts it moves to
-// outboxDead, with the last error, in the same step that removes it.
-type outbox struct {
+// Dead, with the last error, in the same step that removes it.
+type Worker struct {
 	conn        *redisconn.Conn
-	send        sendFunc
+	send        Sender
 	log         *slog.Logger
 	maxAttempts int
 	consumer    string
@@ -93,11 +130,11 @@ type queuedEmail struct {
 	lastEr string
 }
 
-// newOutbox returns the outbox worker of this process; consumer names it in
+// New returns the outbox worker of this process; consumer names it in
 // the consumer group (unique per process). send is nil when SMTP_URL is
 // empty: emails then wait in the stream.
-func newOutbox(conn *redisconn.Conn, send sendFunc, log *slog.Logger, reg *metrics.Registry, maxAttempts int, consumer string) *outbox {
-	o := &outbox{
+func New(conn *redisconn.Conn, send Sender, log *slog.Logger, reg *metrics.Registry, maxAttempts int, consumer string) *Worker {
+	o := &Worker{
 		conn:         conn,
 		send:         send,
 		log:          log.With("component", "outbox", "consumer", consumer),
@@ -122,7 +159,7 @@ func newOutbox(conn *redisconn.Conn, send sendFunc, log *slog.Logger, reg *metri
 
 // Run delivers emails until ctx is done, then returns once the email being
 // sent (if any) is finished or abandoned to another consumer.
-func (o *outbox) Run(ctx context.Context) error {
+func (o *Worker) Run(ctx context.Context) error {
 	if o.send == nil {
 		o.log.Warn("SMTP_URL is empty: key emails wait in the outbox until it is set")
 	}
@@ -156,7 +193,7 @@ func (o *outbox) Run(ctx context.Context) error {
 
 // step does one unit of work: store owed acknowledgements, retry one
 // entry, reclaim abandoned entries, or wait for a new one.
-func (o *outbox) step(ctx context.Context) error {
+func (o *Worker) step(ctx context.Context) error {
 	c, err := o.conn.Client()
 	if err != nil {
 		return err
@@ -222,22 +259,22 @@ func (o *outbox) step(ctx context.Context) error {
 	return nil
 }
 
-func (o *outbox) createGroup(ctx context.Context, c rueidis.Client) error {
+func (o *Worker) createGroup(ctx context.Context, c rueidis.Client) error {
 	ctx, cancel := context.WithTimeout(ctx, o.RedisTimeout)
 	defer cancel()
 	// From ID 0: entries queued before any worker made the group are
 	// delivered too.
-	err := c.Do(ctx, c.B().XgroupCreate().Key(outboxStream).Group(outboxGroup).Id("0").Mkstream().Build()).Error()
+	err := c.Do(ctx, c.B().XgroupCreate().Key(Stream).Group(Group).Id("0").Mkstream().Build()).Error()
 	if re, ok := rueidis.IsRedisErr(err); ok && re.IsBusyGroup() {
 		return nil
 	}
 	return err
 }
 
-func (o *outbox) refreshDepth(ctx context.Context, c rueidis.Client) error {
+func (o *Worker) refreshDepth(ctx context.Context, c rueidis.Client) error {
 	ctx, cancel := context.WithTimeout(ctx, o.RedisTimeout)
 	defer cancel()
-	n, err := c.Do(ctx, c.B().Xlen().Key(outboxStream).Build()).AsInt64()
+	n, err := c.Do(ctx, c.B().Xlen().Key(Stream).Build()).AsInt64()
 	if err != nil {
 		return err
 	}
@@ -247,13 +284,13 @@ func (o *outbox) refreshDepth(ctx context.Context, c rueidis.Client) error {
 
 // read reads entries of the group: id ">" one new entry, waiting up to
 // block; id "0" this consumer's own pending entries.
-func (o *outbox) read(ctx context.Context, c rueidis.Client, id string, block time.Duration) ([]rueidis.XRangeEntry, error) {
+func (o *Worker) read(ctx context.Context, c rueidis.Client, id string, block time.Duration) ([]rueidis.XRangeEntry, error) {
 	var cmd rueidis.Completed
 	if id == ">" {
-		cmd = c.B().Xreadgroup().Group(outboxGroup, o.consumer).Count(1).Block(max(block.Milliseconds(), 1)).
-			Streams().Key(outboxStream).Id(id).Build().UnblockOnCancel() // Run's end interrupts the wait
+		cmd = c.B().Xreadgroup().Group(Group, o.consumer).Count(1).Block(max(block.Milliseconds(), 1)).
+			Streams().Key(Stream).Id(id).Build().UnblockOnCancel() // Run's end interrupts the wait
 	} else {
-		cmd = c.B().Xreadgroup().Group(outboxGroup, o.consumer).Count(100).Streams().Key(outboxStream).Id(id).Build()
+		cmd = c.B().Xreadgroup().Group(Group, o.consumer).Count(100).Streams().Key(Stream).Id(id).Build()
 	}
 	// The blocking read must end before its deadline, or a dead Redis and
 	// an empty stream would look alike.
@@ -266,19 +303,19 @@ func (o *outbox) read(ctx context.Context, c rueidis.Client, id string, block ti
 	if err != nil {
 		return nil, err
 	}
-	return streams[outboxStream], nil
+	return streams[Stream], nil
 }
 
 // reclaim takes over entries that sat idle in another consumer's hands for
 // MinIdle (their worker died) and holds them for a retry now.
-func (o *outbox) reclaim(ctx context.Context, c rueidis.Client, now time.Time) (int, error) {
+func (o *Worker) reclaim(ctx context.Context, c rueidis.Client, now time.Time) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.RedisTimeout)
 	defer cancel()
 	start := o.reclaimCursor
 	if start == "" {
 		start = "0-0"
 	}
-	res, err := c.Do(ctx, c.B().Xautoclaim().Key(outboxStream).Group(outboxGroup).Consumer(o.consumer).
+	res, err := c.Do(ctx, c.B().Xautoclaim().Key(Stream).Group(Group).Consumer(o.consumer).
 		MinIdleTime(strconv.FormatInt(o.MinIdle.Milliseconds(), 10)).Start(start).Count(reclaimCount).Build()).ToArray()
 	if err != nil {
 		return 0, err
@@ -300,7 +337,7 @@ func (o *outbox) reclaim(ctx context.Context, c rueidis.Client, now time.Time) (
 
 // hold keeps entries for a retry at now. An entry deleted from the stream
 // while pending (no fields) only needs its acknowledgement.
-func (o *outbox) hold(entries []rueidis.XRangeEntry, now time.Time) {
+func (o *Worker) hold(entries []rueidis.XRangeEntry, now time.Time) {
 	for _, e := range entries {
 		if e.FieldValues == nil {
 			o.unacked = append(o.unacked, e.ID)
@@ -324,13 +361,13 @@ func (q *queuedEmail) about() []any {
 	return []any{"kind", q.raw["kind"]}
 }
 
-func (o *outbox) queued(e rueidis.XRangeEntry) *queuedEmail {
+func (o *Worker) queued(e rueidis.XRangeEntry) *queuedEmail {
 	entry, ok := wire.ParseOutboxEntry(e.FieldValues)
 	return &queuedEmail{id: e.ID, raw: e.FieldValues, entry: entry, valid: ok}
 }
 
 // nextQueued returns the held entry due first, or nil.
-func (o *outbox) nextQueued() *queuedEmail {
+func (o *Worker) nextQueued() *queuedEmail {
 	var first *queuedEmail
 	for _, q := range o.retries {
 		if first == nil || q.due.Before(first.due) || (q.due.Equal(first.due) && q.id < first.id) {
@@ -341,7 +378,7 @@ func (o *outbox) nextQueued() *queuedEmail {
 }
 
 // nextDue returns a held entry due at now, or nil.
-func (o *outbox) nextDue(now time.Time) *queuedEmail {
+func (o *Worker) nextDue(now time.Time) *queuedEmail {
 	if q := o.nextQueued(); q != nil && !q.due.After(now) {
 		return q
 	}
@@ -361,9 +398,9 @@ return 1
 `)
 
 // retry attempts a held entry again, if it is still ours.
-func (o *outbox) retry(ctx context.Context, c rueidis.Client, q *queuedEmail) error {
+func (o *Worker) retry(ctx context.Context, c rueidis.Client, q *queuedEmail) error {
 	rctx, cancel := context.WithTimeout(ctx, o.RedisTimeout)
-	mine, err := touchScript.Exec(rctx, c, []string{outboxStream}, []string{outboxGroup, q.id, o.consumer}).AsInt64()
+	mine, err := touchScript.Exec(rctx, c, []string{Stream}, []string{Group, q.id, o.consumer}).AsInt64()
 	cancel()
 	if err != nil {
 		return err
@@ -377,16 +414,16 @@ func (o *outbox) retry(ctx context.Context, c rueidis.Client, q *queuedEmail) er
 
 // deliver sends one entry and records the outcome. Once the send has
 // begun, its outcome is recorded even when ctx ends meanwhile.
-func (o *outbox) deliver(ctx context.Context, c rueidis.Client, q *queuedEmail) error {
+func (o *Worker) deliver(ctx context.Context, c rueidis.Client, q *queuedEmail) error {
 	if !q.valid {
 		return o.deadLetter(ctx, c, q, 0, "malformed outbox entry: want to, name, token and an integer limit, or a quota warning's kind, to, percent, used, limit and month")
 	}
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.SendTimeout)
-	err := o.send(sendCtx, q.entry)
+	err := o.send.Send(sendCtx, q.entry)
 	cancel()
 	now := time.Now()
-	var rejected *rejectedError
-	var invalid *invalidEmailError
+	var rejected *RejectedError
+	var invalid *InvalidEmailError
 	switch {
 	case err == nil:
 		o.sent.Inc()
@@ -404,7 +441,7 @@ func (o *outbox) deliver(ctx context.Context, c rueidis.Client, q *queuedEmail) 
 		o.retries[q.id] = q
 		q.due = now.Add(o.RetryMin) // if the count below cannot be stored
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.RedisTimeout)
-		n, err := c.Do(rctx, c.B().Hincrby().Key(outboxAttempts).Field(q.id).Increment(1).Build()).AsInt64()
+		n, err := c.Do(rctx, c.B().Hincrby().Key(Attempts).Field(q.id).Increment(1).Build()).AsInt64()
 		cancel()
 		if err != nil {
 			return err
@@ -442,11 +479,11 @@ return n
 // flushAcks stores the acknowledgements of sent entries. They are kept in
 // memory until Redis takes them, so that a sent email is never sent again
 // by this worker.
-func (o *outbox) flushAcks(ctx context.Context, c rueidis.Client) error {
+func (o *Worker) flushAcks(ctx context.Context, c rueidis.Client) error {
 	for len(o.unacked) > 0 {
 		id := o.unacked[0]
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.RedisTimeout)
-		err := ackScript.Exec(rctx, c, []string{outboxStream, outboxAttempts}, []string{outboxGroup, id}).Error()
+		err := ackScript.Exec(rctx, c, []string{Stream, Attempts}, []string{Group, id}).Error()
 		cancel()
 		if err != nil {
 			return err
@@ -470,9 +507,9 @@ redis.call('XADD', dead, '*', unpack(ARGV, 3))
 return 1
 `)
 
-// deadLetter moves q to outboxDead with the last error and the attempts.
-func (o *outbox) deadLetter(ctx context.Context, c rueidis.Client, q *queuedEmail, attempts int64, lastErr string) error {
-	args := []string{outboxGroup, q.id}
+// deadLetter moves q to Dead with the last error and the attempts.
+func (o *Worker) deadLetter(ctx context.Context, c rueidis.Client, q *queuedEmail, attempts int64, lastErr string) error {
+	args := []string{Group, q.id}
 	if q.valid {
 		args = append(args, entryFields(q.entry)...)
 	} else {
@@ -488,7 +525,7 @@ func (o *outbox) deadLetter(ctx context.Context, c rueidis.Client, q *queuedEmai
 	args = append(args, "id", q.id, "attempts", strconv.FormatInt(attempts, 10), "error", lastErr,
 		"failed_at", time.Now().UTC().Format(time.RFC3339))
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.RedisTimeout)
-	moved, err := deadScript.Exec(rctx, c, []string{outboxStream, outboxAttempts, outboxDead}, args).AsInt64()
+	moved, err := deadScript.Exec(rctx, c, []string{Stream, Attempts, Dead}, args).AsInt64()
 	cancel()
 	if err != nil {
 		return err
@@ -497,7 +534,7 @@ func (o *outbox) deadLetter(ctx context.Context, c rueidis.Client, q *queuedEmai
 	if moved == 1 {
 		o.dead.Inc()
 		o.log.Error("email moved to the dead-letter stream", append(append([]any{"id", q.id}, q.about()...),
-			"attempts", attempts, "err", lastErr, "stream", outboxDead)...)
+			"attempts", attempts, "err", lastErr, "stream", Dead)...)
 	}
 	return nil
 }

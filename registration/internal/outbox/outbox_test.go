@@ -1,4 +1,4 @@
-package main
+package outbox
 
 import (
 	"bytes"
@@ -12,24 +12,29 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"pesto/registration/internal/smtptest"
 	"pesto/shared/logging"
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
+	"pesto/shared/wire"
 )
 
 // testWorker is one outbox worker running on its own Redis connection.
 type testWorker struct {
-	*outbox
+	*Worker
 	reg  *metrics.Registry
 	logs *servicetest.LogBuffer
 	stop func() time.Duration // cancels Run and returns how long it took to return
 }
 
+// sendFunc is a test's Sender, or nil for none (SMTP_URL empty).
+type sendFunc = func(context.Context, wire.OutboxEntry) error
+
 // startWorker runs an outbox worker against r until the test ends. tune
 // may shorten its timings before it starts.
-func startWorker(t *testing.T, r *redistest.Server, send sendFunc, maxAttempts int, consumer string, tune func(*outbox)) *testWorker {
+func startWorker(t *testing.T, r *redistest.Server, send sendFunc, maxAttempts int, consumer string, tune func(*Worker)) *testWorker {
 	t.Helper()
 	logs := &servicetest.LogBuffer{}
 	log := logging.New(logs, slog.LevelDebug, "registration", "test")
@@ -40,7 +45,11 @@ func startWorker(t *testing.T, r *redistest.Server, send sendFunc, maxAttempts i
 	opt.DisableCache = true
 	conn := redisconn.Dial(opt, log)
 	reg := metrics.NewRegistry()
-	o := newOutbox(conn, send, log, reg, maxAttempts, consumer)
+	var sender Sender
+	if send != nil {
+		sender = SenderFunc(send)
+	}
+	o := New(conn, sender, log, reg, maxAttempts, consumer)
 	o.RetryMin, o.RetryMax = 20*time.Millisecond, 200*time.Millisecond
 	o.Block = 500 * time.Millisecond
 	o.MinIdle = 5 * time.Second
@@ -70,18 +79,18 @@ func startWorker(t *testing.T, r *redistest.Server, send sendFunc, maxAttempts i
 		return took
 	}
 	t.Cleanup(func() { stop() })
-	return &testWorker{outbox: o, reg: reg, logs: logs, stop: stop}
+	return &testWorker{Worker: o, reg: reg, logs: logs, stop: stop}
 }
 
 // mailerFor is the send function of a mailer for the test server.
-func mailerFor(t *testing.T, srv *testSMTP) sendFunc {
+func mailerFor(t *testing.T, srv *smtptest.Server) sendFunc {
 	t.Helper()
-	return newMailer(testMailConfig(t, srv, "tls=none")).Deliver
+	return NewMailer(testMailConfig(t, srv, "tls=none")).Send
 }
 
 // queue XADDs k as approve does and returns the entry ID.
 func queue(r *redistest.Server, k keyEmail) string {
-	return r.Do(append([]string{"XADD", outboxStream, "*"}, k.Fields()...)...)
+	return r.Do(append([]string{"XADD", Stream, "*"}, k.Fields()...)...)
 }
 
 // pendingCount is the number of entries read by the group and not acked.
@@ -90,7 +99,7 @@ func pendingCount(t *testing.T, r *redistest.Server) int64 {
 	c := r.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	res, err := c.Do(ctx, c.B().Xpending().Key(outboxStream).Group(outboxGroup).Build()).ToArray()
+	res, err := c.Do(ctx, c.B().Xpending().Key(Stream).Group(Group).Build()).ToArray()
 	if err != nil {
 		t.Fatalf("XPENDING: %v", err)
 	}
@@ -105,11 +114,11 @@ func readAs(t *testing.T, r *redistest.Server, consumer string) {
 	c := r.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := c.Do(ctx, c.B().XgroupCreate().Key(outboxStream).Group(outboxGroup).Id("0").Mkstream().Build()).Error(); err != nil {
+	if err := c.Do(ctx, c.B().XgroupCreate().Key(Stream).Group(Group).Id("0").Mkstream().Build()).Error(); err != nil {
 		t.Fatalf("XGROUP CREATE: %v", err)
 	}
-	got, err := c.Do(ctx, c.B().Xreadgroup().Group(outboxGroup, consumer).Count(1).Streams().Key(outboxStream).Id(">").Build()).AsXRead()
-	if err != nil || len(got[outboxStream]) != 1 {
+	got, err := c.Do(ctx, c.B().Xreadgroup().Group(Group, consumer).Count(1).Streams().Key(Stream).Id(">").Build()).AsXRead()
+	if err != nil || len(got[Stream]) != 1 {
 		t.Fatalf("XREADGROUP as %s: %v %v", consumer, got, err)
 	}
 }
@@ -151,14 +160,14 @@ func testKey(i int) keyEmail {
 
 func TestOutboxDeliversOnce(t *testing.T) {
 	r := redistest.Start(t)
-	srv := startTestSMTP(t)
+	srv := smtptest.Start(t)
 	w := startWorker(t, r, mailerFor(t, srv), 10, "w1", nil)
 	k := testKey(1)
 	queue(r, k)
 
-	got := srv.waitReceived(t, 1, 5*time.Second)
+	got := srv.WaitReceived(t, 1, 5*time.Second)
 	servicetest.Poll(t, 5*time.Second, "the entry is acknowledged and deleted", func() bool {
-		return r.Do("XLEN", outboxStream) == "0" && w.sent.Value() == 1
+		return r.Do("XLEN", Stream) == "0" && w.sent.Value() == 1
 	})
 	servicetest.Poll(t, 5*time.Second, "the depth gauge shows 0", func() bool {
 		return strings.Contains(metricsText(t, w.reg), "\npesto_outbox_depth 0\n")
@@ -169,7 +178,7 @@ func TestOutboxDeliversOnce(t *testing.T) {
 	if got[0].To != k.To {
 		t.Errorf("sent to %q, want %q", got[0].To, k.To)
 	}
-	m := parseMail(t, got[0].Data)
+	m := smtptest.ParseMail(t, got[0].Data)
 	if !strings.Contains(m.Text, "X-Pesto-Token: "+k.Token) || !strings.Contains(m.HTML, "X-Pesto-Token: "+k.Token) {
 		t.Errorf("the email lacks the key:\n%s\n%s", m.Text, m.HTML)
 	}
@@ -190,7 +199,7 @@ func TestOutboxDeliversOnce(t *testing.T) {
 
 func TestOutboxSMTPOutage(t *testing.T) {
 	r := redistest.Start(t)
-	srv := newTestSMTP(t) // down: nothing listens on its port yet
+	srv := smtptest.New(t) // down: nothing listens on its port yet
 	w := startWorker(t, r, mailerFor(t, srv), 2, "w1", nil)
 	k := testKey(1)
 	queued := time.Now()
@@ -201,13 +210,13 @@ func TestOutboxSMTPOutage(t *testing.T) {
 	servicetest.Poll(t, 10*time.Second, "the worker retries for 2 s", func() bool {
 		return time.Since(queued) >= 2*time.Second && w.unreachable.Value() >= 5
 	})
-	if got := r.Do("XLEN", outboxStream); got != "1" {
+	if got := r.Do("XLEN", Stream); got != "1" {
 		t.Fatalf("XLEN outbox = %s during the outage, want 1", got)
 	}
-	if got := r.Do("HLEN", outboxAttempts); got != "0" {
+	if got := r.Do("HLEN", Attempts); got != "0" {
 		t.Errorf("attempts counted during the outage: HLEN %s, want 0", got)
 	}
-	if got := r.Do("XLEN", outboxDead); got != "0" {
+	if got := r.Do("XLEN", Dead); got != "0" {
 		t.Errorf("XLEN dead = %s, want 0", got)
 	}
 	if !strings.Contains(metricsText(t, w.reg), "\npesto_outbox_depth 1\n") {
@@ -215,11 +224,11 @@ func TestOutboxSMTPOutage(t *testing.T) {
 	}
 
 	srv.Start()
-	got := srv.waitReceived(t, 1, 5*time.Second)
+	got := srv.WaitReceived(t, 1, 5*time.Second)
 	if got[0].To != k.To {
 		t.Errorf("sent to %q, want %q", got[0].To, k.To)
 	}
-	servicetest.Poll(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", outboxStream) == "0" })
+	servicetest.Poll(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", Stream) == "0" })
 	if n := len(srv.Received()); n != 1 {
 		t.Errorf("received %d emails, want 1", n)
 	}
@@ -227,16 +236,16 @@ func TestOutboxSMTPOutage(t *testing.T) {
 
 func TestOutboxTwoWorkersEachEmailOnce(t *testing.T) {
 	r := redistest.Start(t)
-	srv := startTestSMTP(t)
-	a := startWorker(t, r, mailerFor(t, srv), 10, "a", func(o *outbox) { o.MinIdle = time.Second })
-	b := startWorker(t, r, mailerFor(t, srv), 10, "b", func(o *outbox) { o.MinIdle = time.Second })
+	srv := smtptest.Start(t)
+	a := startWorker(t, r, mailerFor(t, srv), 10, "a", func(o *Worker) { o.MinIdle = time.Second })
+	b := startWorker(t, r, mailerFor(t, srv), 10, "b", func(o *Worker) { o.MinIdle = time.Second })
 	const n = 20
 	for i := range n {
 		queue(r, testKey(i))
 	}
-	srv.waitReceived(t, n, 10*time.Second)
+	srv.WaitReceived(t, n, 10*time.Second)
 	servicetest.Poll(t, 5*time.Second, "every entry is acknowledged", func() bool {
-		return r.Do("XLEN", outboxStream) == "0" && a.sent.Value()+b.sent.Value() == n
+		return r.Do("XLEN", Stream) == "0" && a.sent.Value()+b.sent.Value() == n
 	})
 	// Past MinIdle, when each worker has run XAUTOCLAIM again: a late
 	// reclaim would show as a second copy.
@@ -262,7 +271,7 @@ func TestOutboxTwoWorkersEachEmailOnce(t *testing.T) {
 
 func TestOutboxReclaimsCrashedWorker(t *testing.T) {
 	r := redistest.Start(t)
-	srv := startTestSMTP(t)
+	srv := smtptest.Start(t)
 	k := testKey(1)
 	id := queue(r, k)
 	read := time.Now()
@@ -270,9 +279,9 @@ func TestOutboxReclaimsCrashedWorker(t *testing.T) {
 	if n := pendingCount(t, r); n != 1 {
 		t.Fatalf("pending %d, want 1", n)
 	}
-	w := startWorker(t, r, mailerFor(t, srv), 10, "b", func(o *outbox) { o.MinIdle = 300 * time.Millisecond })
+	w := startWorker(t, r, mailerFor(t, srv), 10, "b", func(o *Worker) { o.MinIdle = 300 * time.Millisecond })
 
-	got := srv.waitReceived(t, 1, 5*time.Second)
+	got := srv.WaitReceived(t, 1, 5*time.Second)
 	if got[0].To != k.To {
 		t.Errorf("sent to %q, want %q", got[0].To, k.To)
 	}
@@ -281,7 +290,7 @@ func TestOutboxReclaimsCrashedWorker(t *testing.T) {
 		t.Errorf("reclaimed %v after the read, before MinIdle", d)
 	}
 	servicetest.Poll(t, 5*time.Second, "the reclaimed entry is acknowledged", func() bool {
-		return r.Do("XLEN", outboxStream) == "0" && pendingCount(t, r) == 0
+		return r.Do("XLEN", Stream) == "0" && pendingCount(t, r) == 0
 	})
 	if !strings.Contains(w.logs.String(), `"id":"`+id+`"`) {
 		t.Errorf("no log of the reclaimed entry %s:\n%s", id, w.logs.String())
@@ -290,13 +299,13 @@ func TestOutboxReclaimsCrashedWorker(t *testing.T) {
 
 func TestOutboxResumesOwnPendingAtStart(t *testing.T) {
 	r := redistest.Start(t)
-	srv := startTestSMTP(t)
+	srv := smtptest.Start(t)
 	queue(r, testKey(1))
 	// The same consumer name read it in an earlier life of the process.
 	readAs(t, r, "w1")
-	startWorker(t, r, mailerFor(t, srv), 10, "w1", func(o *outbox) { o.MinIdle = time.Hour })
-	srv.waitReceived(t, 1, 5*time.Second)
-	servicetest.Poll(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", outboxStream) == "0" })
+	startWorker(t, r, mailerFor(t, srv), 10, "w1", func(o *Worker) { o.MinIdle = time.Hour })
+	srv.WaitReceived(t, 1, 5*time.Second)
+	servicetest.Poll(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", Stream) == "0" })
 }
 
 // replayDead is the dead-letter replay command of the README (Email of the key): it
@@ -313,18 +322,18 @@ return n`
 
 func TestOutboxDeadLetter(t *testing.T) {
 	r := redistest.Start(t)
-	srv := startTestSMTP(t)
+	srv := smtptest.Start(t)
 	srv.Reject(550)
 	const maxAttempts = 3
 	w := startWorker(t, r, mailerFor(t, srv), maxAttempts, "w1", nil)
 	k := testKey(7)
 	id := queue(r, k)
 
-	servicetest.Poll(t, 10*time.Second, "the entry reaches the dead-letter stream", func() bool { return r.Do("XLEN", outboxDead) == "1" })
-	if got := r.Do("XLEN", outboxStream); got != "0" {
+	servicetest.Poll(t, 10*time.Second, "the entry reaches the dead-letter stream", func() bool { return r.Do("XLEN", Dead) == "1" })
+	if got := r.Do("XLEN", Stream); got != "0" {
 		t.Errorf("XLEN outbox = %s, want 0", got)
 	}
-	if got := r.Do("HLEN", outboxAttempts); got != "0" {
+	if got := r.Do("HLEN", Attempts); got != "0" {
 		t.Errorf("HLEN attempts = %s, want 0", got)
 	}
 	if n := pendingCount(t, r); n != 0 {
@@ -344,7 +353,7 @@ func TestOutboxDeadLetter(t *testing.T) {
 	c := r.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	dead, err := c.Do(ctx, c.B().Xrange().Key(outboxDead).Start("-").End("+").Build()).AsXRange()
+	dead, err := c.Do(ctx, c.B().Xrange().Key(Dead).Start("-").End("+").Build()).AsXRange()
 	if err != nil || len(dead) != 1 {
 		t.Fatalf("XRANGE dead: %v %v", dead, err)
 	}
@@ -368,29 +377,29 @@ func TestOutboxDeadLetter(t *testing.T) {
 
 	// The replay of the README sends it once the server takes it.
 	srv.Reject(0)
-	if got, err := c.Do(ctx, c.B().Eval().Script(replayDead).Numkeys(2).Key(outboxDead, outboxStream).Build()).AsInt64(); err != nil || got != 1 {
+	if got, err := c.Do(ctx, c.B().Eval().Script(replayDead).Numkeys(2).Key(Dead, Stream).Build()).AsInt64(); err != nil || got != 1 {
 		t.Fatalf("replay moved %d entries (%v), want 1", got, err)
 	}
-	got := srv.waitReceived(t, 1, 5*time.Second)
+	got := srv.WaitReceived(t, 1, 5*time.Second)
 	if got[0].To != k.To {
 		t.Errorf("replayed email went to %q, want %q", got[0].To, k.To)
 	}
 	servicetest.Poll(t, 5*time.Second, "the replayed entry is acknowledged", func() bool {
-		return r.Do("XLEN", outboxStream) == "0" && r.Do("XLEN", outboxDead) == "0"
+		return r.Do("XLEN", Stream) == "0" && r.Do("XLEN", Dead) == "0"
 	})
 }
 
 func TestOutboxRefusalDoesNotHoldOthers(t *testing.T) {
 	r := redistest.Start(t)
-	srv := startTestSMTP(t)
+	srv := smtptest.Start(t)
 	bad, good := testKey(1), testKey(2)
 	srv.RejectOnly(bad.To, 550)
-	w := startWorker(t, r, mailerFor(t, srv), 5, "w1", func(o *outbox) {
+	w := startWorker(t, r, mailerFor(t, srv), 5, "w1", func(o *Worker) {
 		o.RetryMin, o.RetryMax = 300*time.Millisecond, time.Second
 	})
 	queue(r, bad)
 	queue(r, good)
-	got := srv.waitReceived(t, 1, 5*time.Second)
+	got := srv.WaitReceived(t, 1, 5*time.Second)
 	if got[0].To != good.To {
 		t.Fatalf("sent to %q, want %q", got[0].To, good.To)
 	}
@@ -398,17 +407,17 @@ func TestOutboxRefusalDoesNotHoldOthers(t *testing.T) {
 	if n := w.rejected.Value(); n < 1 || n >= 5 {
 		t.Errorf("refusals %d when the other email went out, want 1 to 4", n)
 	}
-	if got := r.Do("XLEN", outboxStream); got != "1" {
+	if got := r.Do("XLEN", Stream); got != "1" {
 		t.Errorf("XLEN outbox = %s, want 1 (the refused email)", got)
 	}
-	if got := r.Do("XLEN", outboxDead); got != "0" {
+	if got := r.Do("XLEN", Dead); got != "0" {
 		t.Errorf("XLEN dead = %s, want 0", got)
 	}
 }
 
 func TestOutboxMalformedEntry(t *testing.T) {
 	r := redistest.Start(t)
-	srv := startTestSMTP(t)
+	srv := smtptest.Start(t)
 	w := startWorker(t, r, mailerFor(t, srv), 10, "w1", nil)
 	bad := []struct {
 		name   string
@@ -419,10 +428,10 @@ func TestOutboxMalformedEntry(t *testing.T) {
 		{"bad address", []string{"to", "a@example.com\r\nBcc: b@example.com", "name", "A", "token", "t", "limit", "1"}},
 	}
 	for _, b := range bad {
-		r.Do(append([]string{"XADD", outboxStream, "*"}, b.fields...)...)
+		r.Do(append([]string{"XADD", Stream, "*"}, b.fields...)...)
 	}
 	servicetest.Poll(t, 5*time.Second, "malformed entries are dead-lettered", func() bool {
-		return r.Do("XLEN", outboxDead) == fmt.Sprint(len(bad)) && r.Do("XLEN", outboxStream) == "0"
+		return r.Do("XLEN", Dead) == fmt.Sprint(len(bad)) && r.Do("XLEN", Stream) == "0"
 	})
 	if n := len(srv.Received()); n != 0 {
 		t.Errorf("received %d emails, want 0", n)
@@ -434,7 +443,7 @@ func TestOutboxMalformedEntry(t *testing.T) {
 
 func TestOutboxWithoutSMTPKeepsEmails(t *testing.T) {
 	r := redistest.Start(t)
-	w := startWorker(t, r, nil, 10, "w1", func(o *outbox) { o.Block = 50 * time.Millisecond })
+	w := startWorker(t, r, nil, 10, "w1", func(o *Worker) { o.Block = 50 * time.Millisecond })
 	queue(r, testKey(1))
 	servicetest.Poll(t, 5*time.Second, "the depth gauge shows the waiting email", func() bool {
 		return strings.Contains(metricsText(t, w.reg), "\npesto_outbox_depth 1\n")
@@ -449,20 +458,20 @@ func TestOutboxWithoutSMTPKeepsEmails(t *testing.T) {
 
 func TestOutboxRedisRestart(t *testing.T) {
 	r := redistest.Start(t)
-	srv := startTestSMTP(t)
-	w := startWorker(t, r, mailerFor(t, srv), 10, "w1", func(o *outbox) { o.Block = 100 * time.Millisecond })
+	srv := smtptest.Start(t)
+	w := startWorker(t, r, mailerFor(t, srv), 10, "w1", func(o *Worker) { o.Block = 100 * time.Millisecond })
 	queue(r, testKey(1))
-	srv.waitReceived(t, 1, 5*time.Second)
+	srv.WaitReceived(t, 1, 5*time.Second)
 
 	// Redis comes back empty: no stream, no group. The first approve after
 	// that makes the stream again (XADD); the worker makes the group.
 	r.Restart()
 	queue(r, testKey(2))
-	got := srv.waitReceived(t, 2, 15*time.Second)
+	got := srv.WaitReceived(t, 2, 15*time.Second)
 	if got[1].To != testKey(2).To {
 		t.Errorf("sent to %q, want %q", got[1].To, testKey(2).To)
 	}
-	servicetest.Poll(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", outboxStream) == "0" })
+	servicetest.Poll(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", Stream) == "0" })
 	if w.sent.Value() != 2 {
 		t.Errorf("sent %d, want 2", w.sent.Value())
 	}
@@ -470,7 +479,7 @@ func TestOutboxRedisRestart(t *testing.T) {
 
 func TestOutboxRedisDownAtStart(t *testing.T) {
 	r := redistest.Start(t)
-	srv := startTestSMTP(t)
+	srv := smtptest.Start(t)
 	r.Stop()
 	w := startWorker(t, r, mailerFor(t, srv), 10, "w1", nil)
 	servicetest.Poll(t, 5*time.Second, "the worker reports redis down", func() bool {
@@ -478,8 +487,8 @@ func TestOutboxRedisDownAtStart(t *testing.T) {
 	})
 	r.Restart()
 	queue(r, testKey(1))
-	srv.waitReceived(t, 1, 15*time.Second)
-	servicetest.Poll(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", outboxStream) == "0" })
+	srv.WaitReceived(t, 1, 15*time.Second)
+	servicetest.Poll(t, 5*time.Second, "the entry is acknowledged", func() bool { return r.Do("XLEN", Stream) == "0" })
 }
 
 func TestOutboxStopsPromptly(t *testing.T) {
@@ -490,7 +499,7 @@ func TestOutboxStopsPromptly(t *testing.T) {
 		{"blocked reading", func(t *testing.T) *testWorker {
 			r := redistest.Start(t)
 			c := r.Client()
-			w := startWorker(t, r, mailerFor(t, startTestSMTP(t)), 10, "w1", func(o *outbox) { o.Block = 5 * time.Second })
+			w := startWorker(t, r, mailerFor(t, smtptest.Start(t)), 10, "w1", func(o *Worker) { o.Block = 5 * time.Second })
 			servicetest.Poll(t, 5*time.Second, "the worker blocks in XREADGROUP", func() bool {
 				return blockedReads(t, c) == 1
 			})
@@ -498,7 +507,7 @@ func TestOutboxStopsPromptly(t *testing.T) {
 		}},
 		{"paused on an SMTP outage", func(t *testing.T) *testWorker {
 			r := redistest.Start(t)
-			w := startWorker(t, r, mailerFor(t, newTestSMTP(t)), 10, "w1", func(o *outbox) {
+			w := startWorker(t, r, mailerFor(t, smtptest.New(t)), 10, "w1", func(o *Worker) {
 				o.RetryMin, o.RetryMax = time.Minute, time.Minute
 			})
 			queue(r, testKey(1))

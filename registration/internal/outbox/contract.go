@@ -1,4 +1,4 @@
-package main
+package outbox
 
 import "pesto/shared/wire"
 

@@ -1,85 +1,28 @@
-package main
+package outbox
 
 import (
 	"context"
 	"errors"
 	htmltemplate "html/template"
-	"io"
-	"mime"
-	"mime/multipart"
-	"mime/quotedprintable"
-	netmail "net/mail"
 	"strings"
 	"testing"
 	texttemplate "text/template"
 	"time"
 
 	"pesto/registration/internal/config"
+	"pesto/registration/internal/smtptest"
 	"pesto/shared/servicetest"
 )
 
-// parsedMail is a received key email taken apart.
-type parsedMail struct {
-	Header     netmail.Header
-	RawHeader  string // the header block as received
-	Text, HTML string
-}
-
-// parseMail reads a multipart/alternative message with a text and an HTML
-// part, decoding their transfer encoding.
-func parseMail(t testing.TB, data []byte) parsedMail {
-	t.Helper()
-	msg, err := netmail.ReadMessage(strings.NewReader(string(data)))
-	if err != nil {
-		t.Fatalf("received message does not parse: %v\n%s", err, data)
-	}
-	p := parsedMail{Header: msg.Header}
-	if i := strings.Index(string(data), "\r\n\r\n"); i >= 0 {
-		p.RawHeader = string(data[:i+2])
-	}
-	mt, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
-	if err != nil || mt != "multipart/alternative" {
-		t.Fatalf("Content-Type %q, want multipart/alternative (%v)", msg.Header.Get("Content-Type"), err)
-	}
-	mr := multipart.NewReader(msg.Body, params["boundary"])
-	for {
-		part, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		var body io.Reader = part
-		if strings.EqualFold(part.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
-			body = quotedprintable.NewReader(part)
-		}
-		b, err := io.ReadAll(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ct, _, _ := mime.ParseMediaType(part.Header.Get("Content-Type"))
-		switch ct {
-		case "text/plain":
-			p.Text = string(b)
-		case "text/html":
-			p.HTML = string(b)
-		default:
-			t.Fatalf("unexpected part %q", ct)
-		}
-	}
-	return p
-}
-
 // testMailConfig is the mail config of a test server.
-func testMailConfig(t testing.TB, s *testSMTP, query string) config.Mail {
+func testMailConfig(t testing.TB, s *smtptest.Server, query string) config.Mail {
 	t.Helper()
-	all, err := config.Load(servicetest.Env(map[string]string{"SMTP_URL": s.url(query)}))
+	all, err := config.Load(servicetest.Env(map[string]string{"SMTP_URL": s.URL(query)}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := all.Mail
-	cfg.TLSConfig = s.clientTLS()
+	cfg.TLSConfig = s.ClientTLS()
 	cfg.Timeout = 5 * time.Second
 	return cfg
 }
@@ -130,24 +73,24 @@ func TestSendKeyEmail(t *testing.T) {
 	const token = "k3yK3yk3yK3yk3yK3yk3yK3yk3yK3yk3yK3yk3yK3yk3yK3yk3yK3yk3yK3y0123"
 	tests := []struct {
 		name     string
-		opts     []smtpOption
+		opts     []smtptest.Option
 		query    string
 		wantTLS  bool
 		wantUser string
 	}{
-		{"starttls mandatory with auth", []smtpOption{withTLS(false), withAuth("me@example.com", "p@ss:w/rd")}, "", true, "me@example.com"},
-		{"implicit tls", []smtpOption{withTLS(true)}, "", true, ""},
-		{"opportunistic takes starttls", []smtpOption{withTLS(false)}, "tls=opportunistic", true, ""},
+		{"starttls mandatory with auth", []smtptest.Option{smtptest.WithTLS(false), smtptest.WithAuth("me@example.com", "p@ss:w/rd")}, "", true, "me@example.com"},
+		{"implicit tls", []smtptest.Option{smtptest.WithTLS(true)}, "", true, ""},
+		{"opportunistic takes starttls", []smtptest.Option{smtptest.WithTLS(false)}, "tls=opportunistic", true, ""},
 		{"opportunistic without starttls", nil, "tls=opportunistic", false, ""},
 		{"plaintext", nil, "tls=none", false, ""},
-		{"plaintext with auth", []smtpOption{withAuth("dev", "dev")}, "tls=none", false, "dev"},
+		{"plaintext with auth", []smtptest.Option{smtptest.WithAuth("dev", "dev")}, "tls=none", false, "dev"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := startTestSMTP(t, tt.opts...)
+			srv := smtptest.Start(t, tt.opts...)
 			cfg := testMailConfig(t, srv, tt.query)
 			k := keyEmail{To: "jane@example.com", Name: "Jane", Token: token, Limit: 1000}
-			if err := newMailer(cfg).Send(context.Background(), k); err != nil {
+			if err := NewMailer(cfg).SendKey(context.Background(), k); err != nil {
 				t.Fatalf("Send: %v", err)
 			}
 			got := srv.Received()
@@ -160,7 +103,7 @@ func TestSendKeyEmail(t *testing.T) {
 			if got[0].From != "pesto@teknologiumum.com" || got[0].To != "jane@example.com" {
 				t.Errorf("envelope %q -> %q, want pesto@teknologiumum.com -> jane@example.com", got[0].From, got[0].To)
 			}
-			m := parseMail(t, got[0].Data)
+			m := smtptest.ParseMail(t, got[0].Data)
 			if s := m.Header.Get("Subject"); s != "Your Pesto API key" {
 				t.Errorf("Subject %q", s)
 			}
@@ -182,13 +125,13 @@ func TestSendKeyEmail(t *testing.T) {
 }
 
 func TestSendEscapesName(t *testing.T) {
-	srv := startTestSMTP(t)
-	m := newMailer(testMailConfig(t, srv, "tls=none"))
+	srv := smtptest.Start(t)
+	m := NewMailer(testMailConfig(t, srv, "tls=none"))
 	k := keyEmail{To: "x@example.com", Name: "<b>x</b> & <script>alert(1)</script>", Token: "tok", Limit: 5}
-	if err := m.Send(context.Background(), k); err != nil {
+	if err := m.SendKey(context.Background(), k); err != nil {
 		t.Fatal(err)
 	}
-	got := parseMail(t, srv.waitReceived(t, 1, time.Second)[0].Data)
+	got := smtptest.ParseMail(t, srv.WaitReceived(t, 1, time.Second)[0].Data)
 	if !strings.Contains(got.HTML, "&lt;b&gt;x&lt;/b&gt; &amp; &lt;script&gt;alert(1)&lt;/script&gt;") {
 		t.Errorf("HTML part does not hold the escaped name:\n%s", got.HTML)
 	}
@@ -201,8 +144,8 @@ func TestSendEscapesName(t *testing.T) {
 }
 
 func TestSendHeaderInjection(t *testing.T) {
-	srv := startTestSMTP(t)
-	m := newMailer(testMailConfig(t, srv, "tls=none"))
+	srv := smtptest.Start(t)
+	m := NewMailer(testMailConfig(t, srv, "tls=none"))
 	names := []string{
 		"Eve\r\nBcc: victim@example.com",
 		"Eve\nBcc: victim@example.com",
@@ -210,14 +153,14 @@ func TestSendHeaderInjection(t *testing.T) {
 		"Eve\r\n\r\nInjected body",
 	}
 	for i, name := range names {
-		if err := m.Send(context.Background(), keyEmail{To: "eve@example.com", Name: name, Token: "tok", Limit: 1}); err != nil {
+		if err := m.SendKey(context.Background(), keyEmail{To: "eve@example.com", Name: name, Token: "tok", Limit: 1}); err != nil {
 			t.Fatalf("Send(%q): %v", name, err)
 		}
-		got := srv.waitReceived(t, i+1, time.Second)[i]
+		got := srv.WaitReceived(t, i+1, time.Second)[i]
 		if got.To != "eve@example.com" {
 			t.Errorf("%q: envelope recipient %q", name, got.To)
 		}
-		p := parseMail(t, got.Data)
+		p := smtptest.ParseMail(t, got.Data)
 		if v := p.Header.Get("Bcc"); v != "" {
 			t.Errorf("%q: a Bcc header arrived: %q", name, v)
 		}
@@ -233,10 +176,10 @@ func TestSendHeaderInjection(t *testing.T) {
 	// A CR/LF in the address cannot be sent at all: it is an invalid email,
 	// not an SMTP failure, and nothing reaches the server.
 	for _, to := range []string{"eve@example.com\r\nBcc: victim@example.com", "Eve <eve@example.com>", "eve@example.com, b@example.com", ""} {
-		err := m.Send(context.Background(), keyEmail{To: to, Name: "Eve", Token: "tok", Limit: 1})
-		var invalid *invalidEmailError
+		err := m.SendKey(context.Background(), keyEmail{To: to, Name: "Eve", Token: "tok", Limit: 1})
+		var invalid *InvalidEmailError
 		if !errors.As(err, &invalid) {
-			t.Errorf("Send to %q: err %v, want an invalidEmailError", to, err)
+			t.Errorf("Send to %q: err %v, want an InvalidEmailError", to, err)
 		}
 	}
 	if n := len(srv.Received()); n != len(names) {
@@ -248,55 +191,54 @@ func TestSendErrorKinds(t *testing.T) {
 	k := keyEmail{To: "jane@example.com", Name: "Jane", Token: "tok", Limit: 1}
 
 	t.Run("refused recipient is a rejection", func(t *testing.T) {
-		srv := startTestSMTP(t)
+		srv := smtptest.Start(t)
 		srv.Reject(550)
-		err := newMailer(testMailConfig(t, srv, "tls=none")).Send(context.Background(), k)
-		var rejected *rejectedError
+		err := NewMailer(testMailConfig(t, srv, "tls=none")).SendKey(context.Background(), k)
+		var rejected *RejectedError
 		if !errors.As(err, &rejected) || rejected.Code != 550 {
-			t.Fatalf("err = %v, want a rejectedError with code 550", err)
+			t.Fatalf("err = %v, want a RejectedError with code 550", err)
 		}
 	})
 	t.Run("temporary refusal is a rejection", func(t *testing.T) {
-		srv := startTestSMTP(t)
+		srv := smtptest.Start(t)
 		srv.Reject(451)
-		err := newMailer(testMailConfig(t, srv, "tls=none")).Send(context.Background(), k)
-		var rejected *rejectedError
+		err := NewMailer(testMailConfig(t, srv, "tls=none")).SendKey(context.Background(), k)
+		var rejected *RejectedError
 		if !errors.As(err, &rejected) || rejected.Code != 451 {
-			t.Fatalf("err = %v, want a rejectedError with code 451", err)
+			t.Fatalf("err = %v, want a RejectedError with code 451", err)
 		}
 	})
 	notReached := []struct {
 		name  string
-		setup func(t *testing.T) (config.Mail, *testSMTP)
+		setup func(t *testing.T) (config.Mail, *smtptest.Server)
 	}{
-		{"server down", func(t *testing.T) (config.Mail, *testSMTP) {
-			srv := newTestSMTP(t) // never started
+		{"server down", func(t *testing.T) (config.Mail, *smtptest.Server) {
+			srv := smtptest.New(t) // never started
 			return testMailConfig(t, srv, "tls=none"), srv
 		}},
-		{"mandatory starttls not offered", func(t *testing.T) (config.Mail, *testSMTP) {
-			srv := startTestSMTP(t) // no TLS
+		{"mandatory starttls not offered", func(t *testing.T) (config.Mail, *smtptest.Server) {
+			srv := smtptest.Start(t) // no TLS
 			return testMailConfig(t, srv, ""), srv
 		}},
-		{"untrusted certificate", func(t *testing.T) (config.Mail, *testSMTP) {
-			srv := startTestSMTP(t, withTLS(false))
+		{"untrusted certificate", func(t *testing.T) (config.Mail, *smtptest.Server) {
+			srv := smtptest.Start(t, smtptest.WithTLS(false))
 			cfg := testMailConfig(t, srv, "")
 			cfg.TLSConfig = nil // system roots do not know the test CA
 			return cfg, srv
 		}},
-		{"wrong password", func(t *testing.T) (config.Mail, *testSMTP) {
-			srv := startTestSMTP(t, withTLS(false), withAuth("me", "right"))
-			srv.pass = "wrong" // the URL carries the wrong one
+		{"wrong password", func(t *testing.T) (config.Mail, *smtptest.Server) {
+			srv := smtptest.Start(t, smtptest.WithTLS(false), smtptest.WithAuth("me", "right"))
 			cfg := testMailConfig(t, srv, "")
-			srv.pass = "right"
+			cfg.SMTP.Password = "wrong" // as if the URL carried the wrong one
 			return cfg, srv
 		}},
 	}
 	for _, tt := range notReached {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, srv := tt.setup(t)
-			err := newMailer(cfg).Send(context.Background(), k)
-			var rejected *rejectedError
-			var invalid *invalidEmailError
+			err := NewMailer(cfg).SendKey(context.Background(), k)
+			var rejected *RejectedError
+			var invalid *InvalidEmailError
 			if err == nil || errors.As(err, &rejected) || errors.As(err, &invalid) {
 				t.Fatalf("err = %v, want an error that counts no attempt", err)
 			}

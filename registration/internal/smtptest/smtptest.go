@@ -1,4 +1,7 @@
-package main
+// Package smtptest runs a real SMTP server (emersion/go-smtp) on a loopback
+// port for a test, and takes apart the messages it receives. Only tests
+// import it.
+package smtptest
 
 import (
 	"context"
@@ -12,9 +15,14 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"mime"
+	"mime/multipart"
+	"mime/quotedprintable"
 	"net"
+	netmail "net/mail"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,11 +34,11 @@ import (
 	"pesto/shared/servicetest"
 )
 
-// testSMTP is a real SMTP server (emersion/go-smtp) on a loopback port that
+// Server is a real SMTP server (emersion/go-smtp) on a loopback port that
 // records every message it accepts. It can be stopped and started again on
 // the same port, offer STARTTLS or implicit TLS, require AUTH, and refuse
 // every message with a reply code.
-type testSMTP struct {
+type Server struct {
 	t        testing.TB
 	Port     int
 	Addr     string
@@ -42,38 +50,41 @@ type testSMTP struct {
 
 	mu       sync.Mutex
 	srv      *smtp.Server
-	received []receivedMail
+	received []Mail
 	reject   int    // reply code for RCPT, 0 accepts
 	rejectTo string // when set, only this recipient is refused
 	refused  int    // messages refused
 }
 
-type receivedMail struct {
+// Mail is one message the server accepted.
+type Mail struct {
 	From, To string
 	Data     []byte
 	TLS      bool
 	AuthUser string
 }
 
-type smtpOption func(*testSMTP)
+// Option sets up a Server.
+type Option func(*Server)
 
-// withTLS gives the server a certificate for 127.0.0.1 from a CA made for
+// WithTLS gives the server a certificate for 127.0.0.1 from a CA made for
 // the test; implicit serves TLS from the first byte, else STARTTLS.
-func withTLS(implicit bool) smtpOption {
-	return func(s *testSMTP) {
+func WithTLS(implicit bool) Option {
+	return func(s *Server) {
 		s.tlsConf, s.roots = testCert(s.t)
 		s.implicit = implicit
 	}
 }
 
-func withAuth(user, pass string) smtpOption {
-	return func(s *testSMTP) { s.user, s.pass = user, pass }
+// WithAuth makes the server require AUTH as user with pass.
+func WithAuth(user, pass string) Option {
+	return func(s *Server) { s.user, s.pass = user, pass }
 }
 
-// newTestSMTP reserves a port and returns the server, not yet started.
-func newTestSMTP(t testing.TB, opts ...smtpOption) *testSMTP {
+// New reserves a port and returns the server, not yet started.
+func New(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	s := &testSMTP{t: t, Port: redistest.FreePort(t)}
+	s := &Server{t: t, Port: redistest.FreePort(t)}
 	s.Addr = "127.0.0.1:" + strconv.Itoa(s.Port)
 	for _, o := range opts {
 		o(s)
@@ -82,16 +93,16 @@ func newTestSMTP(t testing.TB, opts ...smtpOption) *testSMTP {
 	return s
 }
 
-// startTestSMTP starts a server at once.
-func startTestSMTP(t testing.TB, opts ...smtpOption) *testSMTP {
+// Start starts a server at once.
+func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	s := newTestSMTP(t, opts...)
+	s := New(t, opts...)
 	s.Start()
 	return s
 }
 
 // Start listens on the server's port and serves until Stop.
-func (s *testSMTP) Start() {
+func (s *Server) Start() {
 	s.t.Helper()
 	ln, err := net.Listen("tcp", s.Addr)
 	if err != nil {
@@ -116,7 +127,7 @@ func (s *testSMTP) Start() {
 }
 
 // Stop closes the server; Start may start it again.
-func (s *testSMTP) Stop() {
+func (s *Server) Stop() {
 	s.mu.Lock()
 	srv := s.srv
 	s.srv = nil
@@ -127,34 +138,34 @@ func (s *testSMTP) Stop() {
 }
 
 // Reject makes the server refuse every recipient with code (0 accepts).
-func (s *testSMTP) Reject(code int) { s.RejectOnly("", code) }
+func (s *Server) Reject(code int) { s.RejectOnly("", code) }
 
 // RejectOnly makes the server refuse the recipient to with code; to ""
 // refuses every recipient.
-func (s *testSMTP) RejectOnly(to string, code int) {
+func (s *Server) RejectOnly(to string, code int) {
 	s.mu.Lock()
 	s.reject, s.rejectTo = code, to
 	s.mu.Unlock()
 }
 
 // Received returns a copy of the messages accepted so far.
-func (s *testSMTP) Received() []receivedMail {
+func (s *Server) Received() []Mail {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]receivedMail(nil), s.received...)
+	return append([]Mail(nil), s.received...)
 }
 
 // Refused returns how many recipients were refused.
-func (s *testSMTP) Refused() int {
+func (s *Server) Refused() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.refused
 }
 
-// waitReceived polls until n messages arrived, failing the test after d.
-func (s *testSMTP) waitReceived(t testing.TB, n int, d time.Duration) []receivedMail {
+// WaitReceived polls until n messages arrived, failing the test after d.
+func (s *Server) WaitReceived(t testing.TB, n int, d time.Duration) []Mail {
 	t.Helper()
-	var got []receivedMail
+	var got []Mail
 	servicetest.Poll(t, d, fmt.Sprintf("the SMTP server receives %d messages", n), func() bool {
 		got = s.Received()
 		return len(got) >= n
@@ -162,9 +173,9 @@ func (s *testSMTP) waitReceived(t testing.TB, n int, d time.Duration) []received
 	return got
 }
 
-// url returns the SMTP_URL of this server, credentials percent-encoded,
+// URL returns the SMTP_URL of this server, credentials percent-encoded,
 // with the given query (tls=...).
-func (s *testSMTP) url(query string) string {
+func (s *Server) URL(query string) string {
 	u := url.URL{Scheme: "smtp", Host: s.Addr, RawQuery: query}
 	if s.implicit {
 		u.Scheme = "smtps"
@@ -175,8 +186,8 @@ func (s *testSMTP) url(query string) string {
 	return u.String()
 }
 
-// clientTLS is what the mailer needs to trust the server's certificate.
-func (s *testSMTP) clientTLS() *tls.Config {
+// ClientTLS is what the mailer needs to trust the server's certificate.
+func (s *Server) ClientTLS() *tls.Config {
 	if s.roots == nil {
 		return nil
 	}
@@ -184,7 +195,7 @@ func (s *testSMTP) clientTLS() *tls.Config {
 }
 
 type testSession struct {
-	s        *testSMTP
+	s        *Server
 	c        *smtp.Conn
 	from, to string
 	authUser string
@@ -239,7 +250,7 @@ func (ss *testSession) Data(r io.Reader) error {
 	}
 	_, isTLS := ss.c.TLSConnectionState()
 	ss.s.mu.Lock()
-	ss.s.received = append(ss.s.received, receivedMail{From: ss.from, To: ss.to, Data: data, TLS: isTLS, AuthUser: ss.authUser})
+	ss.s.received = append(ss.s.received, Mail{From: ss.from, To: ss.to, Data: data, TLS: isTLS, AuthUser: ss.authUser})
 	ss.s.mu.Unlock()
 	return nil
 }
@@ -296,12 +307,12 @@ func testCert(t testing.TB) (*tls.Config, *x509.CertPool) {
 	}, pool
 }
 
-// shutdown stops the SMTP server as a restarting mail server does: it
+// Shutdown stops the SMTP server as a restarting mail server does: it
 // stops accepting at once and lets the sessions in progress finish. (A
 // server that drops a connection after storing a message but before its
 // "250" reaches the client makes any SMTP client send it again: SMTP itself
 // cannot deliver exactly once across that.)
-func (s *testSMTP) shutdown() {
+func (s *Server) Shutdown() {
 	s.mu.Lock()
 	srv := s.srv
 	s.srv = nil
@@ -311,4 +322,57 @@ func (s *testSMTP) shutdown() {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}
+}
+
+// ParsedMail is a received key email taken apart.
+type ParsedMail struct {
+	Header     netmail.Header
+	RawHeader  string // the header block as received
+	Text, HTML string
+}
+
+// ParseMail reads a multipart/alternative message with a text and an HTML
+// part, decoding their transfer encoding.
+func ParseMail(t testing.TB, data []byte) ParsedMail {
+	t.Helper()
+	msg, err := netmail.ReadMessage(strings.NewReader(string(data)))
+	if err != nil {
+		t.Fatalf("received message does not parse: %v\n%s", err, data)
+	}
+	p := ParsedMail{Header: msg.Header}
+	if i := strings.Index(string(data), "\r\n\r\n"); i >= 0 {
+		p.RawHeader = string(data[:i+2])
+	}
+	mt, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/alternative" {
+		t.Fatalf("Content-Type %q, want multipart/alternative (%v)", msg.Header.Get("Content-Type"), err)
+	}
+	mr := multipart.NewReader(msg.Body, params["boundary"])
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body io.Reader = part
+		if strings.EqualFold(part.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
+			body = quotedprintable.NewReader(part)
+		}
+		b, err := io.ReadAll(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct, _, _ := mime.ParseMediaType(part.Header.Get("Content-Type"))
+		switch ct {
+		case "text/plain":
+			p.Text = string(b)
+		case "text/html":
+			p.HTML = string(b)
+		default:
+			t.Fatalf("unexpected part %q", ct)
+		}
+	}
+	return p
 }
