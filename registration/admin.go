@@ -12,6 +12,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 
 	"pesto/registration/internal/address"
+	"pesto/registration/internal/waitlist"
 	"pesto/shared/apikey"
 	"pesto/shared/logging"
 	"pesto/shared/redisconn"
@@ -38,7 +39,7 @@ const (
 
 // handlePending answers GET /api/pending?limit=&cursor=: a page of the
 // waiting list, and a Link header to the next page when one follows.
-func handlePending(store *adminStore) fiber.Handler {
+func handlePending(store *waitlist.Store) fiber.Handler {
 	return func(c fiber.Ctx) error {
 		limit := defaultPendingLimit
 		if v := c.Query("limit"); v != "" {
@@ -50,7 +51,7 @@ func handlePending(store *adminStore) fiber.Handler {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
-		body, next, err := store.pending(ctx, limit, c.Query("cursor"))
+		body, next, err := store.Pending(ctx, limit, c.Query("cursor"))
 		if err != nil {
 			return err
 		}
@@ -65,7 +66,7 @@ func handlePending(store *adminStore) fiber.Handler {
 // handleApprove answers PUT /api/approve: {"email","limit","token"?,
 // "expires_in"? | "expires_at"?}, or the legacy
 // {"UserEmail","MonthlyLimit","Token"}.
-func handleApprove(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Handler {
+func handleApprove(log *slog.Logger, store *waitlist.Store, m *regMetrics) fiber.Handler {
 	return func(c fiber.Ctx) error {
 		var body struct {
 			Email        json.RawMessage `json:"email"`
@@ -79,7 +80,7 @@ func handleApprove(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Han
 		if err := readAdminJSON(c, &body); err != nil {
 			return err
 		}
-		var a approval
+		var a waitlist.Approval
 		var err error
 		if a.Email, err = requiredString(either(body.Email, body.UserEmail), msgEmailType, msgApproveEmail); err != nil {
 			return err
@@ -114,7 +115,7 @@ func handleApprove(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Han
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
-		token, err := store.approve(ctx, a)
+		token, err := store.Approve(ctx, a)
 		if err != nil {
 			return err
 		}
@@ -168,7 +169,7 @@ func handleRevoke(log *slog.Logger, conn *redisconn.Conn, keys apikey.Keys, m *r
 
 // handleReject answers PUT /api/reject {"email"}: the signup leaves the
 // list and no email is sent.
-func handleReject(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Handler {
+func handleReject(log *slog.Logger, store *waitlist.Store, m *regMetrics) fiber.Handler {
 	return func(c fiber.Ctx) error {
 		var body struct {
 			Email json.RawMessage `json:"email"`
@@ -192,13 +193,13 @@ func handleReject(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Hand
 		// so that any legacy element can be rejected.
 		removed, discarded, err := false, "", error(nil)
 		if canonical, perr := address.Parse(email); perr == nil && canonical != email {
-			if removed, discarded, err = store.reject(ctx, canonical); err != nil {
+			if removed, discarded, err = store.Reject(ctx, canonical); err != nil {
 				return err
 			}
 		}
 		if !removed {
 			var d string
-			if removed, d, err = store.reject(ctx, email); err != nil {
+			if removed, d, err = store.Reject(ctx, email); err != nil {
 				return err
 			}
 			discarded = cmp.Or(discarded, d)
@@ -208,7 +209,7 @@ func handleReject(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Hand
 				"token", logging.Token(discarded))
 		}
 		if !removed {
-			return errEmailNotListed
+			return waitlist.ErrEmailNotListed
 		}
 		m.rejects.Inc()
 		log.Info("rejected", "admin", adminSub(c))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"pesto/registration/internal/outbox"
+	"pesto/registration/internal/waitlist"
 	"pesto/shared/redistest"
 )
 
@@ -52,7 +53,7 @@ func outboxEntries(t testing.TB, rs *redistest.Server) []map[string]string {
 func dataKeys(t testing.TB, rs *redistest.Server) []string {
 	t.Helper()
 	return slices.DeleteFunc(rs.Keys("*"), func(k string) bool {
-		return k == outbox.Stream || k == outbox.Dead || k == peopleKey || k == peopleMoreKey || k == peopleSeenKey ||
+		return k == outbox.Stream || k == outbox.Dead || k == waitlist.PeopleKey || k == waitlist.PeopleMoreKey || k == waitlist.PeopleSeenKey ||
 			strings.HasPrefix(k, rateLimitPrefix)
 	})
 }
@@ -99,7 +100,7 @@ func TestApprove(t *testing.T) {
 	if got, want := fmt.Sprint(entries), fmt.Sprint([]map[string]string{{"to": "Jane@Example.com", "name": "Jane <b>", "token": token, "limit": "100"}}); got != want {
 		t.Fatalf("outbox %s\nwant   %s", got, want)
 	}
-	if rs.Do("EXISTS", approvingKey("jane@example.com")) != "0" {
+	if rs.Do("EXISTS", waitlist.ApprovingKey("jane@example.com")) != "0" {
 		t.Fatal("approving key left behind")
 	}
 	if l := logs.String(); !strings.Contains(l, `"admin":"alice"`) || strings.Contains(l, token) {
@@ -342,13 +343,13 @@ func TestReject(t *testing.T) {
 	auth := []string{"Authorization", adminBearer(t, "carol")}
 	rs.Do("RPUSH", "waiting-list", `{"name":"A","email":"a@example.com","building":"","calls":1}`)
 	rs.Do("RPUSH", "waiting-list", `{"name":"B","email":"b@example.com","building":null,"calls":1}`)
-	rs.Do("SET", approvingKey("b@example.com"), "half-approved")
+	rs.Do("SET", waitlist.ApprovingKey("b@example.com"), "half-approved")
 
 	send(t, "PUT", base+"/api/reject", `{"email":" B@Example.com"}`, auth...).want(t, 200, `{"message":"OK"}`)
 	if got := rs.Do("LLEN", "waiting-list") + " " + rs.Do("LINDEX", "waiting-list", "0"); got != `1 {"name":"A","email":"a@example.com","building":"","calls":1}` {
 		t.Fatalf("list: %s", got)
 	}
-	if len(outboxEntries(t, rs)) != 0 || rs.Do("EXISTS", approvingKey("b@example.com")) != "0" {
+	if len(outboxEntries(t, rs)) != 0 || rs.Do("EXISTS", waitlist.ApprovingKey("b@example.com")) != "0" {
 		t.Fatal("reject queued an email or left the approving key")
 	}
 	send(t, "PUT", base+"/api/reject", `{"email":"b@example.com"}`, auth...).want(t, 400, `{"message":"Email does not exists"}`)

@@ -8,6 +8,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 
 	"pesto/registration/internal/address"
+	"pesto/registration/internal/waitlist"
 	"pesto/registration/web"
 	"pesto/shared/apikey"
 	"pesto/shared/redisconn"
@@ -68,14 +69,14 @@ var domainAnswers = []struct {
 	err    error
 	answer *apiError
 }{
-	{errListFull, func() *apiError {
+	{waitlist.ErrListFull, func() *apiError {
 		e := newAPIError(fiber.StatusServiceUnavailable, "Waiting list is full")
 		e.retryAfter = listFullRetryAfter
 		return e
 	}()},
-	{errEmailNotListed, badRequest("Email does not exists")},
-	{errTokenExists, badRequest("Token already exists")},
-	{errBadCursor, badRequest("cursor is not valid")},
+	{waitlist.ErrEmailNotListed, badRequest("Email does not exists")},
+	{waitlist.ErrTokenExists, badRequest("Token already exists")},
+	{waitlist.ErrBadCursor, badRequest("cursor is not valid")},
 	{apikey.ErrNotFound, badRequest("User does not exists")},
 	{errRevokedKey, badRequest("Token has been revoked")},
 	{address.ErrInvalid, badRequest(msgEmail)},

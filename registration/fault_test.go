@@ -18,6 +18,7 @@ import (
 
 	"pesto/registration/internal/outbox"
 	"pesto/registration/internal/smtptest"
+	"pesto/registration/internal/waitlist"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 	"pesto/shared/wire"
@@ -126,7 +127,7 @@ func readState(t *testing.T, rs *redistest.Server) redisState {
 	for _, k := range dataKeys(t, rs) {
 		switch {
 		case k == wire.WaitingList:
-		case strings.HasPrefix(k, approvingPrefix):
+		case strings.HasPrefix(k, waitlist.ApprovingPrefix):
 			st.markers = append(st.markers, k)
 		case strings.HasPrefix(k, wire.OwnPrefix):
 			t.Fatalf("unexpected key %q", k)
@@ -210,10 +211,10 @@ func TestApproveRepeatedAfterKillBetweenSteps(t *testing.T) {
 		switch c.state {
 		case markerOnly:
 			rs.Do("RPUSH", wire.WaitingList, signup)
-			rs.Do("SET", approvingKey(email), key)
+			rs.Do("SET", waitlist.ApprovingKey(email), key)
 		case markerAndRecord:
 			rs.Do("RPUSH", wire.WaitingList, signup)
-			rs.Do("SET", approvingKey(email), key)
+			rs.Do("SET", waitlist.ApprovingKey(email), key)
 			rs.Do("SET", key, record)
 		case completed:
 			rs.Do("SET", key, record)
@@ -289,7 +290,7 @@ func TestRejectAfterCrashedApprove(t *testing.T) {
 				rs.Do("RPUSH", wire.WaitingList, `{"name":"Jane","email":"Jane@example.com","building":"","calls":1}`)
 			}
 			rs.Do("RPUSH", wire.WaitingList, `{"name":"Bob","email":"bob@example.com","building":"","calls":1}`)
-			rs.Do("SET", approvingKey("jane@example.com"), "half-key")
+			rs.Do("SET", waitlist.ApprovingKey("jane@example.com"), "half-key")
 			if c.record != "" {
 				rs.Do("SET", "half-key", c.record)
 			}
@@ -384,7 +385,7 @@ func TestApproveSurvivesSIGKILL(t *testing.T) {
 		servicetest.Poll(t, 10*time.Second, "round "+strconv.Itoa(round)+": "+when, func() bool {
 			// An answer ends the wait either way: the approves may all
 			// pass between two looks.
-			return oks.Load() > 0 || (when != "first answer" && len(rs.Keys(approvingPrefix+"k"+strconv.Itoa(round)+"u*")) > 0)
+			return oks.Load() > 0 || (when != "first answer" && len(rs.Keys(waitlist.ApprovingPrefix+"k"+strconv.Itoa(round)+"u*")) > 0)
 		})
 		p.kill(t)
 		wg.Wait()
@@ -394,7 +395,7 @@ func TestApproveSurvivesSIGKILL(t *testing.T) {
 			if slices.Contains(st.listed, e) {
 				listed++
 			}
-			if slices.Contains(st.markers, approvingKey(e)) {
+			if slices.Contains(st.markers, waitlist.ApprovingKey(e)) {
 				markers++
 			}
 		}

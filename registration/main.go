@@ -15,6 +15,7 @@ import (
 
 	"pesto/registration/internal/config"
 	"pesto/registration/internal/outbox"
+	"pesto/registration/internal/waitlist"
 	"pesto/shared/cli"
 	"pesto/shared/logging"
 	"pesto/shared/metrics"
@@ -74,7 +75,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	obDone := make(chan error, 1)
 	go func() { obDone <- ob.Run(obCtx) }()
 
-	go warmIndex(obCtx, conn, log)
+	go waitlist.Warm(obCtx, conn, log)
 
 	app := newApp(log, cfg, conn, reg, rep)
 	err = server.Serve(ctx, app, fmt.Sprintf(":%d", cfg.Port), cfg.ShutdownTimeout, log, ready)

@@ -13,6 +13,7 @@ import (
 	"pesto/shared/metrics"
 	"pesto/shared/ratelimit"
 	"pesto/shared/redisconn"
+	"pesto/shared/wire"
 )
 
 // rateLimiter allows each client of one route rate requests, and the route
@@ -86,3 +87,10 @@ func (l *rateLimiter) allow(ctx context.Context, c fiber.Ctx) error {
 	}
 	return nil
 }
+
+// rateLimitPrefix starts every rate-limit key:
+// pesto:ratelimit:{<route>}:<bucket>, where a bucket is an IPv4 address, an
+// IPv6 prefix (2001:db8:1:2::/64) or "all" (the route's global cap). The
+// hash tag puts a route's buckets in one cluster slot, so that one script
+// checks and counts all of a request's buckets at once.
+const rateLimitPrefix = wire.OwnPrefix + "ratelimit:"

@@ -20,6 +20,7 @@ import (
 	"pesto/registration/internal/keygen"
 	"pesto/shared/apikey"
 	"pesto/shared/logging"
+	"pesto/shared/redisconn"
 	"pesto/shared/wire"
 )
 
@@ -93,7 +94,7 @@ func openRotation(old, sealed string) (string, error) {
 // handleRotate answers PUT /api/rotate {"token","grace"?}: a new key for the
 // same email and limit, emailed like an approval; the old key keeps working
 // for grace seconds (default 86400; 0 revokes it at once), then is gone.
-func handleRotate(log *slog.Logger, store *adminStore, m *regMetrics) fiber.Handler {
+func handleRotate(log *slog.Logger, store *rotations, m *regMetrics) fiber.Handler {
 	return func(c fiber.Ctx) error {
 		var body struct {
 			Token json.RawMessage `json:"token"`
@@ -160,6 +161,12 @@ redis.call('PEXPIRE', rotating_key, ttl_ms)
 return 1
 `)
 
+// rotations is the Redis side of PUT /api/rotate.
+type rotations struct {
+	conn *redisconn.Conn
+	keys apikey.Keys // records, in either form; new ones in the configured form
+}
+
 // rotate gives the email and limit of the key old to a new key and winds
 // old down. Its steps, each safe to repeat, so that a retry after a crash
 // (or a plain retry) completes the first attempt with its new key and one
@@ -176,7 +183,7 @@ return 1
 // again with its new key, as long as that key lives. Once the new key is
 // revoked, or gone after its email was queued, rotating old again is
 // refused (errRevokedKey, apikey.ErrNotFound) and changes nothing.
-func (s *adminStore) rotate(ctx context.Context, old string, grace time.Duration) (string, error) {
+func (s *rotations) rotate(ctx context.Context, old string, grace time.Duration) (string, error) {
 	c, err := s.conn.Client()
 	if err != nil {
 		return "", err

@@ -9,6 +9,7 @@ import (
 	"github.com/gofiber/fiber/v3/middleware/cors"
 
 	"pesto/registration/internal/config"
+	"pesto/registration/internal/waitlist"
 	"pesto/shared/apikey"
 	"pesto/shared/clientip"
 	"pesto/shared/metrics"
@@ -33,7 +34,7 @@ func newApp(log *slog.Logger, cfg config.Config, conn *redisconn.Conn, reg *metr
 	})
 	ips := clientip.Resolver{Trusted: cfg.TrustedProxies}
 	keys := apikey.Keys{Storage: cfg.KeyStorage}
-	admin := &adminStore{conn: conn, keys: keys, log: log}
+	admin := waitlist.New(conn, keys, log)
 	guard := requireAdmin(newAdminVerifier(cfg.AdminSecret, cfg.AdminPublicKey))
 
 	public := []string{"/api/register", "/api/trial"}
@@ -57,7 +58,7 @@ func newApp(log *slog.Logger, cfg config.Config, conn *redisconn.Conn, reg *metr
 	app.Put("/api/approve", guard, handleApprove(log, admin, m))
 	app.Put("/api/revoke", guard, handleRevoke(log, conn, keys, m))
 	app.Put("/api/reject", guard, handleReject(log, admin, m))
-	app.Put("/api/rotate", guard, handleRotate(log, admin, m))
+	app.Put("/api/rotate", guard, handleRotate(log, &rotations{conn: conn, keys: keys}, m))
 	return app
 }
 

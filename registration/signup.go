@@ -14,6 +14,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 
 	"pesto/registration/internal/address"
+	"pesto/registration/internal/waitlist"
 	"pesto/registration/web"
 	"pesto/shared/redisconn"
 	"pesto/shared/wire"
@@ -72,7 +73,7 @@ func handleRegister(log *slog.Logger, conn *redisconn.Conn, listMax int, limit *
 		if err := limit.allow(ctx, c); err != nil {
 			return err
 		}
-		created, err := register(ctx, conn, s, listMax)
+		created, err := waitlist.Register(ctx, conn, s, listMax)
 		if err != nil {
 			return err
 		}

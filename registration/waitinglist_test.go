@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"pesto/registration/internal/outbox"
+	"pesto/registration/internal/waitlist"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 )
@@ -91,36 +92,14 @@ func TestIndexFollowsLegacyWriters(t *testing.T) {
 	for _, raw := range rs.DoList("LRANGE", "waiting-list", "0", "-1") {
 		var s struct{ Email string }
 		_ = json.Unmarshal([]byte(raw), &s)
-		p := personKey(s.Email)
-		if got := rs.Do("HGET", peopleKey, p); got != raw {
+		p := waitlist.PersonKey(s.Email)
+		if got := rs.Do("HGET", waitlist.PeopleKey, p); got != raw {
 			t.Errorf("index[%q] = %q, want %q", p, got, raw)
 		}
 		persons[p] = true
 	}
-	if got, want := rs.Do("HLEN", peopleKey), strconv.Itoa(len(persons)); got != want || rs.Do("EXISTS", peopleMoreKey) != "0" {
-		t.Errorf("index holds %s people, want %s; more: %s", got, want, rs.Do("EXISTS", peopleMoreKey))
-	}
-}
-
-// A list longer than one step of the index is indexed over several script
-// calls within one signup.
-func TestIndexLongLegacyList(t *testing.T) {
-	rs := redistest.Start(t)
-	fillList(t, rs.Client(), 0, 1800)
-	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL})
-	signup := func(email string) response {
-		return send(t, "POST", base+"/api/register", `{"name":"N","email":"`+email+`","calls":1}`, "Content-Type", "application/json")
-	}
-	for _, i := range []int{0, 1, 2, 3, 1799} {
-		email := "user" + strconv.Itoa(i) + "@example.com"
-		if i%4 == 1 {
-			email = "u" + strconv.Itoa(i) + "@example.com"
-		}
-		signup(email).want(t, 202, `{"message":"Accepted"}`)
-	}
-	signup("user1800@example.com").want(t, 201, `{"message":"Created"}`)
-	if got := rs.Do("HGET", peopleSeenKey, "n"); got != "1801" {
-		t.Fatalf("index covers %s elements, want 1801", got)
+	if got, want := rs.Do("HLEN", waitlist.PeopleKey), strconv.Itoa(len(persons)); got != want || rs.Do("EXISTS", waitlist.PeopleMoreKey) != "0" {
+		t.Errorf("index holds %s people, want %s; more: %s", got, want, rs.Do("EXISTS", waitlist.PeopleMoreKey))
 	}
 }
 
@@ -129,7 +108,7 @@ func TestIndexLongLegacyList(t *testing.T) {
 func TestIndexKeysShareTheListSlot(t *testing.T) {
 	rs := redistest.StartCluster(t)
 	want := rs.Do("CLUSTER", "KEYSLOT", "waiting-list")
-	for _, k := range []string{peopleKey, peopleMoreKey, peopleSeenKey, approvingKey("jane@example.com"), outbox.Stream, outbox.Dead, outbox.Attempts} {
+	for _, k := range []string{waitlist.PeopleKey, waitlist.PeopleMoreKey, waitlist.PeopleSeenKey, waitlist.ApprovingKey("jane@example.com"), outbox.Stream, outbox.Dead, outbox.Attempts} {
 		if got := rs.Do("CLUSTER", "KEYSLOT", k); got != want {
 			t.Errorf("%s is in slot %s, the list in %s", k, got, want)
 		}
@@ -163,7 +142,7 @@ func TestWaitingListFull(t *testing.T) {
 	if got := strings.Join(rs.DoList("LRANGE", "waiting-list", "0", "-1"), "\n"); got != before {
 		t.Fatalf("stored while full:\n%s", got)
 	}
-	if got := rs.Do("HEXISTS", peopleKey, "c@example.com"); got != "0" {
+	if got := rs.Do("HEXISTS", waitlist.PeopleKey, "c@example.com"); got != "0" {
 		t.Fatal("the refused person is in the index")
 	}
 }
@@ -260,7 +239,7 @@ func TestIndexCorruptLegacyElement(t *testing.T) {
 		t.Fatalf("keys %v, want only the list", got)
 	}
 	send(t, "PUT", base+"/api/reject", `{"email":"bad@example.com"}`, admin...).want(t, 200, `{"message":"OK"}`)
-	if got := rs.Do("EXISTS", "waiting-list", peopleKey, peopleSeenKey); got != "0" {
+	if got := rs.Do("EXISTS", "waiting-list", waitlist.PeopleKey, waitlist.PeopleSeenKey); got != "0" {
 		t.Fatalf("%s keys left", got)
 	}
 }

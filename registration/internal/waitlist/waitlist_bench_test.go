@@ -1,4 +1,4 @@
-package main
+package waitlist
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"pesto/shared/apikey"
 	"pesto/shared/redisconn"
 	"pesto/shared/redistest"
 	"pesto/shared/wire"
@@ -92,7 +93,7 @@ func BenchmarkRegister100k(b *testing.B) {
 	ctx := context.Background()
 	// The first signup indexes the list the old services wrote (once).
 	build := scriptMicros(b, c)
-	if _, err := register(ctx, conn, wire.Signup{Name: "x", Email: "first@example.com", Calls: 1}, 1<<30); err != nil {
+	if _, err := Register(ctx, conn, wire.Signup{Name: "x", Email: "first@example.com", Calls: 1}, 1<<30); err != nil {
 		b.Fatal(err)
 	}
 	build = scriptMicros(b, c) - build
@@ -114,7 +115,7 @@ func BenchmarkRegister100k(b *testing.B) {
 			email = "new" + strconv.Itoa(n) + "@example.com"
 		}
 		rctx, cancel := context.WithTimeout(ctx, time.Second)
-		created, err := register(rctx, conn, wire.Signup{Name: "x", Email: email, Calls: 1}, 1<<30)
+		created, err := Register(rctx, conn, wire.Signup{Name: "x", Email: email, Calls: 1}, 1<<30)
 		cancel()
 		if err != nil || created != (n%2 == 1) {
 			b.Fatal(n, err, created)
@@ -138,18 +139,18 @@ func BenchmarkPendingPage(b *testing.B) {
 			fillList(b, rs.Client(), 0, n)
 			conn := redisconn.Dial(rueidis.ClientOption{InitAddress: []string{rs.Addr}, DisableCache: true}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			defer conn.Close()
-			store := &adminStore{conn: conn, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			store := New(conn, apikey.Keys{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			ctx := context.Background()
 			var cursor string
 			for cursor == "" || !strings.HasPrefix(cursor, strconv.Itoa(n/2)+"-") {
 				var err error
-				if _, cursor, err = store.pending(ctx, min(1000, n/2), cursor); err != nil {
+				if _, cursor, err = store.Pending(ctx, min(1000, n/2), cursor); err != nil {
 					b.Fatal(err)
 				}
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				page, _, err := store.pending(ctx, 1000, cursor)
+				page, _, err := store.Pending(ctx, 1000, cursor)
 				if err != nil || len(page) < 1000 {
 					b.Fatal(err, len(page))
 				}

@@ -1,4 +1,11 @@
-package main
+// Package waitlist is the waiting list (SPEC §1, §3): signups appended
+// once per person (Register), read a page at a time (Store.Pending),
+// approved into a key and its email (Store.Approve) or rejected
+// (Store.Reject); the index of people that makes the duplicate check one
+// hash lookup, its keys and its scripts. Every step is one atomic script,
+// safe beside the old services, which keep writing the list during a
+// migration.
+package waitlist
 
 import (
 	"context"
@@ -16,6 +23,23 @@ import (
 	"pesto/shared/redisconn"
 	"pesto/shared/wire"
 )
+
+// The index of people on the waiting list (indexLua). The
+// legacy list's name, waiting-list, has no hash tag, so its cluster slot is
+// that of the whole name; the tag {waiting-list} hashes the same bytes, so
+// every key below is in the list's slot and one script may use them all
+// (TestIndexKeysShareTheListSlot checks it against a Redis Cluster).
+const (
+	PeopleKey     = "pesto:{waiting-list}:people"      // hash: person -> their oldest listed signup
+	PeopleMoreKey = "pesto:{waiting-list}:people:more" // hash: person -> further listed signups (legacy duplicates)
+	PeopleSeenKey = "pesto:{waiting-list}:people:seen" // hash: n, tail — how far the index covers the list
+)
+
+// ApprovingPrefix starts the key that holds an Approval's token from its
+// first step until it is complete: pesto:{waiting-list}:approving:<email>
+// (email trimmed and lower-cased). The hash tag keeps it in the waiting
+// list's cluster slot, beside the outbox.
+const ApprovingPrefix = wire.OwnPrefix + "{waiting-list}:approving:"
 
 // indexLua defines the index of people on the waiting list, which makes
 // the duplicate check one hash lookup however long the list is (the list
@@ -35,7 +59,7 @@ import (
 // script that finds the index behind answers indexing, and the caller
 // (execIndexed) calls it again, so a long list is indexed in steps between
 // which Redis serves everyone else. A person is the email trimmed and
-// lower-cased in ASCII (personKey).
+// lower-cased in ASCII (PersonKey).
 const indexLua = `
 local slower, sfind, smatch = string.lower, string.find, string.match
 local function person_of(raw)
@@ -151,10 +175,10 @@ if not done then return indexing end
 return 1
 `)
 
-// warmIndex indexes the list at start, so that signups after a deployment
+// Warm indexes the list at start, so that signups after a deployment
 // on a list the old services wrote do not wait for it: it retries (Redis
 // may be down) until the index covers the list once, or ctx ends.
-func warmIndex(ctx context.Context, conn *redisconn.Conn, log *slog.Logger) {
+func Warm(ctx context.Context, conn *redisconn.Conn, log *slog.Logger) {
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		if c, err := conn.Client(); err == nil {
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -175,7 +199,7 @@ func warmIndex(ctx context.Context, conn *redisconn.Conn, log *slog.Logger) {
 
 // indexKeys are the keys every script of the index takes, in this order
 // (indexLua's keys_from).
-var indexKeys = []string{wire.WaitingList, peopleKey, peopleMoreKey, peopleSeenKey}
+var indexKeys = []string{wire.WaitingList, PeopleKey, PeopleMoreKey, PeopleSeenKey}
 
 // registerScript appends a signup unless the same person is on the list or
 // the list is full: the check and the RPUSH are one atomic step, so racing
@@ -184,7 +208,7 @@ var indexKeys = []string{wire.WaitingList, peopleKey, peopleMoreKey, peopleSeenK
 var registerScript = rueidis.NewLuaScript(indexLua + `
 local ix = keys_from(1)
 local signup = ARGV[1] -- as stored
-local person = ARGV[2] -- personKey of its email
+local person = ARGV[2] -- PersonKey of its email
 local max = tonumber(ARGV[3])
 local len, done = sync(ix)
 if not done then return indexing end
@@ -196,10 +220,10 @@ redis.call('HSET', ix.seen, 'n', len + 1, 'tail', signup)
 return 1
 `)
 
-// personKey returns how the scripts compare emails: trimmed and lower-cased
+// PersonKey returns how the scripts compare emails: trimmed and lower-cased
 // in ASCII, as Lua's string.lower does. (Two addresses that differ only in
 // the case of a non-ASCII letter count as two people.)
-func personKey(email string) string {
+func PersonKey(email string) string {
 	email = strings.TrimSpace(email)
 	b := []byte(email)
 	for i, c := range b {
@@ -210,47 +234,48 @@ func personKey(email string) string {
 	return string(b)
 }
 
-// Errors of the waiting list (errors.go gives their answers).
+// Errors of the waiting list.
 var (
-	// errListFull: the waiting list holds WAITING_LIST_MAX signups.
-	errListFull = errors.New("the waiting list is full")
-	// errEmailNotListed: no signup of the person is on the list.
-	errEmailNotListed = errors.New("the email is not on the waiting list")
-	// errTokenExists: the token of an approval names an existing key.
-	errTokenExists = errors.New("the token names an existing key")
-	// errBadCursor: a cursor that pending did not make.
-	errBadCursor = errors.New("not a cursor of the waiting list")
+	// ErrListFull: the waiting list holds WAITING_LIST_MAX signups.
+	ErrListFull = errors.New("the waiting list is full")
+	// ErrEmailNotListed: no signup of the person is on the list.
+	ErrEmailNotListed = errors.New("the email is not on the waiting list")
+	// ErrTokenExists: the token of an Approval names an existing key.
+	ErrTokenExists = errors.New("the token names an existing key")
+	// ErrBadCursor: a cursor that pending did not make.
+	ErrBadCursor = errors.New("not a cursor of the waiting list")
 )
 
-// register stores s unless the same person is listed (created is false) or
-// the list holds max signups (errListFull).
-func register(ctx context.Context, conn *redisconn.Conn, s wire.Signup, max int) (created bool, err error) {
+// Register stores s unless the same person is listed (created is false) or
+// the list holds max signups (ErrListFull).
+func Register(ctx context.Context, conn *redisconn.Conn, s wire.Signup, max int) (created bool, err error) {
 	c, err := conn.Client()
 	if err != nil {
 		return false, err
 	}
 	n, err := execIndexed(ctx, c, registerScript, indexKeys,
-		[]string{string(s.Encode()), personKey(s.Email), strconv.Itoa(max)}).AsInt64()
+		[]string{string(s.Encode()), PersonKey(s.Email), strconv.Itoa(max)}).AsInt64()
 	if err != nil {
 		return false, err
 	}
 	if n < 0 {
-		return false, errListFull
+		return false, ErrListFull
 	}
 	return n == 1, nil
 }
 
-func approvingKey(email string) string { return approvingPrefix + personKey(email) }
+// ApprovingKey is the key of an unfinished approval of email.
+func ApprovingKey(email string) string { return ApprovingPrefix + PersonKey(email) }
 
 // claimScript is approve's first step on the waiting list's side. It finds
-// the signup and records the token of this approval under the approving key,
+// the signup and records the token of this Approval under the approving key,
 // unless an earlier attempt recorded one: then that token is kept, so that a
 // repeated approve completes the first attempt. Returns {} when the signup is not listed (and forgets a stale approving key), else
 // {signup, token to use}.
 var claimScript = rueidis.NewLuaScript(indexLua + `
 local ix = keys_from(1)
 local approving_key = KEYS[5]
-local person = ARGV[1] -- personKey
+local person = ARGV[1] -- PersonKey
 local new_token = ARGV[2]
 local _, done = sync(ix)
 if not done then return indexing end
@@ -288,7 +313,7 @@ return 1
 
 // rejectScript removes a person's signup. Returns {removed} with removed
 // 1 or 0 (not listed), or {removed, token} when the approving key names the
-// token of an unfinished approval of the person. That key was never
+// token of an unfinished Approval of the person. That key was never
 // delivered (its email is queued only in the step that removes the signup),
 // so the caller deletes its record and then the approving key; the
 // approving key is left until then, so that a reject repeated after a crash
@@ -296,7 +321,7 @@ return 1
 var rejectScript = rueidis.NewLuaScript(indexLua + `
 local ix = keys_from(1)
 local approving_key = KEYS[5]
-local person = ARGV[1] -- personKey
+local person = ARGV[1] -- PersonKey
 local _, done = sync(ix)
 if not done then return indexing end
 local raw = redis.call('HGET', ix.people, person)
@@ -308,11 +333,17 @@ if token then return {removed, token} end
 return {removed}
 `)
 
-// adminStore is the Redis side of the admin API.
-type adminStore struct {
+// Store is the waiting list's side of the admin API.
+type Store struct {
 	conn *redisconn.Conn
 	keys apikey.Keys // records, in either form; new ones in the configured form
 	log  *slog.Logger
+}
+
+// New returns the store of the waiting list on conn; keys writes the
+// records of approved keys, and log is told of corrupt elements.
+func New(conn *redisconn.Conn, keys apikey.Keys, log *slog.Logger) *Store {
+	return &Store{conn: conn, keys: keys, log: log}
 }
 
 // pendingWindow is how far back, from a cursor's offset, pending looks for
@@ -320,7 +351,7 @@ type adminStore struct {
 // rest towards the head.
 const pendingWindow = 1000
 
-// pending returns up to limit signups of the waiting list, oldest first,
+// Pending returns up to limit signups of the waiting list, oldest first,
 // from cursor ("" for the head), as a JSON array, and the cursor of the
 // next page ("" when none follows); corrupt elements are logged and left
 // out. It reads at most limit+1 elements, and pendingWindow+1 more to
@@ -332,7 +363,7 @@ const pendingWindow = 1000
 // rejected meanwhile (it moved towards the head); when it was removed too,
 // after the last element shown; when both were, at most pendingWindow
 // elements earlier (a page may then repeat signups, never skip one).
-func (s *adminStore) pending(ctx context.Context, limit int, cursor string) (page []byte, next string, err error) {
+func (s *Store) Pending(ctx context.Context, limit int, cursor string) (page []byte, next string, err error) {
 	c, err := s.conn.Client()
 	if err != nil {
 		return nil, "", err
@@ -341,7 +372,7 @@ func (s *adminStore) pending(ctx context.Context, limit int, cursor string) (pag
 	if cursor != "" {
 		cur, ok := parseCursor(cursor)
 		if !ok {
-			return nil, "", errBadCursor
+			return nil, "", ErrBadCursor
 		}
 		lo := max(0, cur.offset-pendingWindow)
 		raws, err := c.Do(ctx, c.B().Lrange().Key(wire.WaitingList).Start(int64(lo)).Stop(int64(cur.offset)).Build()).AsStrSlice()
@@ -422,8 +453,8 @@ func lastIndexDigest(raws []string, d uint64) int {
 	return -1
 }
 
-// approval is a request of PUT /api/approve.
-type approval struct {
+// Approval is a request of PUT /api/approve.
+type Approval struct {
 	Email string
 	Limit int64
 	Token string // "" to generate one
@@ -432,30 +463,30 @@ type approval struct {
 	Expires time.Time
 }
 
-// approve gives the listed person a key: SET NX of the record, then one
+// Approve gives the listed person a key: SET NX of the record, then one
 // atomic step that removes the signup and queues the email. The token is
 // recorded under the approving key before the record is written, so that a
 // repeated approve after a crash between the steps completes the first
 // attempt with its token (whatever token the repeat names): one record, one
 // email. It returns the token.
-func (s *adminStore) approve(ctx context.Context, a approval) (string, error) {
+func (s *Store) Approve(ctx context.Context, a Approval) (string, error) {
 	return s.approveOnce(ctx, a, true)
 }
 
-func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool) (string, error) {
+func (s *Store) approveOnce(ctx context.Context, a Approval, mayFollow bool) (string, error) {
 	c, err := s.conn.Client()
 	if err != nil {
 		return "", err
 	}
-	approving := approvingKey(a.Email)
-	key := personKey(a.Email)
+	approving := ApprovingKey(a.Email)
+	key := PersonKey(a.Email)
 
 	first, err := c.Do(ctx, c.B().Get().Key(approving).Build()).ToString()
 	if err != nil && !rueidis.IsRedisNil(err) {
 		return "", err
 	}
 	// The old order: first whether the token is taken, then whether the
-	// email is listed. The token of this person's unfinished approval is
+	// email is listed. The token of this person's unfinished Approval is
 	// not "taken": it is the one to complete.
 	token, written, err := s.pickToken(ctx, c, a, first)
 	if err != nil {
@@ -467,14 +498,14 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 		return "", err
 	}
 	if len(res) != 2 {
-		return "", errEmailNotListed
+		return "", ErrEmailNotListed
 	}
 	raw, claimed := res[0], res[1]
 	if claimed != token {
 		// A racing approve of the same person claimed it first: complete
 		// that one.
 		if !mayFollow {
-			return "", errTokenExists
+			return "", ErrTokenExists
 		}
 		return s.approveOnce(ctx, a, false)
 	}
@@ -483,7 +514,7 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 		// The index read the email of a corrupt element (a legacy writer's):
 		// it cannot be approved, only rejected.
 		_ = c.Do(ctx, c.B().Del().Key(approving).Build()).Error()
-		return "", errEmailNotListed
+		return "", ErrEmailNotListed
 	}
 
 	limit := a.Limit
@@ -508,7 +539,7 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 			}
 			if got == nil || !wire.SamePerson(got.UserEmail, a.Email) {
 				_ = c.Do(ctx, c.B().Del().Key(approving).Build()).Error()
-				return "", errTokenExists
+				return "", ErrTokenExists
 			}
 			limit = got.MonthlyLimit
 		}
@@ -522,11 +553,11 @@ func (s *adminStore) approveOnce(ctx context.Context, a approval, mayFollow bool
 	return token, nil
 }
 
-// pickToken chooses the token of an approval: the unfinished first
+// pickToken chooses the token of an Approval: the unfinished first
 // attempt's (first), else the admin's, else a new one. written is the first
 // attempt's record when it was already written. A token that names any
-// other existing key is errTokenExists (a generated one is drawn again).
-func (s *adminStore) pickToken(ctx context.Context, c rueidis.Client, a approval, first string) (token string, written *wire.TokenRecord, err error) {
+// other existing key is ErrTokenExists (a generated one is drawn again).
+func (s *Store) pickToken(ctx context.Context, c rueidis.Client, a Approval, first string) (token string, written *wire.TokenRecord, err error) {
 	if first != "" {
 		rec, taken, err := s.keys.Record(ctx, c, first)
 		switch {
@@ -538,7 +569,7 @@ func (s *adminStore) pickToken(ctx context.Context, c rueidis.Client, a approval
 			return first, rec, nil
 		}
 		// Someone else's key: the approving key is stale. Start afresh.
-		if err := c.Do(ctx, c.B().Del().Key(approvingKey(a.Email)).Build()).Error(); err != nil {
+		if err := c.Do(ctx, c.B().Del().Key(ApprovingKey(a.Email)).Build()).Error(); err != nil {
 			return "", nil, err
 		}
 	}
@@ -555,14 +586,14 @@ func (s *adminStore) pickToken(ctx context.Context, c rueidis.Client, a approval
 			return token, nil, nil
 		}
 		if a.Token != "" {
-			return "", nil, errTokenExists
+			return "", nil, ErrTokenExists
 		}
 	}
 	return "", nil, keygen.ErrCollision
 }
 
-// reject removes the person's signup; removed is false when it is not
-// listed. When an approval of the person was left unfinished (the process
+// Reject removes the person's signup; removed is false when it is not
+// listed. When an Approval of the person was left unfinished (the process
 // died between its steps), the key it claimed was never emailed: its record
 // is deleted too, so that no live key is left that nobody received, then
 // the approving key. The signup goes in one atomic step; the record lives
@@ -570,14 +601,14 @@ func (s *adminStore) pickToken(ctx context.Context, c rueidis.Client, a approval
 // this person's unchanged record, and every step may be repeated: a reject
 // repeated after a crash in between finishes the clean-up (and answers that
 // the email is not listed). discarded is the deleted record's token, or "".
-func (s *adminStore) reject(ctx context.Context, email string) (removed bool, discarded string, err error) {
+func (s *Store) Reject(ctx context.Context, email string) (removed bool, discarded string, err error) {
 	c, err := s.conn.Client()
 	if err != nil {
 		return false, "", err
 	}
-	approving := approvingKey(email)
+	approving := ApprovingKey(email)
 	res, err := execIndexed(ctx, c, rejectScript, append(indexKeys[:len(indexKeys):len(indexKeys)], approving),
-		[]string{personKey(email)}).ToArray()
+		[]string{PersonKey(email)}).ToArray()
 	if err != nil {
 		return false, "", err
 	}
