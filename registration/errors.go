@@ -8,6 +8,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 
 	"pesto/registration/internal/address"
+	"pesto/registration/internal/rotation"
 	"pesto/registration/internal/waitlist"
 	"pesto/registration/web"
 	"pesto/shared/apikey"
@@ -78,7 +79,7 @@ var domainAnswers = []struct {
 	{waitlist.ErrTokenExists, badRequest("Token already exists")},
 	{waitlist.ErrBadCursor, badRequest("cursor is not valid")},
 	{apikey.ErrNotFound, badRequest("User does not exists")},
-	{errRevokedKey, badRequest("Token has been revoked")},
+	{rotation.ErrRevoked, badRequest("Token has been revoked")},
 	{address.ErrInvalid, badRequest(msgEmail)},
 	{address.ErrTooLong, badRequest(msgEmailLength)},
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"pesto/registration/internal/outbox"
+	"pesto/registration/internal/rotation"
 	"pesto/registration/internal/smtptest"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
@@ -31,14 +32,14 @@ func TestRotate(t *testing.T) {
 		t.Fatalf("new key %q is not 64 [A-Za-z0-9]", newKey)
 	}
 	// The memory of the rotation holds the new key sealed by the old one.
-	sealed := rs.Do("HGET", rotatingKey("old-key"), "token")
+	sealed := rs.Do("HGET", rotation.MemoryKey("old-key"), "token")
 	if sealed == "" || strings.Contains(sealed, newKey) {
 		t.Fatalf("rotation on record: %q, want the new key sealed", sealed)
 	}
-	if opened, err := openRotation("old-key", sealed); err != nil || opened != newKey {
+	if opened, err := rotation.Open("old-key", sealed); err != nil || opened != newKey {
 		t.Fatalf("opened with the old key: %q %v, want the new key", opened, err)
 	}
-	if _, err := openRotation("other-key", sealed); err == nil {
+	if _, err := rotation.Open("other-key", sealed); err == nil {
 		t.Fatal("another key opened the seal")
 	}
 	if got := rs.Do("GET", newKey); got != oldRecord {
@@ -95,7 +96,7 @@ func TestRotate(t *testing.T) {
 	if again := tokenOf(t, rotate(`{"token":"old-key"}`)); again != newKey {
 		t.Fatalf("after the grace: %q, want %q", again, newKey)
 	}
-	rs.Do("DEL", rotatingKey("old-key"))
+	rs.Do("DEL", rotation.MemoryKey("old-key"))
 	rotate(`{"token":"old-key"}`).want(t, 400, `{"message":"User does not exists"}`)
 	if n := len(srv.Received()); n != 1 {
 		t.Errorf("%d emails, want 1", n)
@@ -126,7 +127,7 @@ func TestRotateGrace(t *testing.T) {
 	if again := tokenOf(t, rotate(`{"token":"key-now","grace":0}`)); again != k {
 		t.Errorf("retry: %q, want %q", again, k)
 	}
-	rs.Do("DEL", rotatingKey("key-now"))
+	rs.Do("DEL", rotation.MemoryKey("key-now"))
 	rotate(`{"token":"key-now"}`).want(t, 400, `{"message":"Token has been revoked"}`)
 
 	k = tokenOf(t, rotate(`{"token":"key-default"}`))

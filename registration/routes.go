@@ -9,6 +9,7 @@ import (
 	"github.com/gofiber/fiber/v3/middleware/cors"
 
 	"pesto/registration/internal/config"
+	"pesto/registration/internal/rotation"
 	"pesto/registration/internal/waitlist"
 	"pesto/shared/apikey"
 	"pesto/shared/clientip"
@@ -58,7 +59,7 @@ func newApp(log *slog.Logger, cfg config.Config, conn *redisconn.Conn, reg *metr
 	app.Put("/api/approve", guard, handleApprove(log, admin, m))
 	app.Put("/api/revoke", guard, handleRevoke(log, conn, keys, m))
 	app.Put("/api/reject", guard, handleReject(log, admin, m))
-	app.Put("/api/rotate", guard, handleRotate(log, &rotations{conn: conn, keys: keys}, m))
+	app.Put("/api/rotate", guard, handleRotate(log, rotation.New(conn, keys), m))
 	return app
 }
 
