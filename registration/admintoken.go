@@ -12,6 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"pesto/registration/internal/adminjwt"
 	"pesto/registration/internal/config"
 	shared "pesto/shared/config"
 )
@@ -54,7 +55,7 @@ func adminToken(args []string, cfg config.Config, cfgErr error, stdout io.Writer
 		method, key = jwt.SigningMethodHS256, cfg.AdminSecret
 	}
 	claims := jwt.RegisteredClaims{
-		Audience:  jwt.ClaimStrings{adminAudience},
+		Audience:  jwt.ClaimStrings{adminjwt.Audience},
 		Subject:   strings.TrimSpace(*sub),
 		IssuedAt:  jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(*ttl)),

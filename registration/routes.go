@@ -8,6 +8,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 	"github.com/gofiber/fiber/v3/middleware/cors"
 
+	"pesto/registration/internal/adminjwt"
 	"pesto/registration/internal/config"
 	"pesto/registration/internal/rotation"
 	"pesto/registration/internal/waitlist"
@@ -36,7 +37,7 @@ func newApp(log *slog.Logger, cfg config.Config, conn *redisconn.Conn, reg *metr
 	ips := clientip.Resolver{Trusted: cfg.TrustedProxies}
 	keys := apikey.Keys{Storage: cfg.KeyStorage}
 	admin := waitlist.New(conn, keys, log)
-	guard := requireAdmin(newAdminVerifier(cfg.AdminSecret, cfg.AdminPublicKey))
+	guard := requireAdmin(adminjwt.NewVerifier(cfg.AdminSecret, cfg.AdminPublicKey))
 
 	public := []string{"/api/register", "/api/trial"}
 	if len(cfg.CORSOrigins) > 0 {

@@ -1,4 +1,4 @@
-package main
+package adminjwt
 
 import (
 	"bytes"
@@ -15,9 +15,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// Fuzz targets of what an operator or an attacker hands the service: the
-// SMTP_URL, and the admin JWT. (The register body's parsers are fuzzed in
-// signup_test.go.) The seeds run in every `go test`; `go test -fuzz` explores.
+// The fuzz target of what an attacker hands the admin API: its JWT. The
+// seeds run in every `go test`; `go test -fuzz` explores.
 
 // fuzzJWTKeys are the keys of FuzzAdminJWT: both configured, so that the
 // algorithm pinning is fuzzed too.
@@ -30,7 +29,7 @@ type fuzzJWTKeys struct {
 func newFuzzJWTKeys() fuzzJWTKeys {
 	// A fixed seed: the corpus of a fuzz run stays meaningful in the next.
 	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
-	return fuzzJWTKeys{secret: []byte(testAdminSecret), pub: priv.Public().(ed25519.PublicKey), priv: priv}
+	return fuzzJWTKeys{secret: []byte("test-secret-0123456789-abcdefghij-klmnop"), pub: priv.Public().(ed25519.PublicKey), priv: priv}
 }
 
 // FuzzAdminJWT: the admin token check never panics, and lets through only a
@@ -41,10 +40,10 @@ func newFuzzJWTKeys() fuzzJWTKeys {
 // the fuzzer mutates them.
 func FuzzAdminJWT(f *testing.F) {
 	k := newFuzzJWTKeys()
-	v := newAdminVerifier(k.secret, k.pub)
+	v := NewVerifier(k.secret, k.pub)
 	now := time.Now()
 	claims := func(edit func(jwt.MapClaims)) jwt.MapClaims {
-		c := jwt.MapClaims{"aud": []string{adminAudience}, "sub": "alice", "iat": now.Unix(), "exp": now.Add(24 * time.Hour).Unix()}
+		c := jwt.MapClaims{"aud": []string{Audience}, "sub": "alice", "iat": now.Unix(), "exp": now.Add(24 * time.Hour).Unix()}
 		if edit != nil {
 			edit(c)
 		}
@@ -53,10 +52,10 @@ func FuzzAdminJWT(f *testing.F) {
 	valid := []string{
 		sign(f, jwt.SigningMethodHS256, k.secret, claims(nil)),
 		sign(f, jwt.SigningMethodEdDSA, k.priv, claims(nil)),
-		sign(f, jwt.SigningMethodHS256, k.secret, claims(func(c jwt.MapClaims) { c["aud"] = adminAudience })),
+		sign(f, jwt.SigningMethodHS256, k.secret, claims(func(c jwt.MapClaims) { c["aud"] = Audience })),
 	}
 	for _, tok := range valid {
-		if _, ok := v.verify(tok); !ok {
+		if _, ok := v.Verify(tok); !ok {
 			f.Fatalf("valid seed %s refused", tok)
 		}
 		f.Add(tok)
@@ -78,7 +77,7 @@ func FuzzAdminJWT(f *testing.F) {
 		f.Add(tok)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		sub, ok := v.verify(raw)
+		sub, ok := v.Verify(raw)
 		if !ok {
 			return
 		}
@@ -141,28 +140,38 @@ func adminTokenFlaw(k fuzzJWTKeys, raw string, now time.Time) string {
 		return time.Unix(0, 0).Add(time.Duration(f * float64(time.Second))), true
 	}
 	exp, ok := date("exp")
-	if !ok || !exp.After(now.Add(-adminLeeway)) {
+	if !ok || !exp.After(now.Add(-Leeway)) {
 		return "no exp, or past"
 	}
 	if _, present := c["nbf"]; present {
-		if nbf, ok := date("nbf"); !ok || nbf.After(now.Add(adminLeeway)) {
+		if nbf, ok := date("nbf"); !ok || nbf.After(now.Add(Leeway)) {
 			return "nbf in the future or not a date"
 		}
 	}
 	audOK := false
 	switch a := c["aud"].(type) {
 	case string:
-		audOK = a == adminAudience
+		audOK = a == Audience
 	case []any:
 		for _, x := range a {
-			audOK = audOK || x == adminAudience
+			audOK = audOK || x == Audience
 		}
 	}
 	if !audOK {
-		return "aud does not name " + adminAudience
+		return "aud does not name " + Audience
 	}
 	if s, _ := c["sub"].(string); strings.TrimSpace(s) == "" {
 		return "no sub"
 	}
 	return ""
+}
+
+// sign returns a JWT of claims signed with method and key.
+func sign(t testing.TB, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
