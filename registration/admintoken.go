@@ -17,8 +17,6 @@ import (
 	shared "pesto/shared/config"
 )
 
-var errAdminTokenUsage = fmt.Errorf("%w: registration admin-token --sub NAME [--ttl 1h] [--key ed25519-private.pem]", errUsage)
-
 // adminToken is the admin-token subcommand: it prints an admin JWT (SPEC
 // §4) for sub, valid for ttl, signed with ADMIN_JWT_SECRET (HS256) or, with
 // --key, the Ed25519 private key of that PEM file (EdDSA).

@@ -13,6 +13,7 @@ import (
 	"os"
 	"time"
 
+	"pesto/registration/internal/api"
 	"pesto/registration/internal/config"
 	"pesto/registration/internal/outbox"
 	"pesto/registration/internal/waitlist"
@@ -24,16 +25,11 @@ import (
 	"pesto/shared/server"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 func main() {
 	cli.Main("registration", func(ctx context.Context, args []string) error {
 		return run(ctx, args, os.LookupEnv, os.Stdout, nil)
 	})
 }
-
-var errUsage = fmt.Errorf("%w: registration [healthcheck|version|admin-token|migrate-keys]", cli.ErrUsage)
 
 // run is the whole program. ready, when not nil, is called with the
 // listening address (tests use port 0).
@@ -77,7 +73,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 
 	go waitlist.Warm(obCtx, conn, log)
 
-	app := newApp(log, cfg, conn, reg, rep)
+	app := api.New(log, cfg, conn, reg, rep)
 	err = server.Serve(ctx, app, fmt.Sprintf(":%d", cfg.Port), cfg.ShutdownTimeout, log, ready)
 	// The outbox stops after the HTTP drain: an approve answered during
 	// the drain has queued its email, which stays in the stream anyway.

@@ -61,7 +61,7 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	// WaitingListMax is the most signups the waiting list holds; a new
-	// person beyond it is answered 503.
+	// person beyond it is refused (waitlist.ErrListFull).
 	WaitingListMax int
 	// MaxBody is the largest request body read, in bytes.
 	MaxBody int
@@ -69,7 +69,7 @@ type Config struct {
 	// browser; none means no CORS headers at all.
 	CORSOrigins []string
 	// AdminSecret (HS256) and AdminPublicKey (EdDSA) verify admin JWTs;
-	// with neither the admin API answers 503.
+	// with neither the admin API is off.
 	AdminSecret    []byte
 	AdminPublicKey ed25519.PublicKey
 	Mail           Mail

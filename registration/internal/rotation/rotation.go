@@ -139,9 +139,9 @@ func New(conn *redisconn.Conn, keys apikey.Keys) *Store { return &Store{conn: co
 //     retry never pushes it forward, nor an earlier expiry it already had);
 //  4. the email is queued and the rotation marked done, in one atomic step.
 //
-// A revoked or unknown old key is refused (400), unless it is the old key
-// of a rotation on record: then the rotation is completed, or answered
-// again with its new key, as long as that key lives. Once the new key is
+// A revoked or unknown old key is refused (ErrRevoked, apikey.ErrNotFound),
+// unless it is the old key of a rotation on record: then the rotation is
+// completed, or answered again with its new key, as long as that key lives. Once the new key is
 // revoked, or gone after its email was queued, rotating old again is
 // refused (ErrRevoked, apikey.ErrNotFound) and changes nothing.
 func (s *Store) Rotate(ctx context.Context, old string, grace time.Duration) (string, error) {

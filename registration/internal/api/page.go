@@ -1,4 +1,4 @@
-package main
+package api
 
 import (
 	"github.com/gofiber/fiber/v3"
@@ -21,18 +21,6 @@ func sendPage(c fiber.Ctx, page []byte) error {
 type localResultPageKey struct{}
 
 var localResultPage localResultPageKey
-
-// markResultPage notes, before anything can fail, whether a register
-// request is a plain HTML form POST from a browser (form-encoded, and
-// text/html preferred over JSON): its answer, success or error, is then the
-// result page with the same status.
-func markResultPage(c fiber.Ctx) error {
-	if mediaType(c) == fiber.MIMEApplicationForm &&
-		c.Accepts(fiber.MIMEApplicationJSON, fiber.MIMETextHTML) == fiber.MIMETextHTML {
-		c.Locals(localResultPage, true)
-	}
-	return c.Next()
-}
 
 func wantsResultPage(c fiber.Ctx) bool {
 	v, _ := c.Locals(localResultPage).(bool)

@@ -1,4 +1,4 @@
-package main
+package api
 
 import (
 	"encoding/json"
@@ -57,6 +57,13 @@ var (
 	errAdminOff         = newAPIError(fiber.StatusServiceUnavailable, "Admin API is not configured")
 	errInternal         = newAPIError(fiber.StatusInternalServerError, "Internal server error")
 	errRedisUnavailable = func() *apiError { e := *errInternal; e.retryAfter = "1"; return &e }()
+)
+
+// The answers of an email address refused (address.Parse), which signup
+// and approve also give for an email that is missing or not a string.
+const (
+	msgEmail       = "email must be a single email address without a display name"
+	msgEmailLength = "email must be at most 254 bytes"
 )
 
 // listFullRetryAfter is the Retry-After of a full waiting list, in seconds:

@@ -1,4 +1,10 @@
-package main
+// Package api is registration's HTTP layer (SPEC §3–§4): every route on
+// one screen (routes.go), a file per handler, the request helpers and their
+// messages (request.go), the metrics, and the one table that turns every
+// error of the layers below into a status and a body (errors.go). It is the
+// only package of registration that imports fiber or knows a status; the
+// layers below return errors of their own.
+package api
 
 import (
 	"context"
@@ -20,9 +26,9 @@ import (
 	"pesto/shared/server"
 )
 
-// newApp returns the registration service (SPEC §3): the signup page, the
+// New returns the registration service (SPEC §3): the signup page, the
 // public API, the admin API, and /healthz and /metrics.
-func newApp(log *slog.Logger, cfg config.Config, conn *redisconn.Conn, reg *metrics.Registry, rep *sentry.Reporter) *fiber.App {
+func New(log *slog.Logger, cfg config.Config, conn *redisconn.Conn, reg *metrics.Registry, rep *sentry.Reporter) *fiber.App {
 	m := newRegMetrics(reg)
 	app := server.New(server.Options{
 		Health:       func(ctx context.Context) error { return conn.Ping(ctx, time.Second) },
@@ -62,37 +68,4 @@ func newApp(log *slog.Logger, cfg config.Config, conn *redisconn.Conn, reg *metr
 	app.Put("/api/reject", guard, handleReject(log, admin, m))
 	app.Put("/api/rotate", guard, handleRotate(log, rotation.New(conn, keys), m))
 	return app
-}
-
-type regMetrics struct {
-	registered  *metrics.Counter
-	duplicates  *metrics.Counter
-	trials      *metrics.Counter
-	approvals   *metrics.Counter
-	revokes     *metrics.Counter
-	rejects     *metrics.Counter
-	rotations   *metrics.Counter
-	limited     [2]*metrics.Counter // register, trial
-	redisErrors *metrics.Counter
-	faults      *metrics.Counter
-}
-
-func newRegMetrics(reg *metrics.Registry) *regMetrics {
-	const (
-		regHelp   = "Signups by result: created, or duplicate of a listed person."
-		adminHelp = "Admin actions done."
-		limHelp   = "Requests refused by a per-client rate limit, by route."
-	)
-	return &regMetrics{
-		registered:  reg.Counter("pesto_registrations_total", regHelp, "result", "created"),
-		duplicates:  reg.Counter("pesto_registrations_total", regHelp, "result", "duplicate"),
-		trials:      reg.Counter("pesto_trials_total", "Trial keys created."),
-		approvals:   reg.Counter("pesto_admin_actions_total", adminHelp, "action", "approve"),
-		revokes:     reg.Counter("pesto_admin_actions_total", adminHelp, "action", "revoke"),
-		rejects:     reg.Counter("pesto_admin_actions_total", adminHelp, "action", "reject"),
-		rotations:   reg.Counter("pesto_admin_actions_total", adminHelp, "action", "rotate"),
-		limited:     [2]*metrics.Counter{reg.Counter("pesto_rate_limited_total", limHelp, "route", "register"), reg.Counter("pesto_rate_limited_total", limHelp, "route", "trial")},
-		redisErrors: reg.Counter("pesto_redis_errors_total", "Requests answered 500 because Redis was unreachable or timed out."),
-		faults:      reg.Counter("pesto_internal_errors_total", "Requests answered 500 for any other fault."),
-	}
 }

@@ -1,4 +1,4 @@
-package main
+package api
 
 import (
 	"bytes"
@@ -36,9 +36,7 @@ const (
 	msgNameString   = "name must be a string"
 	msgNameControl  = "name must not contain control characters"
 	msgNameUTF8     = "name must be valid UTF-8"
-	msgEmail        = "email must be a single email address without a display name"
 	msgEmailString  = "email must be a string"
-	msgEmailLength  = "email must be at most 254 bytes"
 	msgBuilding     = "building must be at most 1000 characters"
 	msgBuildingType = "building must be a string"
 	msgBuildingUTF8 = "building must be valid UTF-8"
@@ -215,4 +213,16 @@ func checkSignup(s wire.Signup) (wire.Signup, error) {
 		return s, badRequest(msgBuildingSize)
 	}
 	return s, nil
+}
+
+// markResultPage notes, before anything can fail, whether a register
+// request is a plain HTML form POST from a browser (form-encoded, and
+// text/html preferred over JSON): its answer, success or error, is then the
+// result page with the same status.
+func markResultPage(c fiber.Ctx) error {
+	if mediaType(c) == fiber.MIMEApplicationForm &&
+		c.Accepts(fiber.MIMEApplicationJSON, fiber.MIMETextHTML) == fiber.MIMETextHTML {
+		c.Locals(localResultPage, true)
+	}
+	return c.Next()
 }

@@ -1,4 +1,4 @@
-package main
+package api
 
 import (
 	"cmp"
@@ -32,8 +32,6 @@ const (
 	msgLimit        = "limit must be a positive integer"
 	msgLimitMissing = "limit is required"
 	msgToken        = "token must be 1 to 256 printable ASCII characters and not a reserved key"
-	msgTokenMissing = "token is required"
-	msgTokenType    = "token must be a string"
 	msgPendingLimit = "limit must be an integer from 1 to 1000"
 )
 

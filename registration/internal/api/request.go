@@ -1,4 +1,4 @@
-package main
+package api
 
 import (
 	"bytes"
@@ -85,6 +85,12 @@ func requiredString(raw json.RawMessage, typeMsg, missingMsg string) (string, er
 	}
 	return s, nil
 }
+
+// Messages of keyField.
+const (
+	msgTokenMissing = "token is required"
+	msgTokenType    = "token must be a string"
+)
 
 // keyField reads the "token" of an admin request that names an existing
 // key (revoke, rotate): a string, not empty.
