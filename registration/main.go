@@ -1,5 +1,11 @@
 // Command registration takes signups for Pesto API keys, hands out trial
-// keys, and lets an admin approve or revoke keys.
+// keys, and lets an admin approve, reject, revoke or rotate keys.
+//
+// This package only wires (run) and holds the subcommands admin-token and
+// migrate-keys. The service is in layers under internal/, imports running
+// one way: api (the HTTP layer, the only one that imports fiber or knows a
+// status) over waitlist, rotation, trial, outbox and migrate, over config,
+// adminjwt, address and keygen.
 package main
 
 import (
