@@ -221,12 +221,7 @@ func dirNames(m map[string]bool) string {
 // answers), and waits until it listens.
 func startRegistrationBinary(t *testing.T, redisURL string) (addr string) {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "registration")
-	build := exec.Command("go", "build", "-o", bin, "pesto/registration")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build pesto/registration: %v\n%s", err, out)
-	}
+	bin := buildCommand(t, "registration")
 	addr = "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
 	_, port, _ := strings.Cut(addr, ":")
 	cmd := exec.Command(bin)
@@ -235,4 +230,17 @@ func startRegistrationBinary(t *testing.T, redisURL string) (addr string) {
 	startProcess(t, cmd)
 	waitListening(t, "registration", addr)
 	return addr
+}
+
+// buildCommand builds a service of this workspace (auth, registration) and
+// returns the binary's path.
+func buildCommand(t *testing.T, name string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), name)
+	cmd := exec.Command("go", "build", "-o", bin, "pesto/"+name)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build pesto/%s: %v\n%s", name, err, out)
+	}
+	return bin
 }

@@ -125,6 +125,32 @@ func Variables(t testing.TB, heading string) []string {
 	}
 }
 
+// CheckVariables fails t unless the variables load reads (asked through
+// the lookup it is given, which finds none set) are exactly those of the
+// README's configuration tables named.
+func CheckVariables(t testing.TB, service string, load func(lookup func(string) (string, bool)) error, tables ...string) {
+	t.Helper()
+	var read []string
+	if err := load(func(name string) (string, bool) {
+		read = append(read, name)
+		return "", false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	all := ConfigTables(t)
+	var listed []string
+	for _, name := range tables {
+		if len(all[name]) == 0 {
+			t.Fatalf("README.md's ## Configuration has no table %q", name)
+		}
+		listed = append(listed, all[name]...)
+	}
+	extra, missing := Diff(read, listed)
+	if len(extra) > 0 || len(missing) > 0 {
+		t.Errorf("%s reads, and the README's Configuration does not list: %v\nlisted, and %s does not read: %v", service, extra, service, missing)
+	}
+}
+
 // Diff returns the names in got but not in want, and those in want but not
 // in got, each sorted.
 func Diff(got, want []string) (extra, missing []string) {

@@ -11,19 +11,16 @@ import (
 // the email section's table lists some of them.
 func TestREADMEListsTheVariablesRegistrationReads(t *testing.T) {
 	var read []string
-	if _, err := Load(func(name string) (string, bool) {
-		read = append(read, name)
-		return "", false
-	}); err != nil {
-		t.Fatal(err)
+	load := func(lookup func(string) (string, bool)) error {
+		_, err := Load(func(name string) (string, bool) {
+			read = append(read, name)
+			return lookup(name)
+		})
+		return err
 	}
-	tables := doccheck.ConfigTables(t)
-	listed := append(tables["Both services"], tables["registration"]...)
-	extra, missing := doccheck.Diff(read, listed)
-	if len(extra) > 0 || len(missing) > 0 {
-		t.Errorf("registration reads, and the README's Configuration does not list: %v\nlisted, and registration does not read: %v", extra, missing)
-	}
-	if _, missing := doccheck.Diff(read, doccheck.Variables(t, "#### Configuration")); len(missing) > 0 {
-		t.Errorf("the README's email configuration lists variables registration does not read: %v", missing)
+	doccheck.CheckVariables(t, "registration", load, "Both services", "registration")
+	email := doccheck.Variables(t, "#### Configuration")
+	if _, missing := doccheck.Diff(read, email); len(email) == 0 || len(missing) > 0 {
+		t.Errorf("the README's email configuration lists %v; registration does not read %v", email, missing)
 	}
 }
