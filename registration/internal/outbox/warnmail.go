@@ -12,6 +12,8 @@ import (
 	"pesto/shared/wire"
 )
 
+var _ Sender = (*Mailer)(nil)
+
 // Send sends one outbox entry, a key email or a quota warning: nil once the
 // server has accepted it, a *RejectedError when the server refused it, an
 // *InvalidEmailError when it cannot be sent at all, and another error when
