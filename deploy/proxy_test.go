@@ -483,16 +483,7 @@ func lookTool(t *testing.T, name string) string {
 }
 
 // buildAuth builds the auth binary of this workspace.
-func buildAuth(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "auth")
-	cmd := exec.Command("go", "build", "-o", bin, "pesto/auth")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build pesto/auth: %v\n%s", err, out)
-	}
-	return bin
-}
+func buildAuth(t *testing.T) string { return buildCommand(t, "auth") }
 
 // startAuth runs the auth binary on a free port and waits until /healthz
 // answers 200. stop ends it (and is also run at cleanup).
