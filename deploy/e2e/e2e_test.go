@@ -27,6 +27,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -281,6 +282,43 @@ func TestStack(t *testing.T) {
 		}
 		wantDenied(t, s.do(t, "GET", s.gateway+"/api/ping", nil, "", "X-Pesto-Token", keys[jane.Email]), 401, "Token has been revoked")
 		s.wantAllowed(t, "GET", "/api/ping", trialKey)
+	})
+	step("a burst right after Redis restarts", func(t *testing.T) {
+		// Both replicas have used their connections to Redis; the restart
+		// closes them. Once Redis answers again, no call is answered 500
+		// (issue "A Redis restart costs no call"). 30 calls: within the
+		// gateway's admission of one client (32 at once).
+		const key, email, limit, calls = "e2e-restart-key-0123456789", "restart-e2e@example.com", 20, 30
+		s.redis(t, "SET", key, fmt.Sprintf(`{"UserEmail":%q,"MonthlyLimit":%d,"Revoked":false}`, email, limit))
+		for range 4 {
+			s.wantAllowed(t, "GET", "/api/ping", key)
+		}
+		s.mustCompose("restart", "redis")
+		servicetest.Poll(t, 30*time.Second, "Redis answering after its restart", func() bool {
+			out, err := s.compose("exec", "-T", "redis", "redis-cli", "PING")
+			return err == nil && strings.TrimSpace(out) == "PONG"
+		})
+		statuses := make([]int, calls)
+		var wg sync.WaitGroup
+		for i := range calls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				statuses[i] = s.do(t, "GET", s.gateway+"/api/ping", nil, "", "X-Pesto-Token", key).status
+			}()
+		}
+		wg.Wait()
+		counts := map[int]int{}
+		for _, st := range statuses {
+			counts[st]++
+		}
+		t.Logf("%d calls at once right after the restart: %v", calls, counts)
+		if counts[200] != limit-4 || counts[429] != calls-(limit-4) {
+			t.Errorf("got %v, want %d × 200 and %d × 429, no 500", counts, limit-4, calls-(limit-4))
+		}
+		if got := s.redis(t, "GET", counterKey(email)); got != strconv.Itoa(limit) {
+			t.Errorf("%s = %q, want %d", counterKey(email), got, limit)
+		}
 	})
 	step("one client's floods", func(t *testing.T) {
 		s.redis(t, "SET", probeKey, `{"UserEmail":"probe-e2e@example.com","MonthlyLimit":1000000,"Revoked":false}`)

@@ -147,6 +147,13 @@ func redisURL(e *Env, v string) (rueidis.ClientOption, string) {
 	if len(opt.InitAddress) == 0 || opt.InitAddress[0] == "" {
 		e.Fail("REDIS_URL", "no host in %q", mask(v))
 	}
+	// Every connection is read in the background, so that one Redis closed
+	// (a restart, CLIENT KILL) is known to be closed, and replaced, before
+	// a call uses it. Otherwise a connection used by one caller at a time is
+	// read only for a reply: the next command, a count say, is written to
+	// the closed connection, fails (EOF), and cannot be tried again, as it
+	// may have been executed.
+	opt.AlwaysPipelining = true
 	return opt, mask(v)
 }
 

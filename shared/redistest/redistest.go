@@ -42,6 +42,9 @@ type Server struct {
 	nodes []*node
 	// Cluster is true for a Redis Cluster.
 	Cluster bool
+	// replica is the index in nodes of the first master's replica
+	// (StartClusterWithReplica), or 0.
+	replica int
 	cli     rueidis.Client // for Do, made on first use
 }
 
