@@ -2,7 +2,7 @@
 GO        ?= go
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
-MODULES   := ./auth/... ./registration/... ./shared/... ./deploy/... ./bench/...
+MODULES   := ./auth/... ./registration/... ./shared/... ./demoapi/... ./deploy/... ./bench/...
 TESTFLAGS ?= -race -count=1 -p 1 -timeout 15m
 
 .PHONY: build test lint run bench fuzz e2e clean
@@ -21,7 +21,7 @@ test: lint
 	PESTO_REDIS=cluster $(GO) test $(TESTFLAGS) ./auth/... ./registration/...
 
 lint:
-	@out=$$(gofmt -l auth registration shared); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l auth registration shared demoapi deploy bench); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(MODULES)
 	$(GO) vet -tags e2e ./deploy/e2e/...
 	staticcheck $(MODULES)
