@@ -306,6 +306,7 @@ type dynamicConfig struct {
 				AuthRequestHeaders  []string `yaml:"authRequestHeaders"`
 				AuthResponseHeaders []string `yaml:"authResponseHeaders"`
 				TrustForwardHeader  bool     `yaml:"trustForwardHeader"`
+				MaxResponseBodySize *int64   `yaml:"maxResponseBodySize"`
 			} `yaml:"forwardAuth"`
 		} `yaml:"middlewares"`
 		Routers map[string]struct {
@@ -377,6 +378,12 @@ func checkGateway(t *testing.T, p *types.Project) {
 	}
 	if fa.TrustForwardHeader {
 		t.Errorf("forwardAuth trusts the client's X-Forwarded-* headers")
+	}
+	// Bounded (unset, Traefik reads any length and warns at start), above
+	// auth's longest body, and small: Traefik makes a buffer of this size
+	// for every call.
+	if m := fa.MaxResponseBodySize; m == nil || *m < int64(len(`{"message":"Token has been revoked"}`)) || *m > 4096 {
+		t.Errorf("forwardAuth maxResponseBodySize = %v, want set, above auth's bodies, at most 4096", m)
 	}
 	// The quota headers of a 200 reach the API (issue 13).
 	for _, h := range []string{"RateLimit", "RateLimit-Policy", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} {
