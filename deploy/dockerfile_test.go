@@ -176,9 +176,8 @@ func TestDockerfiles(t *testing.T) {
 			if regexp.MustCompile(`(?mi)^#\s*syntax\s*=`).Match(df) {
 				t.Errorf("%s has a # syntax= directive (BuildKit would pull an image)", file)
 			}
-			if goVersion == nil || !strings.Contains(string(df), "ARG GO_VERSION="+string(goVersion[1])+"\n") ||
-				build.base != "golang:${GO_VERSION}-bookworm" {
-				t.Errorf("builder is not golang:${GO_VERSION}-bookworm with GO_VERSION from go.work (%q)", goVersion)
+			if goVersion == nil || build.base != "golang:"+string(goVersion[1])+"-bookworm" {
+				t.Errorf("builder is %s, want golang:<go.work's Go>-bookworm (go.work: %q)", build.base, goVersion)
 			}
 			download := build.index(func(in instruction) bool {
 				return in.cmd == "RUN" && strings.Contains(in.args, "go mod download")

@@ -5,9 +5,9 @@
 # Build from the repository root:
 #   docker build -f docker/demo-api.Dockerfile --build-arg VERSION=$(git describe --always) -t pesto-demo-api .
 
-ARG GO_VERSION=1.26
-
-FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS build
+# The builder's Go is go.work's (a test holds it), written out so that
+# Dependabot can propose the next one.
+FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
 WORKDIR /src
 ENV CGO_ENABLED=0 GOFLAGS=-mod=readonly
 

@@ -6,9 +6,9 @@
 #     --build-arg REVISION=$(git rev-parse HEAD) -t pesto-keys-registration .
 # and for another platform: docker build --platform linux/arm64 … (BuildKit).
 
-ARG GO_VERSION=1.26
-
-FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS build
+# The builder's Go is go.work's (a test holds it), written out so that
+# Dependabot can propose the next one.
+FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
 WORKDIR /src
 ENV CGO_ENABLED=0 GOFLAGS=-mod=readonly
 

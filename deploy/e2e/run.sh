@@ -130,9 +130,9 @@ static_image() {
 	import "$name" "$dir" "$pkg $(sha256sum "$dir/$bin" | cut -c1-16)" --change "ENTRYPOINT [\"/$bin\"]"
 }
 
-# The build stage of the Dockerfiles: golang:${GO_VERSION}-bookworm.
-go_version=$(sed -n 's/^ARG GO_VERSION=//p' "$COPY/docker/auth.Dockerfile")
-[ -n "$go_version" ] || fail "docker/auth.Dockerfile has no ARG GO_VERSION"
+# The build stage of the Dockerfiles: golang:<version>-bookworm.
+go_version=$(sed -n 's/^FROM .*golang:\([0-9.]*\)-bookworm .*/\1/p' "$COPY/docker/auth.Dockerfile")
+[ -n "$go_version" ] || fail "docker/auth.Dockerfile builds FROM no golang:<version>-bookworm"
 host_go=$(go env GOVERSION)
 case "$host_go" in go"$go_version" | go"$go_version".*) ;; *) fail "the Dockerfiles want Go $go_version, this machine has $host_go" ;; esac
 golang=golang:$go_version-bookworm
