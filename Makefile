@@ -37,6 +37,9 @@ test-arm64:
 	  $(GO) test -count=1 -p 1 -timeout 15m -exec 'env -u GOARCH $(QEMU_ARM64)' $(ARM64_PACKAGES)
 	$(GO) test -count=1 -tags emulation -run '^TestArm64' ./deploy/
 
+## lint: gofmt, go vet and staticcheck of every module, then actionlint
+## (with shellcheck) of .github/workflows and the checks of the release
+## workflow and Dependabot's configuration (deploy/workflow_test.go).
 lint:
 	@out=$$(gofmt -l auth registration shared demoapi deploy bench); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(MODULES)
@@ -45,6 +48,7 @@ lint:
 	staticcheck $(MODULES)
 	staticcheck -tags e2e ./deploy/e2e/...
 	staticcheck -tags emulation ./deploy/
+	$(GO) test -count=1 -run '^(TestWorkflowsLint|TestReleaseWorkflow|TestDependabot)$$' ./deploy/
 
 ## e2e: the compose stack on a real Docker engine (Debian's docker.io,
 ## installed and started if need be; root), checked through the gateway.
