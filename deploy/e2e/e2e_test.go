@@ -9,6 +9,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -34,7 +35,9 @@ import (
 	"pesto/shared/wire"
 )
 
-const project = "pesto-e2e"
+// project is the stack's compose project: pesto-e2e, or PESTO_E2E_PROJECT
+// (run.sh refuses to start while containers of it exist).
+var project = cmp.Or(os.Getenv("PESTO_E2E_PROJECT"), "pesto-e2e")
 
 // stack is the compose project under test.
 type stack struct {

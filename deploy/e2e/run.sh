@@ -22,8 +22,9 @@
 #      that the arm64 binary runs (under qemu-user) and what each weighs;
 #   5. runs the test, which brings the stack up there with its own .env,
 #      checks it and takes it down.
-# One run at a time on an engine: the stack's project name (pesto-e2e) and
-# its network's fixed subnet are the same for every run.
+# One run at a time on an engine: the stack's project name (pesto-e2e, or
+# PESTO_E2E_PROJECT) and its network's fixed subnet are the same for every
+# run, and no other stack of compose.yaml may be up meanwhile (its subnet).
 # Anything that cannot be done fails the run; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -71,8 +72,9 @@ if ! "$DOCKER" info >/dev/null 2>&1; then
 	"$DOCKER" info >/dev/null || { tail -20 "$CACHE/dockerd.log" >&2; fail "dockerd does not answer"; }
 fi
 log "engine $("$DOCKER" version --format '{{.Server.Version}}')"
-running=$("$DOCKER" ps -a -q --filter label=com.docker.compose.project=pesto-e2e)
-[ -z "$running" ] || fail "containers of project pesto-e2e exist: another make e2e runs on this engine, or one was killed (then: docker compose -p pesto-e2e down -v)"
+project=${PESTO_E2E_PROJECT:-pesto-e2e}
+running=$("$DOCKER" ps -a -q --filter label=com.docker.compose.project="$project")
+[ -z "$running" ] || fail "containers of project $project exist: another make e2e runs on this engine, or one was killed (then: docker compose -p $project down -v)"
 
 # ---- 2. tools ------------------------------------------------------------
 "$ROOT/deploy/e2e/tools.sh"
