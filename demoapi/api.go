@@ -15,8 +15,8 @@ const (
 	demoVersion  = "1.0.0"
 )
 
-// maxBody bounds a request body; the real API's limits on code are far
-// below it.
+// maxBody bounds a request body (413 beyond it): a demo is sent a short
+// program, and nothing a client sends may grow the process without bound.
 const maxBody = 1 << 20
 
 // Limits of the optional fields, as the code-execution API checks them.
