@@ -29,12 +29,17 @@ test: lint
 ## stage makes, answering its health check and a real key
 ## (deploy/emulation_test.go). The emulator starts the test binaries; their
 ## children run it too (PESTO_TEST_EMULATOR); tools the tests build
-## themselves are this machine's (env -u GOARCH).
+## themselves are this machine's (env -u GOARCH). One test is left to
+## make test: TestMoveUnderRacingReplicas races three auth processes, each
+## emulated, against auth's 1 s Redis deadline, which emulation (code
+## translated on first use, several times slower) misses in about one run
+## of four.
 ARM64_PACKAGES ?= ./shared/wire/... ./auth/... ./registration/...
+ARM64_SKIP     ?= ^TestMoveUnderRacingReplicas$$
 QEMU_ARM64     ?= qemu-aarch64-static
 test-arm64:
 	GOARCH=arm64 CGO_ENABLED=0 PESTO_TEST_EMULATOR=$(QEMU_ARM64) \
-	  $(GO) test -count=1 -p 1 -timeout 15m -exec 'env -u GOARCH $(QEMU_ARM64)' $(ARM64_PACKAGES)
+	  $(GO) test -count=1 -p 1 -timeout 15m -skip '$(ARM64_SKIP)' -exec 'env -u GOARCH $(QEMU_ARM64)' $(ARM64_PACKAGES)
 	$(GO) test -count=1 -tags emulation -run '^TestArm64' ./deploy/
 
 ## lint: gofmt, go vet and staticcheck of every module, then actionlint
