@@ -2,7 +2,7 @@
 GO        ?= go
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
-MODULES   := ./auth/... ./registration/... ./shared/... ./demoapi/... ./deploy/... ./bench/...
+MODULES   := ./auth/... ./registration/... ./shared/... ./demoapi/... ./deploy/... ./bench/... ./docker/traefik/admission/...
 TESTFLAGS ?= -race -count=1 -p 1 -timeout 15m
 
 .PHONY: build test test-arm64 lint run bench fuzz e2e clean
@@ -46,7 +46,7 @@ test-arm64:
 ## (with shellcheck) of .github/workflows and the checks of the release
 ## workflow and Dependabot's configuration (deploy/workflow_test.go).
 lint:
-	@out=$$(gofmt -l auth registration shared demoapi deploy bench); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l auth registration shared demoapi deploy bench docker/traefik/admission); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(MODULES)
 	$(GO) vet -tags e2e ./deploy/e2e/...
 	$(GO) vet -tags emulation ./deploy/

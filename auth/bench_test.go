@@ -11,6 +11,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 	"github.com/valyala/fasthttp"
 
+	"pesto/shared/apikey"
 	"pesto/shared/metrics"
 	"pesto/shared/redistest"
 	"pesto/shared/wire"
@@ -142,7 +143,7 @@ func checkBenchCase(b *testing.B, c benchCase, status int, store tokenStore) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_, cached, err := store.Record(ctx, c.token)
-	if err != nil && !errors.Is(err, errMissing) {
+	if err != nil && !errors.Is(err, apikey.ErrNotFound) {
 		b.Fatal(err)
 	}
 	if !cached {

@@ -3,14 +3,14 @@ package main
 import (
 	"net/netip"
 	"path"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
 
-	"pesto/shared/clientip"
 	"pesto/shared/config"
-	"pesto/shared/ratelimit"
 )
 
 // Defaults of SPEC §5 that only auth has.
@@ -30,13 +30,17 @@ type authConfig struct {
 	Unmetered string
 	// UsageRate bounds GET /api/usage per client IP (an IPv4 address, an
 	// IPv6 /64).
-	UsageRate ratelimit.Rate
+	UsageRate config.Rate
 	// TrustedProxies are the proxies whose X-Forwarded-For names the
 	// client of /api/usage.
 	TrustedProxies []netip.Prefix
 	// QuotaWarnings are the percentages of a monthly limit whose crossing
 	// is emailed (ascending); none: no warnings.
 	QuotaWarnings []int
+	// GOGCSet and GOMAXPROCSSet: the environment sets GOGC (even to "") or
+	// GOMAXPROCS (to anything but ""), which the Go runtime has applied;
+	// otherwise run sets auth's own (gcPercent, defaultProcs).
+	GOGCSet, GOMAXPROCSSet bool
 	// Connection timeouts; zero means the server package's defaults. Not
 	// configurable from the environment: tests shorten them.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -48,9 +52,11 @@ func loadConfig(lookupEnv func(string) (string, bool)) (authConfig, error) {
 		Common:         config.LoadCommon(e),
 		CacheTTL:       e.Duration("TOKEN_CACHE_TTL", defaultCacheTTL),
 		Unmetered:      defaultUnmetered,
-		UsageRate:      ratelimit.ParseRate(e, "USAGE_RATE", defaultUsageRate),
-		TrustedProxies: clientip.TrustedProxies(e),
+		UsageRate:      e.Rate("USAGE_RATE", defaultUsageRate),
+		TrustedProxies: e.TrustedProxies(),
 		QuotaWarnings:  parseQuotaWarnings(e),
+		GOGCSet:        e.IsSet("GOGC"),
+		GOMAXPROCSSet:  e.NotEmpty("GOMAXPROCS"),
 	}
 	if e.IsSet("UNMETERED_EMAILS") {
 		c.Unmetered, _ = e.Lookup("UNMETERED_EMAILS")
@@ -120,4 +126,31 @@ func (c authConfig) counterOptions() rueidis.ClientOption {
 	opt.ConnWriteTimeout = counterConnTimeout
 	opt.Dialer.Control = setUserTimeout(counterUserTimeout)
 	return opt
+}
+
+// defaultQuotaWarnings are the thresholds, in percent of the monthly limit,
+// whose crossing is emailed.
+const defaultQuotaWarnings = "80,100"
+
+// parseQuotaWarnings reads QUOTA_WARNINGS: comma-separated percentages
+// 1–100 (in any order; each once); empty turns warnings off.
+func parseQuotaWarnings(e *config.Env) []int {
+	v := defaultQuotaWarnings
+	if e.IsSet("QUOTA_WARNINGS") {
+		v, _ = e.Lookup("QUOTA_WARNINGS")
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f == "" && strings.TrimSpace(v) == "" {
+			continue
+		}
+		p, err := strconv.Atoi(strings.TrimSuffix(f, "%"))
+		if err != nil || p < 1 || p > 100 || slices.Contains(out, p) {
+			e.Fail("QUOTA_WARNINGS", "want comma-separated percentages 1-100 such as 80,100, or empty, got %q", v)
+			return nil
+		}
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -56,4 +57,21 @@ func TestConfigErrorsExit2(t *testing.T) {
 			t.Fatalf("exit: %v", err)
 		}
 	})
+}
+
+func TestParseQuotaWarnings(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want []int
+	}{
+		{nil, []int{80, 100}},
+		{map[string]string{"QUOTA_WARNINGS": ""}, nil},
+		{map[string]string{"QUOTA_WARNINGS": " "}, nil},
+		{map[string]string{"QUOTA_WARNINGS": "100, 50,90%"}, []int{50, 90, 100}},
+	} {
+		cfg, err := loadConfig(servicetest.Env(c.env))
+		if err != nil || !slices.Equal(cfg.QuotaWarnings, c.want) {
+			t.Errorf("%v: %v, %v; want %v", c.env, cfg.QuotaWarnings, err, c.want)
+		}
+	}
 }

@@ -6,12 +6,13 @@ import (
 
 	"github.com/gofiber/fiber/v3"
 
+	"pesto/shared/apikey"
 	"pesto/shared/redisconn"
 	"pesto/shared/sentry"
 )
 
 // errorCode is the kind of an answer other than 200. The decision returns
-// codes; the store returns errors of its own (errMissing, Redis errors);
+// codes; the store returns errors of its own (apikey.ErrNotFound, Redis errors);
 // errorCodeOf maps every error to a code, and errorAnswers maps every code
 // to its status and message: the one table of SPEC §2's error answers.
 type errorCode uint8
@@ -66,7 +67,7 @@ func errorCodeOf(err error) errorCode {
 	switch {
 	case errors.As(err, &code):
 		return code
-	case errors.Is(err, errMissing):
+	case errors.Is(err, apikey.ErrNotFound):
 		return eNotRegistered
 	case errors.As(err, &fe):
 		// Rejected by the HTTP layer or the router: never echo the request.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"pesto/shared/keymove"
+	"pesto/shared/apikey"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 	"pesto/shared/wire"
@@ -184,7 +184,7 @@ func TestUsageEitherForm(t *testing.T) {
 
 // The migration under load: while auth replicas (KEY_STORAGE=hashed) answer
 // calls on keys, a mover moves them all as registration's migrate-keys does
-// (keymove.Move: one script on a single Redis, two steps on a Cluster). No
+// (apikey.Move: one script on a single Redis, two steps on a Cluster). No
 // call is refused, each is counted once, every record ends hashed with its
 // bytes.
 func TestMigrationUnderLoad(t *testing.T) {
@@ -227,7 +227,7 @@ func TestMigrationUnderLoad(t *testing.T) {
 	}
 	c := rs.Client()
 	for i := range keys {
-		if _, err := keymove.Move(context.Background(), c, tok(i)); err != nil {
+		if _, err := apikey.Move(context.Background(), c, tok(i)); err != nil {
 			t.Fatal(err)
 		}
 	}

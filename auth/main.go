@@ -1,5 +1,15 @@
 // Command auth is Pesto's API-key check for a reverse proxy's auth hook
-// (Traefik ForwardAuth, nginx auth_request, Caddy forward_auth).
+// (Traefik ForwardAuth, nginx auth_request, Caddy forward_auth), and the
+// answer of GET /api/usage.
+//
+// One package, a file per concern: main.go wires (run); config.go reads
+// every variable; routes.go has every route; decide.go is the hook and
+// usage.go /api/usage, which share quotapath.go, the one path from a key to
+// its month's quota state; store.go is auth's Redis (records through
+// shared/apikey and the client-side cache, tokencache.go); groupcommit.go
+// counts calls together and counter.go in Redis (its scripts);
+// quotaheaders.go writes the quota headers, warnings.go the quota warnings,
+// metrics.go the metrics; errors.go is the one table of answers.
 package main
 
 import (
@@ -67,12 +77,12 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	// from the noise: collection is about 1% of auth's CPU. (GOGC 25 took
 	// another 3 MiB off the peak for about 1 µs a call, and a collection
 	// during start: docs/performance.md.)
-	if _, set := lookupEnv("GOGC"); !set {
+	if !cfg.GOGCSet {
 		debug.SetGCPercent(gcPercent)
 	}
 	// Half the CPUs, unless GOMAXPROCS says otherwise (the runtime has
 	// applied it already).
-	if v, _ := lookupEnv("GOMAXPROCS"); v == "" {
+	if !cfg.GOMAXPROCSSet {
 		runtime.GOMAXPROCS(defaultProcs())
 	}
 

@@ -2,25 +2,22 @@ package main
 
 import (
 	"context"
-	"errors"
-	"hash/maphash"
 	"log/slog"
-	"strings"
-	"sync"
+	"strconv"
 	"time"
 
 	"github.com/redis/rueidis"
 
-	"pesto/shared/keymove"
-	"pesto/shared/logging"
+	"pesto/shared/apikey"
+	"pesto/shared/ratelimit"
 	"pesto/shared/redisconn"
 	"pesto/shared/wire"
 )
 
 // tokenStore is what the decision needs of Redis.
 type tokenStore interface {
-	// Record returns the raw value stored under token, errMissing when
-	// there is none, and whether it came from the client-side cache.
+	// Record returns the raw value stored under token, apikey.ErrNotFound
+	// when there is none, and whether it came from the client-side cache.
 	Record(ctx context.Context, token string) (raw string, cached bool, err error)
 	// Count counts one call against limit on the counter key in one atomic
 	// step: it returns the calls counted after this one and true, or false
@@ -32,111 +29,30 @@ type tokenStore interface {
 
 var _ tokenStore = (*redisStore)(nil)
 
-// errMissing: no record under the token (errors.go answers it 401 Token
-// not registered).
-var errMissing = errors.New("no record under the token")
-
+// redisStore is auth's Redis: records through the client-side cache
+// (apikey), calls counted by group commit on a connection of their own
+// (groupCommit, redisCounter), and what GET /api/usage and the quota warnings need.
 type redisStore struct {
 	conn     *redisconn.Conn // records, through the client-side cache
-	counters *redisconn.Conn // counting (see counterOptions)
 	cacheTTL time.Duration
-	storage  wire.KeyStorage // which form of a record is looked up first, and whether plaintext ones are moved
-	counts   *quota
-	log      *slog.Logger
-	onLost   func(key string, n int64, err error) // a refund that failed
-
-	seenMu   sync.Mutex
-	seen     map[uint64]int64 // seenHash of a counter key → its value in the last reply
-	seenSeed maphash.Seed
+	keys     apikey.Keys // records, in either form
+	counts   *groupCommit
 }
 
 func newRedisStore(conn, counters *redisconn.Conn, cacheTTL time.Duration, storage wire.KeyStorage, log *slog.Logger) *redisStore {
-	s := &redisStore{conn: conn, counters: counters, cacheTTL: cacheTTL, storage: storage, log: log,
-		seen: map[uint64]int64{}, seenSeed: maphash.MakeSeed()}
-	s.onLost = func(_ string, n int64, err error) {
-		log.Error("refund of calls not answered 200 failed: the counter keeps them", "calls", n, "err", err.Error())
-	}
-	s.counts = newQuota(s.countBatch, s.refund, s.groupOf, s.onLost)
-	return s
+	k := newRedisCounter(counters, log)
+	return &redisStore{conn: conn, cacheTTL: cacheTTL, keys: apikey.Keys{Storage: storage, Log: log},
+		counts: newGroupCommit(k.countBatch, k.refund, k.groupOf, k.onLost)}
 }
 
-// Record finds token's record in either form (wire.KeyStorage.RecordKeys):
-// with KEY_STORAGE=plain the plaintext first (one lookup, as before, while
-// most keys are plaintext), with hashed the hashed form first. Every lookup
-// goes through the client-side cache, so both forms are cached and
-// invalidated alike, and an unknown key costs two lookups, both cached.
-//
-// With hashed storage, a plaintext record found is moved to its hashed
-// form (keymove.Move, on a single Redis; on a Cluster registration's
-// migrate-keys moves them). A move may happen between this call's two
-// lookups (another replica's, or migrate-keys'): the hashed form is then
-// read once more when the plaintext was missing, normally from the cache,
-// where the move's invalidation has already dropped it, so that no call
-// finds its key in neither form.
+// Record finds token's record in either form, through the client-side
+// cache, and moves a plaintext one with hashed storage (apikey.Keys.Lookup).
 func (s *redisStore) Record(ctx context.Context, token string) (string, bool, error) {
 	c, err := s.conn.Client()
 	if err != nil {
 		return "", false, err
 	}
-	// The order of wire.KeyStorage.RecordKeys, the other form's name made
-	// only when the first is missing: with plain storage a call on a key
-	// found where it is costs no hash.
-	first := s.storage.RecordKey(token)
-	raw, cached, err := s.lookup(ctx, c, first)
-	if !errors.Is(err, errMissing) {
-		return raw, cached, err
-	}
-	other := token
-	if first == token {
-		other = wire.HashedKey(token)
-	}
-	raw, cached2, err := s.lookup(ctx, c, other)
-	cached = cached && cached2
-	if s.storage != wire.StorageHashed {
-		return raw, cached, err
-	}
-	switch {
-	case err == nil:
-		s.move(ctx, c, token, raw)
-	case errors.Is(err, errMissing):
-		var cached3 bool
-		raw, cached3, err = s.lookup(ctx, c, first)
-		cached = cached && cached3
-	}
-	return raw, cached, err
-}
-
-// lookup reads the record under one name through the client-side cache.
-func (s *redisStore) lookup(ctx context.Context, c rueidis.Client, name string) (string, bool, error) {
-	// With the cache off (TTL 0) the client was made with DisableCache and
-	// DoCache is a plain GET.
-	res := c.DoCache(ctx, c.B().Get().Key(name).Cache(), max(s.cacheTTL, time.Second))
-	raw, err := res.ToString()
-	if rueidis.IsRedisNil(err) {
-		return "", res.IsCacheHit(), errMissing
-	}
-	return raw, res.IsCacheHit(), err
-}
-
-// move moves the plaintext record of token, found holding raw, to its
-// hashed form, on a single Redis: the call goes on with the record it read
-// whatever happens (a failed move is tried again by the next call). Only a
-// token record is moved; on a Cluster nothing is (keymove: the names are in
-// different slots, migrate-keys moves them in two steps).
-func (s *redisStore) move(ctx context.Context, c rueidis.Client, token, raw string) {
-	if !keymove.Atomic(c) {
-		return
-	}
-	if _, err := wire.DecodeTokenRecord(raw); err != nil {
-		return
-	}
-	moved, err := keymove.Move(ctx, c, token)
-	switch {
-	case err != nil:
-		s.log.Warn("plaintext key not moved to its hashed form", "token", logging.Token(token), "err", err.Error())
-	case moved:
-		s.log.Debug("plaintext key moved to its hashed form", "token", logging.Token(token))
-	}
+	return s.keys.Lookup(ctx, c, token, s.cacheTTL)
 }
 
 // Count counts one call; concurrent calls share a script call.
@@ -148,24 +64,83 @@ func (s *redisStore) Ping(ctx context.Context) error {
 	return s.conn.Ping(ctx, time.Second)
 }
 
-// hashSlot is Redis Cluster's slot of key: CRC16 (XMODEM) of the key, or of
-// its hash tag ({…}) when it has a non-empty one, modulo 16384.
-func hashSlot(key string) uint16 {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
+// accountStore is what GET /api/usage needs of Redis, besides the hook's
+// tokenStore.
+type accountStore interface {
+	// RecordTTL returns the raw value stored under token, read without the
+	// client-side cache, and its time to live (0: none); apikey.ErrNotFound
+	// when there is none.
+	RecordTTL(ctx context.Context, token string) (raw string, ttl time.Duration, err error)
+	// Used returns the calls counted on the counter key (0 when it does
+	// not exist). It counts nothing.
+	Used(ctx context.Context, key string) (int64, error)
+	// Allow counts one request against the rate limit buckets of keys
+	// (ratelimit.Allow) and returns 0, or the milliseconds to wait.
+	Allow(ctx context.Context, keys, args []string) (int64, error)
+	// QueueWarning queues a quota warning in the outbox unless its marker
+	// (wire.QuotaWarning.WarnedKey) is set, and sets it, in one atomic
+	// step; queued is false when the marker was set.
+	QueueWarning(ctx context.Context, w wire.QuotaWarning) (queued bool, err error)
+}
+
+var _ accountStore = (*redisStore)(nil)
+
+// RecordTTL reads the record and its TTL with plain commands, in either
+// form (apikey.Keys.LookupTTL): a key holder asking about their key sees
+// what Redis holds.
+func (s *redisStore) RecordTTL(ctx context.Context, token string) (string, time.Duration, error) {
+	c, err := s.conn.Client()
+	if err != nil {
+		return "", 0, err
 	}
-	var crc uint16
-	for k := 0; k < len(key); k++ {
-		crc ^= uint16(key[k]) << 8
-		for b := 0; b < 8; b++ {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
+	return s.keys.LookupTTL(ctx, c, token)
+}
+
+// Used reads a counter with a plain GET (counters are never cached).
+func (s *redisStore) Used(ctx context.Context, key string) (int64, error) {
+	c, err := s.conn.Client()
+	if err != nil {
+		return 0, err
 	}
-	return crc & 16383
+	n, err := c.Do(ctx, c.B().Get().Key(key).Build()).AsInt64()
+	if rueidis.IsRedisNil(err) {
+		return 0, nil
+	}
+	return n, err
+}
+
+// Allow runs the shared rate limit script.
+func (s *redisStore) Allow(ctx context.Context, keys, args []string) (int64, error) {
+	c, err := s.conn.Client()
+	if err != nil {
+		return 0, err
+	}
+	return ratelimit.Allow(ctx, c, keys, args)
+}
+
+// warnScript queues a warning unless its marker is set, and sets the
+// marker, in one atomic step. KEYS: the marker, the outbox stream; ARGV:
+// the marker's TTL in seconds, then the entry's fields. Returns 1 when
+// queued, 0 when the marker was set.
+var warnScript = rueidis.NewLuaScript(`
+local marker_key, outbox_key = KEYS[1], KEYS[2]
+local marker_ttl_seconds = ARGV[1]
+-- ARGV[2] onwards: the entry's fields
+if redis.call('SET', marker_key, '1', 'NX', 'EX', marker_ttl_seconds) then
+  redis.call('XADD', outbox_key, '*', unpack(ARGV, 2))
+  return 1
+end
+return 0
+`)
+
+var warnedTTL = strconv.FormatInt(int64(wire.CounterTTL/time.Second), 10)
+
+// QueueWarning runs warnScript for q.
+func (s *redisStore) QueueWarning(ctx context.Context, q wire.QuotaWarning) (bool, error) {
+	c, err := s.conn.Client()
+	if err != nil {
+		return false, err
+	}
+	n, err := warnScript.Exec(ctx, c, []string{q.WarnedKey(), wire.OutboxStream}, append([]string{warnedTTL}, q.Fields()...)).AsInt64()
+	return n == 1, err
 }

@@ -2,41 +2,17 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v3"
-	"github.com/redis/rueidis"
 
 	"pesto/shared/clientip"
-	"pesto/shared/logging"
+	"pesto/shared/config"
 	"pesto/shared/ratelimit"
 	"pesto/shared/wire"
 )
-
-// accountStore is what GET /api/usage needs of Redis, besides the hook's
-// tokenStore.
-type accountStore interface {
-	// RecordTTL returns the raw value stored under token, read without the
-	// client-side cache, and its time to live (0: none); errMissing when
-	// there is none.
-	RecordTTL(ctx context.Context, token string) (raw string, ttl time.Duration, err error)
-	// Used returns the calls counted on the counter key (0 when it does
-	// not exist). It counts nothing.
-	Used(ctx context.Context, key string) (int64, error)
-	// Allow counts one request against the rate limit buckets of keys
-	// (ratelimit.Allow) and returns 0, or the milliseconds to wait.
-	Allow(ctx context.Context, keys, args []string) (int64, error)
-	// QueueWarning queues a quota warning in the outbox unless its marker
-	// (wire.QuotaWarning.WarnedKey) is set, and sets it, in one atomic
-	// step; queued is false when the marker was set.
-	QueueWarning(ctx context.Context, w wire.QuotaWarning) (queued bool, err error)
-}
-
-var _ accountStore = (*redisStore)(nil)
 
 // usageRatePrefix starts the rate limit keys of /api/usage:
 // pesto:ratelimit:{usage}:<client>, the IPv4 address or the IPv6 /64.
@@ -85,17 +61,13 @@ func (u usage) appendJSON(b []byte) []byte {
 // shared by every replica, well-formed key or not: 429 {"message":"Too
 // many requests"} with Retry-After beyond that, so that the route cannot
 // be used to try keys faster than that.
-func handleUsage(acct accountStore, ips clientip.Resolver, rate ratelimit.Rate, unmetered string, now func() time.Time) fiber.Handler {
+func handleUsage(acct accountStore, ips clientip.Resolver, rate config.Rate, unmetered string, now func() time.Time) fiber.Handler {
 	rateArgs := ratelimit.Args(rate.Count, rate.Per)
 	return func(c fiber.Ctx) error {
-		token := c.Get(headerToken)
-		if token == "" {
-			return eNoToken
+		token, err := requestToken(c)
+		if err != nil {
+			return err
 		}
-		if !wire.WellFormedToken(token) {
-			return eNotRegistered
-		}
-		token = strings.Clone(token)
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
 
@@ -112,29 +84,21 @@ func handleUsage(acct accountStore, ips clientip.Resolver, rate ratelimit.Rate, 
 		if err != nil {
 			return err
 		}
-		rec, err := wire.DecodeTokenRecord(raw)
+		k, err := followRecord(token, raw, unmetered, now, func(t time.Time, email string, _ int64) (int64, bool, error) {
+			used, err := acct.Used(ctx, wire.CounterKey(t, email))
+			return used, true, err // asking counts no call
+		})
 		if err != nil {
-			return fmt.Errorf("token %s: %w", logging.Token(token), err)
+			return err
 		}
-		if rec.Revoked {
-			return eRevoked
-		}
-		t := now()
-		u := usage{Reset: wire.NextMonth(t)}
+		u := usage{Unmetered: k.unmetered, Reset: wire.NextMonth(k.at)}
 		if ttl > 0 {
-			exp := t.Add(ttl).Round(time.Second)
+			exp := k.at.Add(ttl).Round(time.Second)
 			u.Expires = &exp
 		}
-		if unmetered != "" && isUnmetered(unmetered, rec.UserEmail) {
-			u.Unmetered = true
-		} else {
-			if u.Used, err = acct.Used(ctx, wire.CounterKey(t, rec.UserEmail)); err != nil {
-				return err
-			}
-			u.Limit = max(rec.MonthlyLimit, 0)
-			u.Remaining = max(u.Limit-u.Used, 0)
-			reset, window := monthOf(t)
-			setRateHeaders(&c.Response().Header, quotaState{limit: u.Limit, remaining: u.Remaining, reset: reset, window: window})
+		if !k.unmetered {
+			u.Used, u.Limit, u.Remaining = k.used, k.state.limit, k.state.remaining
+			setRateHeaders(&c.Response().Header, k.state)
 		}
 		c.Set(fiber.HeaderCacheControl, "no-store")
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
@@ -153,69 +117,4 @@ func usageClient(a netip.Addr) string {
 	default:
 		return "unknown"
 	}
-}
-
-// RecordTTL reads the record and its PTTL in one round trip, with plain
-// commands: a key holder asking about their key sees what Redis holds. The
-// record is looked for in both forms, in Record's order (and, with hashed
-// storage, the hashed form once more when a move may have happened
-// between the two).
-func (s *redisStore) RecordTTL(ctx context.Context, token string) (string, time.Duration, error) {
-	c, err := s.conn.Client()
-	if err != nil {
-		return "", 0, err
-	}
-	names := s.storage.RecordKeys(token)
-	order := names[:]
-	if s.storage == wire.StorageHashed {
-		order = []string{names[0], names[1], names[0]}
-	}
-	for _, name := range order {
-		raw, ttl, err := recordTTL(ctx, c, name)
-		if err != errMissing {
-			return raw, ttl, err
-		}
-	}
-	return "", 0, errMissing
-}
-
-func recordTTL(ctx context.Context, c rueidis.Client, name string) (string, time.Duration, error) {
-	res := c.DoMulti(ctx, c.B().Get().Key(name).Build(), c.B().Pttl().Key(name).Build())
-	raw, err := res[0].ToString()
-	if rueidis.IsRedisNil(err) {
-		return "", 0, errMissing
-	}
-	if err != nil {
-		return "", 0, err
-	}
-	ms, err := res[1].AsInt64()
-	if err != nil {
-		return "", 0, err
-	}
-	if ms == -2 { // gone between the two commands
-		return "", 0, errMissing
-	}
-	return raw, time.Duration(max(ms, 0)) * time.Millisecond, nil
-}
-
-// Used reads a counter with a plain GET (counters are never cached).
-func (s *redisStore) Used(ctx context.Context, key string) (int64, error) {
-	c, err := s.conn.Client()
-	if err != nil {
-		return 0, err
-	}
-	n, err := c.Do(ctx, c.B().Get().Key(key).Build()).AsInt64()
-	if rueidis.IsRedisNil(err) {
-		return 0, nil
-	}
-	return n, err
-}
-
-// Allow runs the shared rate limit script.
-func (s *redisStore) Allow(ctx context.Context, keys, args []string) (int64, error) {
-	c, err := s.conn.Client()
-	if err != nil {
-		return 0, err
-	}
-	return ratelimit.Allow(ctx, c, keys, args)
 }

@@ -3,44 +3,12 @@ package main
 import (
 	"context"
 	"log/slog"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/redis/rueidis"
-
-	"pesto/shared/config"
 	"pesto/shared/metrics"
 	"pesto/shared/wire"
 )
-
-// defaultQuotaWarnings are the thresholds, in percent of the monthly limit,
-// whose crossing is emailed.
-const defaultQuotaWarnings = "80,100"
-
-// parseQuotaWarnings reads QUOTA_WARNINGS: comma-separated percentages
-// 1–100 (in any order; each once); empty turns warnings off.
-func parseQuotaWarnings(e *config.Env) []int {
-	v := defaultQuotaWarnings
-	if e.IsSet("QUOTA_WARNINGS") {
-		v, _ = e.Lookup("QUOTA_WARNINGS")
-	}
-	var out []int
-	for _, f := range strings.Split(v, ",") {
-		if f = strings.TrimSpace(f); f == "" && strings.TrimSpace(v) == "" {
-			continue
-		}
-		p, err := strconv.Atoi(strings.TrimSuffix(f, "%"))
-		if err != nil || p < 1 || p > 100 || slices.Contains(out, p) {
-			e.Fail("QUOTA_WARNINGS", "want comma-separated percentages 1-100 such as 80,100, or empty, got %q", v)
-			return nil
-		}
-		out = append(out, p)
-	}
-	slices.Sort(out)
-	return out
-}
 
 // threshold is the call that crosses p percent of limit: the first whose
 // count is at least limit·p/100, i.e. ⌈limit·p/100⌉, without overflow.
@@ -139,31 +107,4 @@ func (w *warnings) send(q wire.QuotaWarning) {
 	}
 	w.failed.Inc()
 	w.log.Error("quota warning not queued", "to", q.To, "percent", q.Percent, "err", err.Error())
-}
-
-// warnScript queues a warning unless its marker is set, and sets the
-// marker, in one atomic step. KEYS: the marker, the outbox stream; ARGV:
-// the marker's TTL in seconds, then the entry's fields. Returns 1 when
-// queued, 0 when the marker was set.
-var warnScript = rueidis.NewLuaScript(`
-local marker_key, outbox_key = KEYS[1], KEYS[2]
-local marker_ttl_seconds = ARGV[1]
--- ARGV[2] onwards: the entry's fields
-if redis.call('SET', marker_key, '1', 'NX', 'EX', marker_ttl_seconds) then
-  redis.call('XADD', outbox_key, '*', unpack(ARGV, 2))
-  return 1
-end
-return 0
-`)
-
-var warnedTTL = strconv.FormatInt(int64(wire.CounterTTL/time.Second), 10)
-
-// QueueWarning runs warnScript for q.
-func (s *redisStore) QueueWarning(ctx context.Context, q wire.QuotaWarning) (bool, error) {
-	c, err := s.conn.Client()
-	if err != nil {
-		return false, err
-	}
-	n, err := warnScript.Exec(ctx, c, []string{q.WarnedKey(), wire.OutboxStream}, append([]string{warnedTTL}, q.Fields()...)).AsInt64()
-	return n == 1, err
 }

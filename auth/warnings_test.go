@@ -200,20 +200,3 @@ func TestThresholds(t *testing.T) {
 		}
 	}
 }
-
-func TestParseQuotaWarnings(t *testing.T) {
-	for _, c := range []struct {
-		env  map[string]string
-		want []int
-	}{
-		{nil, []int{80, 100}},
-		{map[string]string{"QUOTA_WARNINGS": ""}, nil},
-		{map[string]string{"QUOTA_WARNINGS": " "}, nil},
-		{map[string]string{"QUOTA_WARNINGS": "100, 50,90%"}, []int{50, 90, 100}},
-	} {
-		cfg, err := loadConfig(servicetest.Env(c.env))
-		if err != nil || !slices.Equal(cfg.QuotaWarnings, c.want) {
-			t.Errorf("%v: %v, %v; want %v", c.env, cfg.QuotaWarnings, err, c.want)
-		}
-	}
-}

@@ -145,7 +145,7 @@ func checkStack(t *testing.T, p *types.Project) {
 	wantHealth := map[string][]string{
 		"auth":         {"CMD", "/auth", "healthcheck"},
 		"registration": {"CMD", "/registration", "healthcheck"},
-		"gateway":      {"CMD", "traefik", "healthcheck", "--ping"},
+		"gateway":      {"CMD", "/bin/sh", "/etc/traefik/liveness.sh"},
 		"api":          {"CMD", "/demo-api", "healthcheck"},
 	}
 	for name, want := range wantHealth {
@@ -180,7 +180,7 @@ func checkStack(t *testing.T, p *types.Project) {
 	}
 
 	// Memory limits and restart policies everywhere.
-	wantMemory := map[string]int64{"auth": 32 << 20, "registration": 32 << 20, "gateway": 128 << 20, "api": 16 << 20, "redis": 256 << 20}
+	wantMemory := map[string]int64{"auth": 32 << 20, "registration": 32 << 20, "gateway": 320 << 20, "api": 16 << 20, "redis": 256 << 20}
 	for _, s := range p.Services {
 		if s.Restart != types.RestartPolicyUnlessStopped {
 			t.Errorf("%s restart = %q, want unless-stopped", s.Name, s.Restart)
@@ -441,8 +441,9 @@ type dynamicConfig struct {
 				AuthRequestHeaders  []string `yaml:"authRequestHeaders"`
 				AuthResponseHeaders []string `yaml:"authResponseHeaders"`
 				TrustForwardHeader  bool     `yaml:"trustForwardHeader"`
-				MaxResponseBodySize *int64   `yaml:"maxResponseBodySize"`
+				MaxResponseBodySize int64    `yaml:"maxResponseBodySize"`
 			} `yaml:"forwardAuth"`
+			Plugin map[string]map[string]any `yaml:"plugin"`
 		} `yaml:"middlewares"`
 		Routers map[string]struct {
 			EntryPoints []string `yaml:"entryPoints"`
@@ -468,11 +469,44 @@ func checkGateway(t *testing.T, p *types.Project) {
 	if !strings.HasPrefix(gw.Image, "traefik:v3.") {
 		t.Errorf("gateway image = %q, want traefik:v3.x", gw.Image)
 	}
-	if len(gw.Configs) != 1 || gw.Configs[0].Source != "traefik-dynamic" {
-		t.Fatalf("gateway configs = %+v, want traefik-dynamic", gw.Configs)
+	// Its files: the routes, the liveness rule, the admission plugin
+	// where Traefik looks for local plugins (./plugins-local/src/<module>,
+	// from its working directory).
+	targets := map[string]string{}
+	for _, c := range gw.Configs {
+		targets[c.Source] = c.Target
 	}
-	if want := "--providers.file.filename=" + gw.Configs[0].Target; !slices.Contains([]string(gw.Command), want) {
-		t.Errorf("gateway command = %v, want %s", gw.Command, want)
+	wantTargets := map[string]string{
+		"traefik-dynamic":    "/etc/traefik/dynamic.yaml",
+		"traefik-liveness":   "/etc/traefik/liveness.sh",
+		"admission-plugin":   "/plugins-local/src/pesto/admission/admission.go",
+		"admission-manifest": "/plugins-local/src/pesto/admission/.traefik.yml",
+	}
+	if !maps.Equal(targets, wantTargets) {
+		t.Fatalf("gateway configs = %v, want %v", targets, wantTargets)
+	}
+	if gw.WorkingDir != "/" {
+		t.Errorf("gateway working_dir = %q, want / (where plugins-local is)", gw.WorkingDir)
+	}
+	for _, want := range []string{
+		"--providers.file.filename=/etc/traefik/dynamic.yaml",
+		"--experimental.localplugins.admission.modulename=pesto/admission",
+		"--ping=true",
+	} {
+		if !slices.Contains([]string(gw.Command), want) {
+			t.Errorf("gateway command = %v, want %s", gw.Command, want)
+		}
+	}
+	// The liveness rule kills Traefik, which must not be PID 1 for that,
+	// and keeps its marker in /tmp.
+	if gw.Init == nil || !*gw.Init {
+		t.Errorf("gateway init = %v, want true", gw.Init)
+	}
+	if !slices.Contains(gw.Tmpfs, "/tmp") {
+		t.Errorf("gateway tmpfs = %v, want /tmp", gw.Tmpfs)
+	}
+	if v := gw.Environment["GOMEMLIMIT"]; v == nil || *v == "" {
+		t.Errorf("gateway GOMEMLIMIT unset: its Go runtime must know the limit")
 	}
 	for _, arg := range gw.Command {
 		if strings.HasPrefix(arg, "--providers.docker") || strings.HasPrefix(arg, "--api.insecure") {
@@ -505,6 +539,13 @@ func checkGateway(t *testing.T, p *types.Project) {
 	if fa == nil {
 		t.Fatalf("no forwardAuth middleware pesto-auth")
 	}
+	if fa.MaxResponseBodySize <= 0 {
+		t.Errorf("forwardAuth maxResponseBodySize = %d, want a bound", fa.MaxResponseBodySize)
+	}
+	adm := dyn.HTTP.Middlewares["pesto-admission"].Plugin["admission"]
+	if adm == nil {
+		t.Fatalf("no admission plugin middleware pesto-admission")
+	}
 	if got, want := fa.Address, "http://auth:3000/"; got != want {
 		t.Errorf("forwardAuth address = %q, want %q", got, want)
 	}
@@ -513,12 +554,6 @@ func checkGateway(t *testing.T, p *types.Project) {
 	}
 	if fa.TrustForwardHeader {
 		t.Errorf("forwardAuth trusts the client's X-Forwarded-* headers")
-	}
-	// Bounded (unset, Traefik reads any length and warns at start), above
-	// auth's longest body, and small: Traefik makes a buffer of this size
-	// for every call.
-	if m := fa.MaxResponseBodySize; m == nil || *m < int64(len(`{"message":"Token has been revoked"}`)) || *m > 4096 {
-		t.Errorf("forwardAuth maxResponseBodySize = %v, want set, above auth's bodies, at most 4096", m)
 	}
 	// The quota headers of a 200 reach the API (issue 13).
 	for _, h := range []string{"RateLimit", "RateLimit-Policy", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} {
@@ -563,6 +598,10 @@ func checkGateway(t *testing.T, p *types.Project) {
 		if r.Service == "api" && !slices.Contains(r.Middlewares, "pesto-auth") {
 			t.Errorf("router %s reaches the API without the auth hook", name)
 		}
+		// Admission first, on every route: before the hook and the services.
+		if len(r.Middlewares) == 0 || r.Middlewares[0] != "pesto-admission" {
+			t.Errorf("router %s middlewares = %v, want pesto-admission first", name, r.Middlewares)
+		}
 		if _, ok := dyn.HTTP.Services[r.Service]; !ok {
 			t.Errorf("router %s: no service %q", name, r.Service)
 		}
@@ -598,8 +637,8 @@ func checkGateway(t *testing.T, p *types.Project) {
 		if got != tt.want {
 			t.Errorf("%s %s reaches %q, want %q", tt.method, tt.path, got, tt.want)
 		}
-		if got == "api" && !slices.Equal(mws, []string{"pesto-auth"}) {
-			t.Errorf("%s %s passes %v, want [pesto-auth]", tt.method, tt.path, mws)
+		if got == "api" && !slices.Equal(mws, []string{"pesto-admission", "pesto-auth"}) {
+			t.Errorf("%s %s passes %v, want [pesto-admission pesto-auth]", tt.method, tt.path, mws)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,7 +80,8 @@ func TestProxies(t *testing.T) {
 	}
 	authBin := buildAuth(t)
 	authAddr, stopAuth := startAuth(t, authBin, redis.URL)
-	apiAddr := stubAPI(t)
+	hold := &gate{}
+	apiAddr := stubAPI(t, hold)
 	registrationAddr := stubUpstream(t, "registration ok")
 
 	fronts := []front{
@@ -170,6 +172,17 @@ func TestProxies(t *testing.T) {
 				})
 			}
 		})
+	}
+
+	// Admission: each client within its in-flight and rate limits before
+	// the hook, at the Traefik gateway and in the nginx recipe (Caddy has
+	// none in its standard build: README, Operations).
+	for _, f := range fronts {
+		if f.name == "traefik" || f.name == "nginx" {
+			t.Run(f.name+"/admission", func(t *testing.T) {
+				checkAdmission(t, f, hold)
+			})
+		}
 	}
 
 	// Redis down: a fast 500 with Retry-After: 1, never a 200.
@@ -282,6 +295,96 @@ func (want answer) check(t *testing.T, got answer) {
 	}
 }
 
+// Admission limits of a client at the gateway (docker/traefik/dynamic.yaml)
+// and in the nginx recipe.
+const (
+	admissionInFlight = 32
+	admissionBurst    = 100
+	admissionRate     = 50 // a second
+)
+
+// tooMany is a client's answer over its admission limits.
+var tooMany = answer{status: 429, body: `{"message":"Too many requests"}`}
+
+// checkAdmission holds admissionInFlight requests of one client in the API
+// and wants the next refused; then sends more than the burst at once and
+// wants the excess refused, none of it reaching auth. Then it waits for the
+// client's bucket to fill again, so that the tests after it are let in.
+func checkAdmission(t *testing.T, f front, hold *gate) {
+	hold.reset()
+	defer hold.close()
+	var wg sync.WaitGroup
+	held := make([]answer, admissionInFlight)
+	for i := range admissionInFlight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			held[i] = call(t, f, holdPath, ptr(validKey))
+		}()
+	}
+	servicetest.Poll(t, 5*time.Second, "the API holding the requests", func() bool {
+		return hold.held.Load() == admissionInFlight
+	})
+	got := call(t, f, "/api/ping", ptr(validKey))
+	checkTooMany(t, got)
+	hold.close()
+	wg.Wait()
+	for i, got := range held {
+		if got.status != 200 || got.body != "upstream ok" {
+			t.Errorf("held request %d: %d %q, want 200 upstream ok", i, got.status, got.body)
+		}
+	}
+
+	// Twice the burst at once, with a key auth does not know: whatever is
+	// admitted is auth's 401, the rest the proxy's 429.
+	const n = 2 * admissionBurst
+	answers := make([]answer, n)
+	start := time.Now()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i] = call(t, f, "/api/ping", ptr("no-such-key-0000000000000000000000000000000000000000000000000000"))
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	admitted, refused := 0, 0
+	for _, got := range answers {
+		switch got.status {
+		case 401:
+			admitted++
+		case 429:
+			refused++
+			checkTooMany(t, got)
+		default:
+			t.Errorf("got %d %q, want auth's 401 or the proxy's 429", got.status, got.body)
+		}
+	}
+	// At most the burst and what the rate added meanwhile (the held
+	// requests and the refused one took their share before).
+	if most := admissionBurst + int(took.Seconds()*admissionRate) + 1; admitted > most || refused == 0 {
+		t.Errorf("%d admitted, %d refused of %d sent at once in %v, want at most %d admitted", admitted, refused, n, took, most)
+	}
+	t.Logf("%d admitted, %d refused of %d sent at once (%v)", admitted, refused, n, took.Round(time.Millisecond))
+
+	// The bucket fills again at the rate: a client that waits is let in.
+	servicetest.Poll(t, 5*time.Second, "the client admitted again", func() bool {
+		return call(t, f, "/api/ping", ptr(validKey)).status == 200
+	})
+}
+
+// checkTooMany wants the admission's refusal: 429, the JSON the SDKs read
+// as rate-limited, Retry-After: 1, X-Pesto-Error.
+func checkTooMany(t *testing.T, got answer) {
+	t.Helper()
+	want := tooMany
+	want.check(t, got)
+	if got := got.header.Get("Retry-After"); got != "1" {
+		t.Errorf("Retry-After = %q, want 1", got)
+	}
+}
+
 // assertRetryAfterNextMonth checks that v is the number of seconds to the
 // next UTC month, give or take a few seconds of test time.
 func assertRetryAfterNextMonth(t *testing.T, v string) {
@@ -380,16 +483,7 @@ func lookTool(t *testing.T, name string) string {
 }
 
 // buildAuth builds the auth binary of this workspace.
-func buildAuth(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "auth")
-	cmd := exec.Command("go", "build", "-o", bin, "pesto/auth")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build pesto/auth: %v\n%s", err, out)
-	}
-	return bin
-}
+func buildAuth(t *testing.T) string { return buildCommand(t, "auth") }
 
 // startAuth runs the auth binary on a free port and waits until /healthz
 // answers 200. stop ends it (and is also run at cleanup).
@@ -421,11 +515,53 @@ func startAuth(t *testing.T, bin, redisURL string) (addr string, stop func()) {
 // the quota headers it received.
 const echoRateLimitPath = "/api/echo-ratelimit"
 
-// stubAPI is the stand-in API: "upstream ok" for every request, and the
-// quota headers it received on echoRateLimitPath.
-func stubAPI(t *testing.T) string {
+// holdPath is a path where the stand-in API holds each request until its
+// gate is opened.
+const holdPath = "/api/hold"
+
+// gate holds the stand-in API's requests on holdPath.
+type gate struct {
+	held atomic.Int32
+	mu   sync.Mutex
+	open chan struct{}
+}
+
+// close lets every held request through, and the next ones at once, until
+// reset.
+func (g *gate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+	default:
+		close(g.open)
+	}
+}
+
+func (g *gate) reset() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.open = make(chan struct{})
+	g.held.Store(0)
+}
+
+// stubAPI is the stand-in API: "upstream ok" for every request, the quota
+// headers it received on echoRateLimitPath, and requests held by hold on
+// holdPath.
+func stubAPI(t *testing.T, hold *gate) string {
 	t.Helper()
+	hold.reset()
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == holdPath {
+			hold.mu.Lock()
+			open := hold.open
+			hold.mu.Unlock()
+			hold.held.Add(1)
+			select {
+			case <-open:
+			case <-r.Context().Done():
+			}
+		}
 		io.WriteString(w, "upstream ok")
 		if r.URL.Path == echoRateLimitPath {
 			for _, h := range []string{"RateLimit", "RateLimit-Policy", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} {
@@ -502,7 +638,7 @@ func startNginx(t *testing.T, bin, authAddr, apiAddr, registrationAddr string) s
 worker_processes 1;
 pid %[2]s/nginx.pid;
 error_log stderr warn;
-events { worker_connections 64; }
+events { worker_connections 1024; }
 http {
     access_log off;
     client_body_temp_path %[2]s/client_body;
@@ -671,28 +807,44 @@ func startTraefik(t *testing.T, bin, authAddr, apiAddr, registrationAddr string)
 	t.Helper()
 	p := loadCompose(t, nil)
 	gw := service(t, p, "gateway")
-	if len(gw.Configs) != 1 {
-		t.Fatalf("gateway configs = %+v, want one (the dynamic configuration)", gw.Configs)
-	}
-	cfg := p.Configs[gw.Configs[0].Source]
-	if cfg.File == "" {
-		t.Fatalf("config %s is not a file", gw.Configs[0].Source)
-	}
+	// The gateway's files where compose puts them, under dir, which is
+	// Traefik's working directory here as / is in the container (local
+	// plugins are read from ./plugins-local); the dynamic configuration
+	// with this machine's addresses.
 	dir := t.TempDir()
-	dynamic := recipe(t, cfg.File,
-		replacement{"address: http://auth:3000/", "address: http://" + authAddr + "/", 1},
-		replacement{"url: http://auth:3000", "url: http://" + authAddr, 1},
-		replacement{"url: http://api:80", "url: http://" + apiAddr, 1},
-		replacement{"url: http://registration:3000", "url: http://" + registrationAddr, 1},
-	)
-	writeFile(t, filepath.Join(dir, "dynamic.yaml"), dynamic)
+	const dynamicTarget = "/etc/traefik/dynamic.yaml"
+	for _, c := range gw.Configs {
+		cfg := p.Configs[c.Source]
+		if cfg.File == "" {
+			t.Fatalf("config %s is not a file", c.Source)
+		}
+		var content string
+		if c.Target == dynamicTarget {
+			content = recipe(t, cfg.File,
+				replacement{"address: http://auth:3000/", "address: http://" + authAddr + "/", 1},
+				replacement{"url: http://auth:3000", "url: http://" + authAddr, 1},
+				replacement{"url: http://api:80", "url: http://" + apiAddr, 1},
+				replacement{"url: http://registration:3000", "url: http://" + registrationAddr, 1},
+			)
+		} else {
+			b, err := os.ReadFile(cfg.File)
+			if err != nil {
+				t.Fatal(err)
+			}
+			content = string(b)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(c.Target)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, c.Target), content)
+	}
 
 	port := strconv.Itoa(redistest.FreePort(t))
 	pingPort := strconv.Itoa(redistest.FreePort(t))
 	args := []string{"--entrypoints.traefik.address=127.0.0.1:" + pingPort}
 	moved := map[string]string{
-		"--entrypoints.web.address=:80":                     "--entrypoints.web.address=127.0.0.1:" + port,
-		"--providers.file.filename=" + gw.Configs[0].Target: "--providers.file.filename=" + filepath.Join(dir, "dynamic.yaml"),
+		"--entrypoints.web.address=:80":              "--entrypoints.web.address=127.0.0.1:" + port,
+		"--providers.file.filename=" + dynamicTarget: "--providers.file.filename=" + filepath.Join(dir, dynamicTarget),
 	}
 	for _, arg := range gw.Command {
 		if m, ok := moved[arg]; ok {

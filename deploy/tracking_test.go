@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"pesto/shared/redistest"
+	"pesto/shared/wire"
+
 	"github.com/redis/rueidis"
 )
 
@@ -40,26 +43,7 @@ func TestRedisTrackingTableBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	info := func(field string) int {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s, err := c.Do(ctx, c.B().Info().Section("all").Build()).ToString()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(s, "\r\n") {
-			if v, ok := strings.CutPrefix(line, field+":"); ok {
-				n, err := strconv.Atoi(v)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return n
-			}
-		}
-		t.Fatalf("INFO has no %s", field)
-		return 0
-	}
-
+	info := func(field string) int { return infoField(t, c, field) }
 	before := info("used_memory")
 	const keyLen, batch = 256, 1000
 	flood := maxKeys + maxKeys/2
@@ -70,14 +54,7 @@ func TestRedisTrackingTableBounded(t *testing.T) {
 			_, _ = rand.Read(raw)
 			cmds[i] = rueidis.CT(c.B().Get().Key(hex.EncodeToString(raw)).Cache(), time.Minute)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		for _, r := range c.DoMultiCache(ctx, cmds...) {
-			if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
-				cancel()
-				t.Fatal(err)
-			}
-		}
-		cancel()
+		readCached(t, c, cmds)
 	}
 	tracked, grown := info("tracking_total_keys"), info("used_memory")-before
 	t.Logf("%d unknown %d-byte keys read: %d tracked, used_memory +%d bytes (%.0f per tracked key)",
@@ -87,5 +64,93 @@ func TestRedisTrackingTableBounded(t *testing.T) {
 	}
 	if grown > maxKeys*trackingBytesPerKey {
 		t.Fatalf("used_memory grew by %d bytes, over %d keys × %d", grown, maxKeys, trackingBytesPerKey)
+	}
+}
+
+// A token auth does not know costs Redis two tracking entries, since auth
+// looks it up under its plaintext name and its hashed name (the order of
+// shared/apikey): about 360 bytes for a 64-character token and 600 for a
+// 256-byte one (measured on Redis 7.0). docs/migration.md and the README's
+// Operations quote it.
+func TestUnknownTokenCostsTwoTrackingEntries(t *testing.T) {
+	for _, c := range []struct {
+		chars    int
+		maxBytes float64
+	}{{64, 400}, {256, 650}} {
+		t.Run(strconv.Itoa(c.chars), func(t *testing.T) {
+			perToken := trackingPerUnknownToken(t, c.chars)
+			if perToken > c.maxBytes {
+				t.Fatalf("%.0f bytes of tracking table a %d-character token, want at most %.0f", perToken, c.chars, c.maxBytes)
+			}
+		})
+	}
+}
+
+// trackingPerUnknownToken reads 20,000 unknown tokens of chars characters
+// as auth does, through a client-side cache, and returns the tracking
+// table's bytes per token; it fails unless each token costs two entries.
+func trackingPerUnknownToken(t *testing.T, chars int) float64 {
+	t.Helper()
+	rs := redistest.StartStandalone(t)
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{rs.Addr}, DisableRetry: true,
+		CacheSizeEachConn: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	stat := func(field string) int { return infoField(t, c, field) }
+	before := stat("used_memory")
+	const tokens, batch = 20_000, 500
+	raw := make([]byte, chars/2)
+	for sent := 0; sent < tokens; sent += batch {
+		cmds := make([]rueidis.CacheableTTL, 0, 2*batch)
+		for range batch {
+			_, _ = rand.Read(raw)
+			keys := wire.StoragePlain.RecordKeys(hex.EncodeToString(raw))
+			cmds = append(cmds, rueidis.CT(c.B().Get().Key(keys[0]).Cache(), time.Minute),
+				rueidis.CT(c.B().Get().Key(keys[1]).Cache(), time.Minute))
+		}
+		readCached(t, c, cmds)
+	}
+	tracked, perToken := stat("tracking_total_keys"), float64(stat("used_memory")-before)/tokens
+	t.Logf("%d unknown %d-character tokens: %d tracked, %.0f bytes each", tokens, chars, tracked, perToken)
+	if tracked != 2*tokens {
+		t.Fatalf("tracking_total_keys = %d, want %d: two names a token", tracked, 2*tokens)
+	}
+	return perToken
+}
+
+// infoField returns an integer field of Redis's INFO.
+func infoField(t *testing.T, c rueidis.Client, field string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := c.Do(ctx, c.B().Info().Section("all").Build()).ToString()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(s, "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("INFO has no %s", field)
+	return 0
+}
+
+// readCached runs cmds through c's client-side cache, as auth reads
+// records: each key is then in Redis's tracking table.
+func readCached(t *testing.T, c rueidis.Client, cmds []rueidis.CacheableTTL) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, r := range c.DoMultiCache(ctx, cmds...) {
+		if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
+			t.Fatal(err)
+		}
 	}
 }

@@ -14,13 +14,13 @@ ENV CGO_ENABLED=0 GOFLAGS=-mod=readonly
 
 # Modules first, in their own layer: it is rebuilt only when a go.mod or
 # go.sum changes. The workspace also lists the test-only modules (deploy,
-# bench) and the demo API; the image needs none of them, so they leave the
-# workspace here.
+# bench), the gateway's plugin (docker/traefik/admission) and the demo API;
+# the image needs none of them, so they leave the workspace here.
 COPY go.work ./
 COPY shared/go.* shared/
 COPY auth/go.* auth/
 COPY registration/go.* registration/
-RUN go work edit -dropuse=./deploy -dropuse=./bench -dropuse=./demoapi && go mod download
+RUN go work edit -dropuse=./deploy -dropuse=./bench -dropuse=./docker/traefik/admission -dropuse=./demoapi && go mod download
 
 COPY shared/ shared/
 COPY registration/ registration/

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"pesto/registration/internal/config"
+	"pesto/registration/internal/outbox"
+	"pesto/registration/internal/smtptest"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 	"pesto/shared/wire"
@@ -332,8 +335,8 @@ func TestAdminAbuse(t *testing.T) {
 // one.
 func TestKeyEmailHeaderInjection(t *testing.T) {
 	rs := redistest.Start(t)
-	srv := startTestSMTP(t)
-	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.url("tls=none")})
+	srv := smtptest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.URL("tls=none")})
 	names := []string{
 		`Eve\r\nBcc: evil@example.net`,
 		`Eve\nTo: evil@example.net\n\nbody`,
@@ -351,8 +354,8 @@ func TestKeyEmailHeaderInjection(t *testing.T) {
 	for i := range names {
 		approveToken(t, base, fmt.Sprintf(`{"email":"eve%d@example.com","limit":1}`, i))
 	}
-	got := srv.waitReceived(t, len(names), 10*time.Second)
-	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outboxStream) == "0" })
+	got := srv.WaitReceived(t, len(names), 10*time.Second)
+	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outbox.Stream) == "0" })
 	allowed := map[string]bool{"From": true, "To": true, "Subject": true, "Message-Id": true, "Date": true,
 		"Mime-Version": true, "Content-Type": true, "User-Agent": true, "X-Mailer": true}
 	for _, m := range srv.Received() {
@@ -360,7 +363,7 @@ func TestKeyEmailHeaderInjection(t *testing.T) {
 		if _, err := fmt.Sscanf(m.To, "eve%d@example.com", &i); err != nil || i < 0 || i >= len(names) {
 			t.Fatalf("envelope recipient %q", m.To)
 		}
-		p := parseMail(t, m.Data)
+		p := smtptest.ParseMail(t, m.Data)
 		for k := range p.Header {
 			if !allowed[k] {
 				t.Errorf("name %q: header %q in\n%s", names[i], k, p.RawHeader)
@@ -375,7 +378,7 @@ func TestKeyEmailHeaderInjection(t *testing.T) {
 		if err != nil || len(to) != 1 || to[0].Address != m.To {
 			t.Errorf("name %q: To %q (%v), want only %s", names[i], p.Header.Get("To"), err, m.To)
 		}
-		if s := p.Header.Get("Subject"); s != defaultMailSubject {
+		if s := p.Header.Get("Subject"); s != config.DefaultMailSubject {
 			t.Errorf("name %q: Subject %q", names[i], s)
 		}
 		if strings.Contains(p.HTML, "<evil") || strings.Contains(p.HTML, "<y@") {

@@ -12,8 +12,22 @@ import (
 	"testing"
 	"time"
 
+	"pesto/registration/internal/outbox"
+	"pesto/registration/internal/waitlist"
 	"pesto/shared/redistest"
 )
+
+// pendingCount is the number of outbox entries read by the group and not
+// acknowledged.
+func pendingCount(t testing.TB, rs *redistest.Server) int64 {
+	t.Helper()
+	count, _, _ := strings.Cut(rs.Do("XPENDING", outbox.Stream, outbox.Group), "\n") // XPENDING's summary: the count first
+	n, err := strconv.ParseInt(count, 10, 64)
+	if err != nil {
+		t.Fatalf("XPENDING: %q", count)
+	}
+	return n
+}
 
 // outboxEntries returns the fields of every entry of the outbox stream.
 func outboxEntries(t testing.TB, rs *redistest.Server) []map[string]string {
@@ -21,7 +35,7 @@ func outboxEntries(t testing.TB, rs *redistest.Server) []map[string]string {
 	c := rs.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	entries, err := c.Do(ctx, c.B().Xrange().Key(outboxStream).Start("-").End("+").Build()).AsXRange()
+	entries, err := c.Do(ctx, c.B().Xrange().Key(outbox.Stream).Start("-").End("+").Build()).AsXRange()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +53,7 @@ func outboxEntries(t testing.TB, rs *redistest.Server) []map[string]string {
 func dataKeys(t testing.TB, rs *redistest.Server) []string {
 	t.Helper()
 	return slices.DeleteFunc(rs.Keys("*"), func(k string) bool {
-		return k == outboxStream || k == outboxDead || k == peopleKey || k == peopleMoreKey || k == peopleSeenKey ||
+		return k == outbox.Stream || k == outbox.Dead || k == waitlist.PeopleKey || k == waitlist.PeopleMoreKey || k == waitlist.PeopleSeenKey ||
 			strings.HasPrefix(k, rateLimitPrefix)
 	})
 }
@@ -86,7 +100,7 @@ func TestApprove(t *testing.T) {
 	if got, want := fmt.Sprint(entries), fmt.Sprint([]map[string]string{{"to": "Jane@Example.com", "name": "Jane <b>", "token": token, "limit": "100"}}); got != want {
 		t.Fatalf("outbox %s\nwant   %s", got, want)
 	}
-	if rs.Do("EXISTS", approvingKey("jane@example.com")) != "0" {
+	if rs.Do("EXISTS", waitlist.ApprovingKey("jane@example.com")) != "0" {
 		t.Fatal("approving key left behind")
 	}
 	if l := logs.String(); !strings.Contains(l, `"admin":"alice"`) || strings.Contains(l, token) {
@@ -329,13 +343,13 @@ func TestReject(t *testing.T) {
 	auth := []string{"Authorization", adminBearer(t, "carol")}
 	rs.Do("RPUSH", "waiting-list", `{"name":"A","email":"a@example.com","building":"","calls":1}`)
 	rs.Do("RPUSH", "waiting-list", `{"name":"B","email":"b@example.com","building":null,"calls":1}`)
-	rs.Do("SET", approvingKey("b@example.com"), "half-approved")
+	rs.Do("SET", waitlist.ApprovingKey("b@example.com"), "half-approved")
 
 	send(t, "PUT", base+"/api/reject", `{"email":" B@Example.com"}`, auth...).want(t, 200, `{"message":"OK"}`)
 	if got := rs.Do("LLEN", "waiting-list") + " " + rs.Do("LINDEX", "waiting-list", "0"); got != `1 {"name":"A","email":"a@example.com","building":"","calls":1}` {
 		t.Fatalf("list: %s", got)
 	}
-	if len(outboxEntries(t, rs)) != 0 || rs.Do("EXISTS", approvingKey("b@example.com")) != "0" {
+	if len(outboxEntries(t, rs)) != 0 || rs.Do("EXISTS", waitlist.ApprovingKey("b@example.com")) != "0" {
 		t.Fatal("reject queued an email or left the approving key")
 	}
 	send(t, "PUT", base+"/api/reject", `{"email":"b@example.com"}`, auth...).want(t, 400, `{"message":"Email does not exists"}`)

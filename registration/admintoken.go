@@ -12,15 +12,15 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"pesto/shared/config"
+	"pesto/registration/internal/adminjwt"
+	"pesto/registration/internal/config"
+	shared "pesto/shared/config"
 )
-
-var errAdminTokenUsage = fmt.Errorf("%w: registration admin-token --sub NAME [--ttl 1h] [--key ed25519-private.pem]", errUsage)
 
 // adminToken is the admin-token subcommand: it prints an admin JWT (SPEC
 // §4) for sub, valid for ttl, signed with ADMIN_JWT_SECRET (HS256) or, with
 // --key, the Ed25519 private key of that PEM file (EdDSA).
-func adminToken(args []string, cfg regConfig, cfgErr error, stdout io.Writer, now time.Time) error {
+func adminToken(args []string, cfg config.Config, cfgErr error, stdout io.Writer, now time.Time) error {
 	fs := flag.NewFlagSet("admin-token", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	sub := fs.String("sub", "", "the admin's name, logged with every action")
@@ -43,17 +43,17 @@ func adminToken(args []string, cfg regConfig, cfgErr error, stdout io.Writer, no
 		}
 		method, key = jwt.SigningMethodEdDSA, priv
 	} else {
-		var ce *config.Error
+		var ce *shared.Error
 		if errors.As(cfgErr, &ce) && ce.Var == "ADMIN_JWT_SECRET" {
 			return cfgErr
 		}
 		if len(cfg.AdminSecret) == 0 {
-			return &config.Error{Var: "ADMIN_JWT_SECRET", Msg: "not set (or pass --key ed25519-private.pem)"}
+			return &shared.Error{Var: "ADMIN_JWT_SECRET", Msg: "not set (or pass --key ed25519-private.pem)"}
 		}
 		method, key = jwt.SigningMethodHS256, cfg.AdminSecret
 	}
 	claims := jwt.RegisteredClaims{
-		Audience:  jwt.ClaimStrings{adminAudience},
+		Audience:  jwt.ClaimStrings{adminjwt.Audience},
 		Subject:   strings.TrimSpace(*sub),
 		IssuedAt:  jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(*ttl)),

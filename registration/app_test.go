@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"pesto/registration/internal/adminjwt"
 	"pesto/shared/servicetest"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -90,7 +91,7 @@ func adminBearer(t testing.TB, sub string) string {
 	t.Helper()
 	now := time.Now()
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
-		Audience:  jwt.ClaimStrings{adminAudience},
+		Audience:  jwt.ClaimStrings{adminjwt.Audience},
 		Subject:   sub,
 		IssuedAt:  jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour)),

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"pesto/registration/internal/outbox"
+	"pesto/registration/internal/smtptest"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 )
@@ -31,21 +33,21 @@ func approveToken(t *testing.T, base, body string) string {
 
 func TestApproveSendsKeyEmail(t *testing.T) {
 	rs := redistest.Start(t)
-	srv := startTestSMTP(t)
+	srv := smtptest.Start(t)
 	base, logs := startRegistration(t, map[string]string{
 		"REDIS_URL":    rs.URL,
-		"SMTP_URL":     srv.url("tls=none"),
+		"SMTP_URL":     srv.URL("tls=none"),
 		"MAIL_FROM":    "Pesto Keys <keys@example.org>",
 		"MAIL_SUBJECT": "Here is your key",
 	})
 	rs.Do("RPUSH", "waiting-list", `{"name":"<b>x</b>","email":"Jane@Example.com","building":"a bot","calls":1000}`)
 
 	token := approveToken(t, base, `{"email":"jane@example.com","limit":250}`)
-	got := srv.waitReceived(t, 1, 10*time.Second)
+	got := srv.WaitReceived(t, 1, 10*time.Second)
 	if got[0].From != "keys@example.org" || got[0].To != "Jane@Example.com" {
 		t.Errorf("envelope %q -> %q, want keys@example.org -> Jane@Example.com", got[0].From, got[0].To)
 	}
-	m := parseMail(t, got[0].Data)
+	m := smtptest.ParseMail(t, got[0].Data)
 	if s := m.Header.Get("Subject"); s != "Here is your key" {
 		t.Errorf("Subject %q, want %q", s, "Here is your key")
 	}
@@ -62,14 +64,14 @@ func TestApproveSendsKeyEmail(t *testing.T) {
 	if !strings.Contains(m.HTML, "Hello &lt;b&gt;x&lt;/b&gt;,") || strings.Contains(m.HTML, "<b>x</b>") {
 		t.Errorf("HTML part does not escape the name:\n%s", m.HTML)
 	}
-	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outboxStream) == "0" })
+	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outbox.Stream) == "0" })
 
 	// The same approve again: the key exists, nothing is queued or sent.
 	send(t, "PUT", base+"/api/approve", `{"email":"jane@example.com","limit":250,"token":"`+token+`"}`,
 		"Authorization", adminBearer(t, "alice")).want(t, 400, `{"message":"Token already exists"}`)
 	send(t, "PUT", base+"/api/approve", `{"email":"jane@example.com","limit":250}`,
 		"Authorization", adminBearer(t, "alice")).want(t, 400, `{"message":"Email does not exists"}`)
-	if got := rs.Do("XLEN", outboxStream); got != "0" {
+	if got := rs.Do("XLEN", outbox.Stream); got != "0" {
 		t.Errorf("XLEN outbox = %s after the repeats, want 0", got)
 	}
 
@@ -87,8 +89,8 @@ func TestApproveSendsKeyEmail(t *testing.T) {
 
 func TestTwoInstancesSendEachEmailOnce(t *testing.T) {
 	rs := redistest.Start(t)
-	srv := startTestSMTP(t)
-	env := map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.url("tls=none")}
+	srv := smtptest.Start(t)
+	env := map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.URL("tls=none")}
 	baseA, _ := startRegistration(t, env)
 	baseB, _ := startRegistration(t, env)
 
@@ -119,9 +121,9 @@ func TestTwoInstancesSendEachEmailOnce(t *testing.T) {
 		t.FailNow()
 	}
 
-	srv.waitReceived(t, n, 15*time.Second)
+	srv.WaitReceived(t, n, 15*time.Second)
 	servicetest.Poll(t, 5*time.Second, "the outbox is empty and nothing is pending", func() bool {
-		return rs.Do("XLEN", outboxStream) == "0" && pendingCount(t, rs) == 0
+		return rs.Do("XLEN", outbox.Stream) == "0" && pendingCount(t, rs) == 0
 	})
 	got := srv.Received()
 	if len(got) != n {
@@ -130,7 +132,7 @@ func TestTwoInstancesSendEachEmailOnce(t *testing.T) {
 	byTo := map[string]int{}
 	for _, m := range got {
 		byTo[m.To]++
-		p := parseMail(t, m.Data)
+		p := smtptest.ParseMail(t, m.Data)
 		var i int
 		if _, err := fmt.Sscanf(m.To, "user%d@example.com", &i); err != nil || i < 0 || i >= n {
 			t.Fatalf("email to %q", m.To)
@@ -154,7 +156,7 @@ func TestApproveWithoutSMTPKeepsEmail(t *testing.T) {
 	servicetest.Poll(t, 10*time.Second, "/metrics shows the waiting email", func() bool {
 		return strings.Contains(send(t, "GET", base+"/metrics", "").body, "\npesto_outbox_depth 1\n")
 	})
-	if got := rs.Do("XLEN", outboxStream); got != "1" {
+	if got := rs.Do("XLEN", outbox.Stream); got != "1" {
 		t.Errorf("XLEN outbox = %s, want 1", got)
 	}
 	if !strings.Contains(logs.String(), "SMTP_URL is empty") {

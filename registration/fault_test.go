@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"pesto/registration/internal/outbox"
+	"pesto/registration/internal/smtptest"
+	"pesto/registration/internal/waitlist"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 	"pesto/shared/wire"
@@ -124,7 +127,7 @@ func readState(t *testing.T, rs *redistest.Server) redisState {
 	for _, k := range dataKeys(t, rs) {
 		switch {
 		case k == wire.WaitingList:
-		case strings.HasPrefix(k, approvingPrefix):
+		case strings.HasPrefix(k, waitlist.ApprovingPrefix):
 			st.markers = append(st.markers, k)
 		case strings.HasPrefix(k, wire.OwnPrefix):
 			t.Fatalf("unexpected key %q", k)
@@ -150,7 +153,7 @@ func readState(t *testing.T, rs *redistest.Server) redisState {
 		st.outbox[strings.ToLower(e["to"])] = append(st.outbox[strings.ToLower(e["to"])], e["token"])
 		st.outboxN++
 	}
-	st.deadN = rs.Do("XLEN", outboxDead)
+	st.deadN = rs.Do("XLEN", outbox.Dead)
 	return st
 }
 
@@ -158,11 +161,11 @@ var keyInEmail = regexp.MustCompile(`X-Pesto-Token: ([^\s<]+)`)
 
 // emailsByKey counts received key emails by recipient and the key they
 // carry ("to key"), checking that both parts carry the same key.
-func emailsByKey(t *testing.T, got []receivedMail) map[string]int {
+func emailsByKey(t *testing.T, got []smtptest.Mail) map[string]int {
 	t.Helper()
 	out := map[string]int{}
 	for _, m := range got {
-		p := parseMail(t, m.Data)
+		p := smtptest.ParseMail(t, m.Data)
 		k := keyInEmail.FindStringSubmatch(p.Text)
 		if k == nil || !strings.Contains(p.HTML, "X-Pesto-Token: "+k[1]) {
 			t.Fatalf("email to %s does not carry one key in both parts:\n%s", m.To, p.Text)
@@ -177,8 +180,8 @@ func emailsByKey(t *testing.T, got []receivedMail) map[string]int {
 // user receives exactly one email, with the first attempt's key.
 func TestApproveRepeatedAfterKillBetweenSteps(t *testing.T) {
 	rs := redistest.Start(t)
-	srv := startTestSMTP(t)
-	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.url("tls=none")})
+	srv := smtptest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.URL("tls=none")})
 	auth := []string{"Authorization", adminBearer(t, "alice")}
 	type step int
 	const (
@@ -208,14 +211,15 @@ func TestApproveRepeatedAfterKillBetweenSteps(t *testing.T) {
 		switch c.state {
 		case markerOnly:
 			rs.Do("RPUSH", wire.WaitingList, signup)
-			rs.Do("SET", approvingKey(email), key)
+			rs.Do("SET", waitlist.ApprovingKey(email), key)
 		case markerAndRecord:
 			rs.Do("RPUSH", wire.WaitingList, signup)
-			rs.Do("SET", approvingKey(email), key)
+			rs.Do("SET", waitlist.ApprovingKey(email), key)
 			rs.Do("SET", key, record)
 		case completed:
 			rs.Do("SET", key, record)
-			queue(rs, keyEmail{To: email, Name: "Crash " + strconv.Itoa(i), Token: key, Limit: 20})
+			k := wire.KeyEmail{To: email, Name: "Crash " + strconv.Itoa(i), Token: key, Limit: 20}
+			rs.Do(append([]string{"XADD", outbox.Stream, "*"}, k.Fields()...)...)
 		}
 		body := `{"email":"` + email + `","limit":50` + strings.ReplaceAll(c.repeat, "KEY", key) + `}`
 		r := send(t, "PUT", base+"/api/approve", body, auth...)
@@ -232,8 +236,8 @@ func TestApproveRepeatedAfterKillBetweenSteps(t *testing.T) {
 		}
 	}
 
-	got := srv.waitReceived(t, len(cases), 10*time.Second)
-	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outboxStream) == "0" })
+	got := srv.WaitReceived(t, len(cases), 10*time.Second)
+	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outbox.Stream) == "0" })
 	byKey := emailsByKey(t, got)
 	for i := range cases {
 		k := fmt.Sprintf("crash%d@example.com first-key-%d", i, i)
@@ -286,7 +290,7 @@ func TestRejectAfterCrashedApprove(t *testing.T) {
 				rs.Do("RPUSH", wire.WaitingList, `{"name":"Jane","email":"Jane@example.com","building":"","calls":1}`)
 			}
 			rs.Do("RPUSH", wire.WaitingList, `{"name":"Bob","email":"bob@example.com","building":"","calls":1}`)
-			rs.Do("SET", approvingKey("jane@example.com"), "half-key")
+			rs.Do("SET", waitlist.ApprovingKey("jane@example.com"), "half-key")
 			if c.record != "" {
 				rs.Do("SET", "half-key", c.record)
 			}
@@ -330,7 +334,7 @@ func TestRejectAfterCrashedApprove(t *testing.T) {
 // approve's steps.
 func TestApproveSurvivesSIGKILL(t *testing.T) {
 	rs := redistest.Start(t)
-	srv := newTestSMTP(t) // started once every approve is repeated
+	srv := smtptest.New(t) // started once every approve is repeated
 	auth := []string{"Authorization", adminBearer(t, "alice")}
 	const perRound = 20
 	// When each round's process is killed: as soon as an approve is seen
@@ -381,7 +385,7 @@ func TestApproveSurvivesSIGKILL(t *testing.T) {
 		servicetest.Poll(t, 10*time.Second, "round "+strconv.Itoa(round)+": "+when, func() bool {
 			// An answer ends the wait either way: the approves may all
 			// pass between two looks.
-			return oks.Load() > 0 || (when != "first answer" && len(rs.Keys(approvingPrefix+"k"+strconv.Itoa(round)+"u*")) > 0)
+			return oks.Load() > 0 || (when != "first answer" && len(rs.Keys(waitlist.ApprovingPrefix+"k"+strconv.Itoa(round)+"u*")) > 0)
 		})
 		p.kill(t)
 		wg.Wait()
@@ -391,7 +395,7 @@ func TestApproveSurvivesSIGKILL(t *testing.T) {
 			if slices.Contains(st.listed, e) {
 				listed++
 			}
-			if slices.Contains(st.markers, approvingKey(e)) {
+			if slices.Contains(st.markers, waitlist.ApprovingKey(e)) {
 				markers++
 			}
 		}
@@ -403,7 +407,7 @@ func TestApproveSurvivesSIGKILL(t *testing.T) {
 	}
 
 	// Restarted, with SMTP (the server still down): repeat every approve.
-	p := startMain(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.url("tls=none")})
+	p := startMain(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.URL("tls=none")})
 	tokens := map[string]string{}
 	for _, e := range emails {
 		r := send(t, "PUT", p.base+"/api/approve", `{"email":"`+e+`","limit":10}`, auth...)
@@ -443,9 +447,9 @@ func TestApproveSurvivesSIGKILL(t *testing.T) {
 	}
 
 	srv.Start()
-	got := srv.waitReceived(t, len(emails), 20*time.Second)
+	got := srv.WaitReceived(t, len(emails), 20*time.Second)
 	servicetest.Poll(t, 10*time.Second, "the outbox is empty and nothing is pending", func() bool {
-		return rs.Do("XLEN", outboxStream) == "0" && pendingCount(t, rs) == 0
+		return rs.Do("XLEN", outbox.Stream) == "0" && pendingCount(t, rs) == 0
 	})
 	byKey := emailsByKey(t, srv.Received())
 	for _, e := range emails {
@@ -456,7 +460,7 @@ func TestApproveSurvivesSIGKILL(t *testing.T) {
 	if len(srv.Received()) != len(emails) || len(got) != len(emails) {
 		t.Errorf("%d emails received, want %d", len(srv.Received()), len(emails))
 	}
-	if n := rs.Do("XLEN", outboxDead); n != "0" {
+	if n := rs.Do("XLEN", outbox.Dead); n != "0" {
 		t.Errorf("dead-letter stream holds %s", n)
 	}
 }
@@ -466,8 +470,8 @@ func TestApproveSurvivesSIGKILL(t *testing.T) {
 // dead-letter stream end empty.
 func TestOutboxSMTPFlapping(t *testing.T) {
 	rs := redistest.Start(t)
-	srv := startTestSMTP(t)
-	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.url("tls=none"), "MAIL_MAX_ATTEMPTS": "3"})
+	srv := smtptest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.URL("tls=none"), "MAIL_MAX_ATTEMPTS": "3"})
 	auth := []string{"Authorization", adminBearer(t, "alice")}
 	const n = 50
 	const flaps = 20
@@ -497,7 +501,7 @@ func TestOutboxSMTPFlapping(t *testing.T) {
 	for range flaps {
 		<-tick.C
 		if up {
-			srv.shutdown()
+			srv.Shutdown()
 		} else {
 			srv.Start()
 		}
@@ -511,9 +515,9 @@ func TestOutboxSMTPFlapping(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	srv.waitReceived(t, n, 15*time.Second)
+	srv.WaitReceived(t, n, 15*time.Second)
 	servicetest.Poll(t, 5*time.Second, "the outbox is empty and nothing is pending", func() bool {
-		return rs.Do("XLEN", outboxStream) == "0" && pendingCount(t, rs) == 0
+		return rs.Do("XLEN", outbox.Stream) == "0" && pendingCount(t, rs) == 0
 	})
 	got := srv.Received()
 	byKey := emailsByKey(t, got)
@@ -525,7 +529,7 @@ func TestOutboxSMTPFlapping(t *testing.T) {
 	if len(got) != n {
 		t.Errorf("%d emails received, want %d", len(got), n)
 	}
-	if d := rs.Do("XLEN", outboxDead); d != "0" {
+	if d := rs.Do("XLEN", outbox.Dead); d != "0" {
 		t.Errorf("dead-letter stream holds %s", d)
 	}
 	// The flapping was felt: sends failed on an unreachable server.

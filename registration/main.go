@@ -1,5 +1,11 @@
 // Command registration takes signups for Pesto API keys, hands out trial
-// keys, and lets an admin approve or revoke keys.
+// keys, and lets an admin approve, reject, revoke or rotate keys.
+//
+// This package only wires (run) and holds the subcommands admin-token and
+// migrate-keys. The service is in layers under internal/, imports running
+// one way: api (the HTTP layer, the only one that imports fiber or knows a
+// status) over waitlist, rotation, trial, outbox and migrate, over config,
+// adminjwt, address and keygen.
 package main
 
 import (
@@ -13,17 +19,17 @@ import (
 	"os"
 	"time"
 
+	"pesto/registration/internal/api"
+	"pesto/registration/internal/config"
+	"pesto/registration/internal/outbox"
+	"pesto/registration/internal/waitlist"
 	"pesto/shared/cli"
 	"pesto/shared/logging"
 	"pesto/shared/metrics"
 	"pesto/shared/redisconn"
 	"pesto/shared/sentry"
 	"pesto/shared/server"
-	"pesto/shared/wire"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
 
 func main() {
 	cli.Main("registration", func(ctx context.Context, args []string) error {
@@ -31,12 +37,10 @@ func main() {
 	})
 }
 
-var errUsage = fmt.Errorf("%w: registration [healthcheck|version|admin-token|migrate-keys]", cli.ErrUsage)
-
 // run is the whole program. ready, when not nil, is called with the
 // listening address (tests use port 0).
 func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout io.Writer, ready func(net.Addr)) error {
-	cfg, err := loadConfig(lookupEnv)
+	cfg, err := config.Load(lookupEnv)
 	if len(args) > 0 {
 		if handled, err := cli.Common(args, "registration", version, cfg.Port, stdout); handled {
 			return err
@@ -57,25 +61,25 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	log.Info("starting", "version", version, "redis", cfg.RedisURL,
 		"register_rate", cfg.RegisterRate.String(), "trial_rate", cfg.TrialRate.String(),
 		"admin_api", len(cfg.AdminSecret) > 0 || len(cfg.AdminPublicKey) > 0)
-	conn := redisconn.Dial(cfg.redisOptions(), log)
+	conn := redisconn.Dial(cfg.RedisOptions(), log)
 	defer conn.Close()
 
 	rep := sentry.New(cfg.SentryDSN, "registration", cfg.Environment, version, log)
 	defer rep.Flush()
 
 	reg := metrics.NewRegistry()
-	var send sendFunc
-	if m := newMailer(cfg.Mail); m != nil {
-		send = m.Deliver
+	var send outbox.Sender // none: emails wait in the outbox
+	if m := outbox.NewMailer(cfg.Mail); m != nil {
+		send = m
 	}
-	ob := newOutbox(conn, send, log, reg, cfg.Mail.MaxAttempts, consumerName())
+	ob := outbox.New(conn, send, log, reg, cfg.Mail.MaxAttempts, consumerName())
 	obCtx, stopOutbox := context.WithCancel(context.Background())
 	obDone := make(chan error, 1)
 	go func() { obDone <- ob.Run(obCtx) }()
 
-	go warmIndex(obCtx, conn, log)
+	go waitlist.Warm(obCtx, conn, log)
 
-	app := newApp(log, cfg, conn, reg, rep)
+	app := api.New(log, cfg, conn, reg, rep)
 	err = server.Serve(ctx, app, fmt.Sprintf(":%d", cfg.Port), cfg.ShutdownTimeout, log, ready)
 	// The outbox stops after the HTTP drain: an approve answered during
 	// the drain has queued its email, which stays in the stream anyway.
@@ -85,9 +89,6 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	return err
 }
-
-// sendFunc sends one email of the outbox.
-type sendFunc = func(context.Context, wire.OutboxEntry) error
 
 // consumerName names this process in the outbox's consumer group: the host
 // name (the container's, under Compose) and a random suffix, unique even

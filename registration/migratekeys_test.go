@@ -14,7 +14,7 @@ import (
 	"pesto/shared/wire"
 )
 
-func migrate(t *testing.T, rs *redistest.Server, storage string, args ...string) (string, error) {
+func runMigrate(t *testing.T, rs *redistest.Server, storage string, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
 	err := run(context.Background(), append([]string{"migrate-keys"}, args...),
@@ -54,7 +54,7 @@ func TestMigrateKeys(t *testing.T) {
 	rs.Do("RPUSH", "waiting-list", `{"name":"J","email":"j@example.com","building":"","calls":1}`)
 	rs.Do("RPUSH", "list-under-a-token-name", "x")
 
-	out, err := migrate(t, rs, "plain")
+	out, err := runMigrate(t, rs, "plain")
 	if err != nil {
 		t.Fatalf("dry run: %v\n%s", err, out)
 	}
@@ -68,16 +68,16 @@ func TestMigrateKeys(t *testing.T) {
 		t.Fatal("the dry run moved a record")
 	}
 
-	_, err = migrate(t, rs, "plain", "--apply")
+	_, err = runMigrate(t, rs, "plain", "--apply")
 	var ce *config.Error
 	if !errors.As(err, &ce) || ce.Var != "KEY_STORAGE" {
 		t.Fatalf("--apply with KEY_STORAGE=plain: %v", err)
 	}
-	if _, err := migrate(t, rs, "hashed", "--bogus"); !errors.Is(err, errUsage) {
+	if _, err := runMigrate(t, rs, "hashed", "--bogus"); !errors.Is(err, errUsage) {
 		t.Fatalf("bad flag: %v", err)
 	}
 
-	out, err = migrate(t, rs, "hashed", "--apply", "--batch", "200")
+	out, err = runMigrate(t, rs, "hashed", "--apply", "--batch", "200")
 	if err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
@@ -109,7 +109,7 @@ func TestMigrateKeys(t *testing.T) {
 		t.Error("a key of another type was touched")
 	}
 
-	out, err = migrate(t, rs, "hashed", "--apply")
+	out, err = runMigrate(t, rs, "hashed", "--apply")
 	if err != nil || !strings.Contains(out, "0 plaintext key records, moved 0") {
 		t.Fatalf("second run: %v\n%s", err, out)
 	}

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"pesto/registration/internal/outbox"
+	"pesto/registration/internal/rotation"
+	"pesto/registration/internal/smtptest"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 )
@@ -16,8 +19,8 @@ import (
 // and a retry gives the same key and no second email.
 func TestRotate(t *testing.T) {
 	rs := redistest.Start(t)
-	srv := startTestSMTP(t)
-	base, logs := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.url("tls=none")})
+	srv := smtptest.Start(t)
+	base, logs := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.URL("tls=none")})
 	auth := []string{"Authorization", adminBearer(t, "alice")}
 	rotate := func(body string) response { return send(t, "PUT", base+"/api/rotate", body, auth...) }
 	const oldRecord = `{"UserEmail":"Jane@Example.com","MonthlyLimit":250,"Revoked":false}`
@@ -29,14 +32,14 @@ func TestRotate(t *testing.T) {
 		t.Fatalf("new key %q is not 64 [A-Za-z0-9]", newKey)
 	}
 	// The memory of the rotation holds the new key sealed by the old one.
-	sealed := rs.Do("HGET", rotatingKey("old-key"), "token")
+	sealed := rs.Do("HGET", rotation.MemoryKey("old-key"), "token")
 	if sealed == "" || strings.Contains(sealed, newKey) {
 		t.Fatalf("rotation on record: %q, want the new key sealed", sealed)
 	}
-	if opened, err := openRotation("old-key", sealed); err != nil || opened != newKey {
+	if opened, err := rotation.Open("old-key", sealed); err != nil || opened != newKey {
 		t.Fatalf("opened with the old key: %q %v, want the new key", opened, err)
 	}
-	if _, err := openRotation("other-key", sealed); err == nil {
+	if _, err := rotation.Open("other-key", sealed); err == nil {
 		t.Fatal("another key opened the seal")
 	}
 	if got := rs.Do("GET", newKey); got != oldRecord {
@@ -55,11 +58,11 @@ func TestRotate(t *testing.T) {
 		t.Errorf("counter = %s: the quota is per email, it carries on", got)
 	}
 
-	got := srv.waitReceived(t, 1, 10*time.Second)
+	got := srv.WaitReceived(t, 1, 10*time.Second)
 	if got[0].To != "Jane@Example.com" {
 		t.Errorf("emailed to %q", got[0].To)
 	}
-	m := parseMail(t, got[0].Data)
+	m := smtptest.ParseMail(t, got[0].Data)
 	for part, body := range map[string]string{"text": m.Text, "html": m.HTML} {
 		for _, want := range []string{"X-Pesto-Token: " + newKey, "250 calls per calendar month"} {
 			if !strings.Contains(body, want) {
@@ -67,7 +70,7 @@ func TestRotate(t *testing.T) {
 			}
 		}
 	}
-	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outboxStream) == "0" })
+	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outbox.Stream) == "0" })
 
 	// A retry: the same new key, no second email, the grace not pushed on.
 	rs.Do("PEXPIRE", "old-key", "1000000")
@@ -77,7 +80,7 @@ func TestRotate(t *testing.T) {
 	if ttl, _ := strconv.Atoi(rs.Do("TTL", "old-key")); ttl > 1000 {
 		t.Errorf("old key TTL = %d after the retry, want at most 1000 (never pushed forward)", ttl)
 	}
-	if got := rs.Do("XLEN", outboxStream); got != "0" {
+	if got := rs.Do("XLEN", outbox.Stream); got != "0" {
 		t.Errorf("XLEN = %s after the retry, want 0", got)
 	}
 	if n := len(srv.Received()); n != 1 {
@@ -93,7 +96,7 @@ func TestRotate(t *testing.T) {
 	if again := tokenOf(t, rotate(`{"token":"old-key"}`)); again != newKey {
 		t.Fatalf("after the grace: %q, want %q", again, newKey)
 	}
-	rs.Do("DEL", rotatingKey("old-key"))
+	rs.Do("DEL", rotation.MemoryKey("old-key"))
 	rotate(`{"token":"old-key"}`).want(t, 400, `{"message":"User does not exists"}`)
 	if n := len(srv.Received()); n != 1 {
 		t.Errorf("%d emails, want 1", n)
@@ -124,7 +127,7 @@ func TestRotateGrace(t *testing.T) {
 	if again := tokenOf(t, rotate(`{"token":"key-now","grace":0}`)); again != k {
 		t.Errorf("retry: %q, want %q", again, k)
 	}
-	rs.Do("DEL", rotatingKey("key-now"))
+	rs.Do("DEL", rotation.MemoryKey("key-now"))
 	rotate(`{"token":"key-now"}`).want(t, 400, `{"message":"Token has been revoked"}`)
 
 	k = tokenOf(t, rotate(`{"token":"key-default"}`))
@@ -139,6 +142,53 @@ func TestRotateGrace(t *testing.T) {
 	}
 	if n := len(outboxEntries(t, rs)); n != 2 {
 		t.Errorf("%d outbox entries, want 2 (one per rotation)", n)
+	}
+}
+
+// A rotation whose new key was revoked, or deleted, since is not answered
+// again with that key: rotating the old key once more is refused and
+// changes nothing. (It answered 200 with the revoked key, or wrote the
+// deleted key's record again.)
+func TestRotateRevokedOrGoneSuccessor(t *testing.T) {
+	rs := redistest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL})
+	auth := []string{"Authorization", adminBearer(t, "alice")}
+	put := func(path, body string) response { return send(t, "PUT", base+path, body, auth...) }
+	const k1Record = `{"UserEmail":"jane@example.com","MonthlyLimit":100,"Revoked":false}`
+
+	for _, c := range []struct {
+		name   string
+		change func(k2 string)
+		want   string
+	}{
+		{"revoked", func(k2 string) { put("/api/revoke", `{"token":"`+k2+`"}`).want(t, 200, `{"message":"OK"}`) },
+			`{"message":"Token has been revoked"}`},
+		{"deleted", func(k2 string) { rs.Do("DEL", k2) }, `{"message":"User does not exists"}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			k1 := "k1-" + c.name
+			rs.Do("SET", k1, k1Record)
+			k2 := tokenOf(t, put("/api/rotate", `{"token":"`+k1+`","grace":3600}`))
+			emails := len(outboxEntries(t, rs))
+			c.change(k2)
+			k2Record := rs.Do("GET", k2)
+
+			for _, grace := range []string{"3600", "0"} {
+				put("/api/rotate", `{"token":"`+k1+`","grace":`+grace+`}`).want(t, 400, c.want)
+				if got := rs.Do("GET", k1); got != k1Record {
+					t.Errorf("grace %s: K1 holds %s, want it unchanged", grace, got)
+				}
+				if ttl, _ := strconv.Atoi(rs.Do("TTL", k1)); ttl < 3590 || ttl > 3600 {
+					t.Errorf("grace %s: K1's TTL = %d, want the first rotation's grace", grace, ttl)
+				}
+				if got := rs.Do("GET", k2); got != k2Record {
+					t.Errorf("grace %s: K2 holds %q, want %q (never written again)", grace, got, k2Record)
+				}
+				if n := len(outboxEntries(t, rs)); n != emails {
+					t.Errorf("grace %s: %d outbox entries, want %d (no email)", grace, n, emails)
+				}
+			}
+		})
 	}
 }
 

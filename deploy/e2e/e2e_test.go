@@ -288,6 +288,14 @@ func TestStack(t *testing.T) {
 		wantDenied(t, s.do(t, "GET", s.gateway+"/api/ping", nil, "", "X-Pesto-Token", keys[jane.Email]), 401, "Token has been revoked")
 		s.wantAllowed(t, "GET", "/api/ping", trialKey)
 	})
+	step("one client's floods", func(t *testing.T) {
+		s.redis(t, "SET", probeKey, `{"UserEmail":"probe-e2e@example.com","MonthlyLimit":1000000,"Revoked":false}`)
+		s.wantAllowed(t, "GET", "/api/ping", probeKey)
+		for _, f := range floods {
+			t.Run(f.name, func(t *testing.T) { s.runFlood(t, f) })
+		}
+	})
+	step("a stuck gateway is restarted", s.checkLiveness)
 	step("every container healthy, memory under its limit", func(t *testing.T) {
 		s.checkHealthy(t)
 		s.checkMemory(t)
@@ -443,7 +451,7 @@ func (s *stack) checkHealthy(t *testing.T) {
 
 // checkMemory wants each container under the memory limit compose.yaml sets.
 func (s *stack) checkMemory(t *testing.T) {
-	limits := map[string]float64{"redis": 256, "auth": 32, "registration": 32, "gateway": 128, "api": 16, "mailcatcher": 64}
+	limits := map[string]float64{"redis": 256, "auth": 32, "registration": 32, "gateway": 320, "api": 16, "mailcatcher": 64}
 	var names []string
 	service := map[string]string{}
 	for _, c := range s.containers(t) {

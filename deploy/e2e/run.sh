@@ -43,10 +43,10 @@ fail() { printf 'e2e: %s\n' "$*" >&2; exit 1; }
 # have in /usr/local/bin needs the buildx plugin).
 DOCKER=/usr/bin/docker
 if [ ! -x "$DOCKER" ] || ! command -v dockerd >/dev/null || [ ! -x /bin/busybox ] || ! command -v redis-server >/dev/null ||
-	! command -v qemu-aarch64-static >/dev/null; then
-	log "installing docker.io, busybox-static, redis-server, qemu-user-static"
+	! command -v wrk >/dev/null || ! command -v qemu-aarch64-static >/dev/null; then
+	log "installing docker.io, busybox-static, redis-server, wrk, qemu-user-static"
 	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends docker.io busybox-static redis-server ca-certificates qemu-user-static >/dev/null
+	apt-get install -y -qq --no-install-recommends docker.io busybox-static redis-server wrk ca-certificates qemu-user-static >/dev/null
 	service redis-server stop >/dev/null 2>&1 || true
 fi
 mkdir -p "$CACHE"
@@ -170,12 +170,15 @@ for image in $(cd "$COPY" && "$DOCKER" compose --profile dev config --images | s
 		;;
 	traefik:*)
 		case "$traefik_version" in "${image#traefik:}".*) ;; *) fail "$image wanted, tools.sh built Traefik $traefik_version" ;; esac
-		if [ "$(made_from "$image")" != "$traefik_version" ]; then
+		# With busybox as the official (Alpine) image has it: the
+		# gateway's liveness rule is a shell script that uses wget.
+		source="$traefik_version with busybox"
+		if [ "$(made_from "$image")" != "$source" ]; then
 			dir=$WORK/traefik
-			mkdir -p "$dir/usr/local/bin" "$dir/tmp" "$dir/etc/traefik"
-			chmod 1777 "$dir/tmp"
+			rootfs "$dir"
+			mkdir -p "$dir/usr/local/bin" "$dir/etc/traefik"
 			cp -L "$CACHE/bin/traefik" "$dir/usr/local/bin/traefik"
-			import "$image" "$dir" "$traefik_version" --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
+			import "$image" "$dir" "$source" --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
 				--change 'ENTRYPOINT ["/usr/local/bin/traefik"]'
 		fi
 		;;
@@ -183,6 +186,22 @@ for image in $(cd "$COPY" && "$DOCKER" compose --profile dev config --images | s
 	*) fail "compose.yaml names $image: this script does not know how to make it without a registry" ;;
 	esac
 done
+
+# The flooder of the test's flood steps, run in a container of its own (so
+# that the gateway sees it as a client other than the test's probes, which
+# come from the host): wrk and its libraries from Debian, and
+# deploy/e2e/slowloris.
+flood=pesto-e2e-flood:latest
+dir=$WORK/flood
+rootfs "$dir"
+wrk=$(readlink -f "$(command -v wrk)") || fail "wrk is not installed"
+copy_dynamic "$dir" "$wrk"
+ln -sf "$wrk" "$dir/bin/wrk"
+(cd "$ROOT/deploy" && CGO_ENABLED=0 go build -trimpath -o "$dir/bin/slowloris" ./e2e/slowloris)
+source="$({ wrk --version 2>&1 || true; } | head -1) $(sha256sum "$dir/bin/slowloris" | cut -c1-16)"
+if [ "$(made_from "$flood")" != "$source" ]; then
+	import "$flood" "$dir" "$source" --change 'ENV PATH=/bin:/usr/bin'
+fi
 
 # ---- 4. Pesto's images, from the Dockerfiles as they are ------------------
 # dockerfile IMAGE: the Dockerfile of one of this repository's images.
@@ -222,5 +241,5 @@ log "image sizes:"
 
 # ---- 5. the test ----------------------------------------------------------
 log "go test -tags e2e ./deploy/e2e (stack in $COPY)"
-PESTO_E2E_DIR=$COPY PESTO_E2E_DOCKER=$DOCKER \
+PESTO_E2E_DIR=$COPY PESTO_E2E_DOCKER=$DOCKER PESTO_E2E_FLOOD_IMAGE=$flood \
 	go test -tags e2e -count=1 -v -timeout 15m ./deploy/e2e

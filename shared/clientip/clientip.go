@@ -8,8 +8,6 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v3"
-
-	"pesto/shared/config"
 )
 
 // Resolver finds the address a request came from, for the rate limits.
@@ -86,31 +84,4 @@ func parseHop(s string) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return a.Unmap(), true
-}
-
-// TrustedProxies reads TRUSTED_PROXIES: comma-separated IP addresses and
-// CIDR prefixes; empty trusts none.
-func TrustedProxies(e *config.Env) []netip.Prefix {
-	v, _ := e.Lookup("TRUSTED_PROXIES")
-	var out []netip.Prefix
-	for _, f := range strings.Split(v, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(f)
-		if err != nil {
-			a, aerr := netip.ParseAddr(f)
-			if aerr != nil || a.Zone() != "" {
-				e.Fail("TRUSTED_PROXIES", "want comma-separated IP addresses or CIDR prefixes, got %q", f)
-				return nil
-			}
-			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
-		}
-		if p.Addr().Is4In6() {
-			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
-		}
-		out = append(out, p.Masked())
-	}
-	return out
 }

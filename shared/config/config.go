@@ -1,6 +1,9 @@
-// Package config reads the environment of both services (SPEC §5). Every
-// variable is parsed and checked in one place; the first bad one is returned
-// as an *Error that names it, and the program exits 2 with that one line.
+// Package config reads the environment of both services (SPEC §5): the
+// variables both share (LoadCommon) and the formats both use (Env.Rate,
+// Env.TrustedProxies). Each service parses all of its variables in one
+// place, its configuration file (auth/config.go and registration's
+// internal/config), through an Env; the first bad one is returned as an
+// *Error that names it, and the program exits 2 with that one line.
 package config
 
 import (
@@ -57,6 +60,13 @@ func (e *Env) Lookup(name string) (string, bool) {
 func (e *Env) IsSet(name string) bool {
 	_, ok := e.lookup(name)
 	return ok
+}
+
+// NotEmpty reports whether name is set to anything but "", as the Go
+// runtime reads its own variables (GOMAXPROCS): untrimmed.
+func (e *Env) NotEmpty(name string) bool {
+	v, _ := e.lookup(name)
+	return v != ""
 }
 
 // String returns the value of name, or def when it is unset or empty.

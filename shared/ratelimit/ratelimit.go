@@ -6,12 +6,9 @@ package ratelimit
 import (
 	"context"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
-
-	"pesto/shared/config"
 )
 
 // script is a generic cell rate algorithm (GCRA) limiter over several
@@ -57,29 +54,4 @@ func Allow(ctx context.Context, c rueidis.Client, keys, args []string) (waitMill
 // once, then one every per/burst.
 func Args(burst int64, per time.Duration) []string {
 	return []string{strconv.FormatInt(burst, 10), strconv.FormatInt(per.Microseconds(), 10)}
-}
-
-// Rate is a limit of Count requests per Per.
-type Rate struct {
-	Count int64
-	Per   time.Duration
-}
-
-func (r Rate) String() string {
-	unit := map[time.Duration]string{time.Second: "s", time.Minute: "m", time.Hour: "h"}[r.Per]
-	return strconv.FormatInt(r.Count, 10) + "/" + unit
-}
-
-// ParseRate reads the variable name as <count>/<s|m|h>, count 1 to a
-// million (def when unset).
-func ParseRate(e *config.Env, name, def string) Rate {
-	v := e.String(name, def)
-	n, unit, ok := strings.Cut(v, "/")
-	count, err := strconv.ParseInt(n, 10, 64)
-	per := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}[unit]
-	if !ok || err != nil || count < 1 || count > 1_000_000 || per == 0 {
-		e.Fail(name, "want <count>/<s|m|h> such as 10/m, got %q", v)
-		return Rate{Count: 1, Per: time.Second}
-	}
-	return Rate{Count: count, Per: per}
 }

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"pesto/shared/redisconn"
+	"pesto/shared/wire"
+)
+
+// redisCounter counts calls in Redis, on the counting connection: the count
+// and refund functions of the group commit (groupCommit), and the queue of each
+// counter (groupOf). It remembers the value each counter had in its last
+// reply (seen), to count one well below its limit with a plain INCRBY.
+type redisCounter struct {
+	conn   *redisconn.Conn // the counting connection (counterOptions)
+	log    *slog.Logger
+	onLost func(key string, n int64, err error) // a refund that failed
+
+	seenMu   sync.Mutex
+	seen     map[uint64]int64 // seenHash of a counter key → its value in the last reply
+	seenSeed maphash.Seed
+}
+
+func newRedisCounter(conn *redisconn.Conn, log *slog.Logger) *redisCounter {
+	return &redisCounter{conn: conn, log: log, seen: map[uint64]int64{}, seenSeed: maphash.MakeSeed(),
+		onLost: func(_ string, n int64, err error) {
+			log.Error("refund of calls not answered 200 failed: the counter keeps them", "calls", n, "err", err.Error())
+		}}
+}
+
+// counterScript counts batches of calls, many counters in one call. Per
+// counter it grants min(n, limit - used) calls, or none (and writes
+// nothing) when the limit is reached, so that a limit of N allows exactly N
+// calls whatever the number of racing callers and replicas. The TTL is set
+// when the counter is created, never pushed forward; the value stays the
+// decimal count the old services read. Past the deadline (Unix
+// microseconds by Redis's clock; 0: none) it counts nothing and returns an
+// empty array; otherwise {used before, granted} for each counter, in order.
+var counterScript = rueidis.NewLuaScript(`
+local deadline_us = tonumber(ARGV[1])
+local ttl_seconds = ARGV[2]
+local now = redis.call('TIME')
+if deadline_us > 0 and tonumber(now[1]) * 1000000 + tonumber(now[2]) > deadline_us then
+  return {}
+end
+-- Every counter read in one MGET (in chunks: unpack has a stack limit).
+local counters = {}
+for first = 1, #KEYS, 200 do
+  local values = redis.call('MGET', unpack(KEYS, first, math.min(first + 199, #KEYS)))
+  for j, v in ipairs(values) do counters[first + j - 1] = v end
+end
+local reply = {}
+local added = {} -- calls counted by this script so far, per counter
+for i, counter_key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[1 + 2 * i])
+  local n = tonumber(ARGV[2 + 2 * i])
+  local used = tonumber(counters[i] or '0') + (added[counter_key] or 0)
+  local granted = math.min(n, limit - used)
+  if granted > 0 then
+    local after = redis.call('INCRBY', counter_key, granted)
+    if after == granted then redis.call('EXPIRE', counter_key, ttl_seconds) end
+    added[counter_key] = (added[counter_key] or 0) + granted
+  else
+    granted = 0
+  end
+  reply[2 * i - 1] = used
+  reply[2 * i] = granted
+end
+return reply
+`)
+
+// refundScript takes back calls that were counted but not answered 200 (a
+// reply that came after its callers gave up). A counter gone meanwhile
+// (expired, deleted) is left alone.
+var refundScript = rueidis.NewLuaScript(`
+local counter_key = KEYS[1]
+local calls = ARGV[1]
+if redis.call('EXISTS', counter_key) == 0 then return 0 end
+return redis.call('DECRBY', counter_key, calls)
+`)
+
+var counterTTL = strconv.FormatInt(int64(wire.CounterTTL/time.Second), 10)
+
+// countBatch counts the entries of one batch, which share a hash slot, and
+// sets their before and granted (or their err). A counter this replica saw
+// well below its limit (plainCount) is counted with a plain INCRBY, the
+// others by counterScript; both go out together, in one round trip.
+func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entries []entry) error {
+	c, err := k.conn.Client()
+	if err != nil {
+		return err
+	}
+	plain := make([]int, 0, len(entries))
+	checked := make([]int, 0, len(entries))
+	names := make([]uint64, len(entries)) // each counter's name in seen, hashed once
+	for i := range entries {
+		names[i] = k.seenHash(entries[i].key)
+	}
+	k.seenMu.Lock()
+	for i, e := range entries {
+		if used, ok := k.seen[names[i]]; ok && plainCount(used, e.n, e.limit) {
+			plain = append(plain, i)
+		} else {
+			checked = append(checked, i)
+		}
+	}
+	k.seenMu.Unlock()
+
+	var scriptErr error
+	switch {
+	case len(plain) == 0:
+		scriptErr = k.countChecked(ctx, c, deadline, entries, checked)
+	case len(checked) == 0:
+		k.countPlain(ctx, c, entries, plain)
+	default: // both at once: one round trip
+		done := make(chan struct{})
+		go func() {
+			scriptErr = k.countChecked(ctx, c, deadline, entries, checked)
+			close(done)
+		}()
+		k.countPlain(ctx, c, entries, plain)
+		<-done
+	}
+	if scriptErr != nil {
+		for _, i := range checked {
+			entries[i].err = scriptErr
+		}
+	}
+
+	k.seenMu.Lock()
+	if len(k.seen) >= seenMax {
+		clear(k.seen) // a month's worth of counters at most; they are read again
+	}
+	for i := range entries {
+		if e := &entries[i]; e.err == nil {
+			k.seen[names[i]] = e.before + e.granted
+		}
+	}
+	k.seenMu.Unlock()
+	return nil
+}
+
+// seenMax bounds the counters a replica remembers (about 40 bytes each).
+const seenMax = 1 << 16
+
+// seenHash names a counter in seen: 8 bytes instead of the key's ~60 (and
+// no key kept alive). Two counters whose names collide (among seenMax of
+// them, a chance of about 1 in 10^10) at worst share a last-seen value, and
+// plainCount then may count the one near its limit with a plain INCRBY:
+// still exact (the excess is given back at once), only not write-free for
+// a refused call.
+func (k *redisCounter) seenHash(key string) uint64 { return maphash.String(k.seenSeed, key) }
+
+// plainCount reports whether n calls on a counter last seen at used may be
+// counted with a plain INCRBY: when even with the other replicas' calls
+// since then (up to an eighth of the limit) they stay within it. A plain
+// INCRBY that does pass the limit is still exact: countPlain gives the
+// excess back at once, and the counter is seen at its limit from then on,
+// so it is checked by the script, which writes nothing for a refused call.
+func plainCount(used, n, limit int64) bool {
+	return used+n <= limit-limit/8
+}
+
+// countChecked counts the entries at idx with counterScript.
+func (k *redisCounter) countChecked(ctx context.Context, c rueidis.Client, deadline time.Time, entries []entry, idx []int) error {
+	keys := make([]string, len(idx))
+	args := make([]string, 2, 2+2*len(idx))
+	args[0], args[1] = "0", counterTTL
+	if !deadline.IsZero() {
+		args[0] = strconv.FormatInt(deadline.UnixMicro(), 10)
+	}
+	for j, i := range idx {
+		keys[j] = entries[i].key
+		args = append(args, strconv.FormatInt(entries[i].limit, 10), strconv.FormatInt(entries[i].n, 10))
+	}
+	reply, err := runCounterScript(ctx, c, keys, args)
+	if err != nil {
+		return err
+	}
+	for j, i := range idx {
+		if entries[i].before, entries[i].granted, err = reply.at(j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// counterReply is counterScript's answer: for each counter, in the order
+// of its keys, the calls counted before and the calls granted.
+type counterReply []rueidis.RedisMessage
+
+// runCounterScript runs counterScript on keys with args (a deadline, the
+// TTL, then a limit and a number of calls per key) and checks its answer's
+// shape: errLate when it ran past its deadline and counted nothing.
+func runCounterScript(ctx context.Context, c rueidis.Client, keys, args []string) (counterReply, error) {
+	reply, err := counterScript.Exec(ctx, c, keys, args).ToArray()
+	if err != nil {
+		return nil, err
+	}
+	if len(reply) == 0 {
+		return nil, errLate
+	}
+	if len(reply) != 2*len(keys) {
+		return nil, fmt.Errorf("counter script: %d values for %d counters", len(reply), len(keys))
+	}
+	return reply, nil
+}
+
+// at returns what the script did for the j-th counter.
+func (r counterReply) at(j int) (before, granted int64, err error) {
+	if before, err = r[2*j].AsInt64(); err != nil {
+		return 0, 0, err
+	}
+	granted, err = r[2*j+1].AsInt64()
+	return before, granted, err
+}
+
+// countPlain counts the entries at idx with one INCRBY each. INCRBY's
+// answer says what it counted: the calls that fit under the limit are
+// granted, the excess is given back at once (a counter that passed its
+// limit since this replica last saw it). A counter INCRBY had to create (an
+// operator deleted it) gets its TTL right after.
+func (k *redisCounter) countPlain(ctx context.Context, c rueidis.Client, entries []entry, idx []int) {
+	cmds := make(rueidis.Commands, len(idx))
+	for j, i := range idx {
+		cmds[j] = c.B().Incrby().Key(entries[i].key).Increment(entries[i].n).Build()
+	}
+	for j, res := range c.DoMulti(ctx, cmds...) {
+		e := &entries[idx[j]]
+		after, err := res.AsInt64()
+		if err != nil {
+			e.err = err
+			continue
+		}
+		e.before = after - e.n
+		e.granted = min(e.n, max(e.limit-e.before, 0))
+		if excess := e.n - e.granted; excess > 0 {
+			if err := k.refund(ctx, e.key, excess); err != nil && k.onLost != nil {
+				k.onLost(e.key, excess, err)
+			}
+		}
+		if after == e.n {
+			if err := expireScript.Exec(ctx, c, []string{e.key}, []string{counterTTL}).Error(); err != nil {
+				k.log.Warn("counter created without its TTL", "err", err.Error())
+			}
+		}
+	}
+}
+
+// expireScript gives a counter that has none its TTL (never pushing an
+// existing one forward).
+var expireScript = rueidis.NewLuaScript(`
+local counter_key = KEYS[1]
+local ttl_seconds = ARGV[1]
+if redis.call('TTL', counter_key) == -1 then
+  return redis.call('EXPIRE', counter_key, ttl_seconds)
+end
+return 0
+`)
+
+// refund takes n counted calls back from the counter key.
+func (k *redisCounter) refund(ctx context.Context, key string, n int64) error {
+	c, err := k.conn.Client()
+	if err != nil {
+		return err
+	}
+	return refundScript.Exec(ctx, c, []string{key}, []string{strconv.FormatInt(n, 10)}).Error()
+}
+
+// groupOf is the queue of a counter key: one for all on a single Redis, one
+// per hash slot on a Cluster (a script's keys must share a slot there).
+func (k *redisCounter) groupOf(key string) uint16 {
+	if c, err := k.conn.Client(); err == nil && c.Mode() == rueidis.ClientModeCluster {
+		return hashSlot(key)
+	}
+	return 0
+}
+
+// hashSlot is Redis Cluster's slot of key: CRC16 (XMODEM) of the key, or of
+// its hash tag ({…}) when it has a non-empty one, modulo 16384.
+func hashSlot(key string) uint16 {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for k := 0; k < len(key); k++ {
+		crc ^= uint16(key[k]) << 8
+		for b := 0; b < 8; b++ {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc & 16383
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v3"
+
+	"pesto/shared/logging"
+	"pesto/shared/wire"
+)
+
+// The one path from a request's key to its month's quota state, which the
+// hook and GET /api/usage share:
+//
+//	token → record → revoked → unmetered → counter → quota state
+//
+// requestToken takes the token; each caller reads the record its own way
+// (the hook through the client-side cache, /api/usage with its TTL, never
+// cached); followRecord does the rest, with the caller's counter step (the
+// hook counts the call, /api/usage reads the counter).
+
+// headerToken carries the API key.
+const headerToken = "X-Pesto-Token"
+
+// requestToken returns the key in X-Pesto-Token: eNoToken when there is
+// none, eNotRegistered when it is malformed (it is never looked up). The
+// token is copied out of fiber's buffer, which is reused after the handler
+// returns (and the client-side cache may keep the key).
+func requestToken(c fiber.Ctx) (string, error) {
+	token := c.Get(headerToken)
+	if token == "" {
+		return "", eNoToken
+	}
+	if !wire.WellFormedToken(token) {
+		return "", eNotRegistered
+	}
+	return strings.Clone(token), nil
+}
+
+// counterStep is the counter step of the path: the calls counted on email's
+// counter of the month of t (the hook: after counting this call, which
+// allowed says it did), against limit.
+type counterStep func(t time.Time, email string, limit int64) (used int64, allowed bool, err error)
+
+// keyMonth is a live key's month, as followRecord finds it.
+type keyMonth struct {
+	rec       wire.TokenRecord
+	at        time.Time // when the record was found live (now)
+	unmetered bool      // UNMETERED_EMAILS: no count, no quota state
+	used      int64     // the counter step's
+	allowed   bool      // the counter step's
+	state     quotaState
+}
+
+// followRecord follows raw, the record found under token, to its month:
+// eRevoked for a revoked record; a corrupt record's error, naming the token
+// as logs may; the counter step's error. An unmetered record (its email
+// matches the pattern unmetered; "" meters everyone) skips the counter step.
+// The quota state has 0 remaining unless the counter step allowed the call.
+func followRecord(token, raw, unmetered string, now func() time.Time, count counterStep) (keyMonth, error) {
+	rec, err := wire.DecodeTokenRecord(raw)
+	if err != nil {
+		return keyMonth{}, fmt.Errorf("token %s: %w", logging.Token(token), err)
+	}
+	if rec.Revoked {
+		return keyMonth{}, eRevoked
+	}
+	k := keyMonth{rec: rec, at: now()}
+	if unmetered != "" && isUnmetered(unmetered, rec.UserEmail) {
+		k.unmetered = true
+		return k, nil
+	}
+	if k.used, k.allowed, err = count(k.at, rec.UserEmail, rec.MonthlyLimit); err != nil {
+		return keyMonth{}, err
+	}
+	reset, window := monthOf(k.at)
+	k.state = quotaState{limit: max(rec.MonthlyLimit, 0), reset: reset, window: window}
+	if k.allowed {
+		k.state.remaining = max(k.state.limit-k.used, 0)
+	}
+	return k, nil
+}
+
+// isUnmetered matches email, case-insensitively, against the lower-case
+// pattern.
+func isUnmetered(pattern, email string) bool {
+	ok, _ := path.Match(pattern, strings.ToLower(email))
+	return ok
+}

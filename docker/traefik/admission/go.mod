@@ -1,0 +1,3 @@
+module pesto/admission
+
+go 1.26
