@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -250,7 +249,7 @@ const measureEnv = "PESTO_MEASURE_TOKEN_CACHE"
 // still winding down, allocate and free beside it.
 func TestTokenCacheMemory(t *testing.T) {
 	if os.Getenv(measureEnv) == "" {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestTokenCacheMemory$", "-test.count=1", "-test.v")
+		cmd := servicetest.SelfCommand("-test.run=^TestTokenCacheMemory$", "-test.count=1", "-test.v")
 		cmd.Env = append(os.Environ(), measureEnv+"=1")
 		out, err := cmd.CombinedOutput()
 		if err != nil || !bytes.Contains(out, []byte("--- PASS: TestTokenCacheMemory")) {

@@ -2,12 +2,17 @@ package deploy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -19,29 +24,45 @@ import (
 )
 
 const (
-	composeFile = "../compose.yaml"
-	envExample  = "../.env.example"
+	composeFile      = "../compose.yaml"
+	composeBuildFile = "../compose.build.yaml"
+	envExample       = "../.env.example"
 )
 
 // loadCompose loads compose.yaml as `docker compose` does, with only the
 // given env files (none: the defaults written in compose.yaml) and profiles.
 func loadCompose(t *testing.T, envFiles []string, profiles ...string) *types.Project {
 	t.Helper()
-	opts := []cli.ProjectOptionsFn{cli.WithName("pesto"), cli.WithEnv(nil)}
+	return loadComposeFiles(t, []string{composeFile}, nil, envFiles, profiles...)
+}
+
+// loadComposeFiles loads compose files as `docker compose -f … -f …` does,
+// with the environment env ("NAME=value") and env files given, and
+// nothing else of this process's environment.
+func loadComposeFiles(t *testing.T, files, env, envFiles []string, profiles ...string) *types.Project {
+	t.Helper()
+	opts := []cli.ProjectOptionsFn{cli.WithName("pesto"), cli.WithEnv(env)}
 	if len(envFiles) > 0 {
 		opts = append(opts, cli.WithEnvFiles(envFiles...), cli.WithDotEnv)
 	}
 	opts = append(opts, cli.WithDefaultProfiles(profiles...))
-	o, err := cli.NewProjectOptions([]string{composeFile}, opts...)
+	o, err := cli.NewProjectOptions(files, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := o.LoadProject(context.Background())
 	if err != nil {
-		t.Fatalf("load %s: %v", composeFile, err)
+		t.Fatalf("load %v: %v", files, err)
 	}
 	return p
 }
+
+// published maps the stack's services to the images of this repository
+// they run (images: dockerfile_test.go).
+var published = map[string]image{"auth": images[0], "registration": images[1], "api": images[2]}
+
+// registry is where the release workflow publishes the images.
+const registry = "ghcr.io/teknologi-umum/"
 
 func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
 	t.Helper()
@@ -119,11 +140,13 @@ func checkStack(t *testing.T, p *types.Project) {
 		t.Errorf("auth has container_name %q: replicas need none", auth.ContainerName)
 	}
 
-	// Healthchecks.
+	// Healthchecks: exec form, the images' own binaries (the Go images
+	// have no shell).
 	wantHealth := map[string][]string{
 		"auth":         {"CMD", "/auth", "healthcheck"},
 		"registration": {"CMD", "/registration", "healthcheck"},
 		"gateway":      {"CMD", "/bin/sh", "/etc/traefik/liveness.sh"},
+		"api":          {"CMD", "/demo-api", "healthcheck"},
 	}
 	for name, want := range wantHealth {
 		s := service(t, p, name)
@@ -217,6 +240,110 @@ func checkStack(t *testing.T, p *types.Project) {
 	checkGateway(t, p)
 }
 
+// TestComposePullsPublishedImages: a fresh clone's `docker compose up`
+// pulls auth, registration and the demo API, at PESTO_VERSION (edge by
+// default, and in .env.example), and builds nothing; the names are never
+// the old services' images (ghcr.io/teknologi-umum/pesto-auth, …).
+func TestComposePullsPublishedImages(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		env      []string
+		envFiles []string
+		tag      string
+	}{
+		{"defaults", nil, nil, "edge"},
+		{".env.example", nil, []string{envExample}, "edge"},
+		{"PESTO_VERSION=1.4.2", []string{"PESTO_VERSION=1.4.2"}, nil, "1.4.2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := loadComposeFiles(t, []string{composeFile}, tc.env, tc.envFiles, "dev")
+			for _, s := range p.Services {
+				if s.Build != nil {
+					t.Errorf("%s builds (%s): compose.yaml pulls; building is compose.build.yaml's", s.Name, s.Build.Dockerfile)
+				}
+				if s.Image == "" {
+					t.Errorf("%s has no image", s.Name)
+				}
+			}
+			for name, img := range published {
+				if got, want := service(t, p, name).Image, registry+img.published+":"+tc.tag; got != want {
+					t.Errorf("%s image = %q, want %q", name, got, want)
+				}
+			}
+		})
+	}
+	for _, old := range []string{"pesto-auth", "pesto-registration", "pesto-rce", "pesto-landing", "pesto-redis"} {
+		for _, img := range images {
+			if img.published == old {
+				t.Errorf("%s is published as %s, an image of the old services", img.name, old)
+			}
+		}
+	}
+}
+
+// TestComposeBuildOverride: compose.build.yaml builds the three images from
+// the checkout, with their Dockerfiles, under local names no registry is
+// asked for, and changes nothing else.
+func TestComposeBuildOverride(t *testing.T) {
+	base := loadComposeFiles(t, []string{composeFile}, nil, nil, "dev")
+	p := loadComposeFiles(t, []string{composeFile, composeBuildFile}, nil, nil, "dev")
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range p.Services {
+		img, ours := published[s.Name]
+		if !ours {
+			if b := service(t, base, s.Name); s.Image != b.Image || s.Build != nil {
+				t.Errorf("%s: image %q build %v, want compose.yaml's %q", s.Name, s.Image, s.Build, b.Image)
+			}
+			continue
+		}
+		if s.Build == nil {
+			t.Errorf("%s does not build", s.Name)
+			continue
+		}
+		dockerfile := "docker/" + img.name + ".Dockerfile"
+		if s.Build.Context != root || s.Build.Dockerfile != dockerfile {
+			t.Errorf("%s builds %s in %s, want %s in %s", s.Name, s.Build.Dockerfile, s.Build.Context, dockerfile, root)
+		}
+		if _, err := os.Stat(filepath.Join(root, dockerfile)); err != nil {
+			t.Error(err)
+		}
+		if got, want := s.Image, img.published+":local"; got != want {
+			t.Errorf("%s image = %q, want %q (a local name, not the published one)", s.Name, got, want)
+		}
+		if s.PullPolicy != types.PullPolicyBuild {
+			t.Errorf("%s pull_policy = %q, want build (never pulled by its local name)", s.Name, s.PullPolicy)
+		}
+		// The rest of the service is compose.yaml's.
+		b := service(t, base, s.Name)
+		s.Image, s.Build, s.PullPolicy, s.CustomLabels = b.Image, b.Build, b.PullPolicy, b.CustomLabels
+		if !reflect.DeepEqual(s, b) {
+			t.Errorf("%s differs from compose.yaml's beyond image and build", s.Name)
+		}
+	}
+}
+
+// TestDotEnvIgnored: .env holds ADMIN_JWT_SECRET (the README's
+// cp .env.example .env); git ignores it, and not .env.example.
+func TestDotEnvIgnored(t *testing.T) {
+	for file, want := range map[string]bool{".env": true, ".env.example": false} {
+		cmd := exec.Command("git", "check-ignore", "-q", file)
+		cmd.Dir = ".."
+		err := cmd.Run()
+		var exit *exec.ExitError
+		switch {
+		case err == nil && !want:
+			t.Errorf("git ignores %s", file)
+		case errors.As(err, &exit) && exit.ExitCode() == 1 && want:
+			t.Errorf("git does not ignore %s", file)
+		case err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 1):
+			t.Fatalf("git check-ignore %s: %v", file, err)
+		}
+	}
+}
+
 // TestComposeProfileDev checks that the mail catcher runs only in profile
 // dev, and that .env.example points registration at it.
 func TestComposeProfileDev(t *testing.T) {
@@ -232,6 +359,14 @@ func TestComposeProfileDev(t *testing.T) {
 		if port.HostIP != "127.0.0.1" {
 			t.Errorf("mailcatcher publishes %+v beyond loopback", port)
 		}
+	}
+	// Mailpit from v1.34 (a crafted message crashed the SMTP server of
+	// earlier releases); its healthcheck is its own binary's readyz.
+	if m := regexp.MustCompile(`^axllent/mailpit:v1\.(\d+)`).FindStringSubmatch(mc.Image); m == nil || atoi(m[1]) < 34 {
+		t.Errorf("mailcatcher image = %q, want axllent/mailpit:v1.34 or later", mc.Image)
+	}
+	if h := mc.HealthCheck; h == nil || !slices.Equal([]string(h.Test), []string{"CMD", "/mailpit", "readyz"}) {
+		t.Errorf("mailcatcher healthcheck = %v, want [CMD /mailpit readyz]", h)
 	}
 	if v := service(t, p, "registration").Environment["SMTP_URL"]; v == nil || *v != "" {
 		t.Errorf("registration SMTP_URL by default = %v, want empty", v)
@@ -594,6 +729,11 @@ func (r *ruleParser) unary() (bool, error) {
 		return r.method == m[2], nil
 	}
 	return false, r.errorf("matcher %s: this test cannot judge it", m[1])
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }
 
 func keys[V any](m map[string]V) []string {

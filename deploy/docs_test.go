@@ -82,13 +82,14 @@ func TestDocsNameWhatExists(t *testing.T) {
 	}
 }
 
-// Every route the documents name as "METHOD /path" is one that auth or
-// registration has: the real binaries, asked that method and path, do not
-// both answer 404 Not found.
+// Every route the documents name as "METHOD /path" is one that auth,
+// registration or the demo API has: the real binaries, asked that method
+// and path, do not all answer 404 Not found.
 func TestDocsNameRealRoutes(t *testing.T) {
 	rs := redistest.StartStandalone(t)
 	authAddr, _ := startAuth(t, buildAuth(t), rs.URL)
 	regAddr := startRegistrationBinary(t, rs.URL)
+	demoAddr := startDemoAPIBinary(t)
 	notFound := func(method, url string) bool {
 		req, err := http.NewRequest(method, url, nil)
 		if err != nil {
@@ -110,8 +111,9 @@ func TestDocsNameRealRoutes(t *testing.T) {
 				continue
 			}
 			seen[r] = true
-			if notFound(r.Method, "http://"+authAddr+r.Path) && notFound(r.Method, "http://"+regAddr+r.Path) {
-				t.Errorf("%s names %s %s: neither auth nor registration has that route", d.Path, r.Method, r.Path)
+			if notFound(r.Method, "http://"+authAddr+r.Path) && notFound(r.Method, "http://"+regAddr+r.Path) &&
+				notFound(r.Method, "http://"+demoAddr+r.Path) {
+				t.Errorf("%s names %s %s: neither auth nor registration nor the demo API has that route", d.Path, r.Method, r.Path)
 			}
 		}
 	}
@@ -232,8 +234,21 @@ func startRegistrationBinary(t *testing.T, redisURL string) (addr string) {
 	return addr
 }
 
-// buildCommand builds a service of this workspace (auth, registration) and
-// returns the binary's path.
+// startDemoAPIBinary runs the demo API (demoapi/) on a free port.
+func startDemoAPIBinary(t *testing.T) (addr string) {
+	t.Helper()
+	bin := buildCommand(t, "demoapi")
+	addr = "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	_, port, _ := strings.Cut(addr, ":")
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"PORT=" + port}
+	startProcess(t, cmd)
+	waitListening(t, "demo API", addr)
+	return addr
+}
+
+// buildCommand builds a command of this workspace (auth, registration,
+// demoapi) and returns the binary's path.
 func buildCommand(t *testing.T, name string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), name)

@@ -1,34 +1,40 @@
 # The auth service: a static Go binary on an empty (scratch) base.
+# The build stage runs on the builder's own platform and cross-compiles for
+# the target's (TARGETOS/TARGETARCH): an arm64 image needs no emulation.
 # Build from the repository root:
 #   docker build -f docker/auth.Dockerfile --build-arg VERSION=$(git describe --always) \
-#     --build-arg REVISION=$(git rev-parse HEAD) -t pesto-auth .
+#     --build-arg REVISION=$(git rev-parse HEAD) -t pesto-keys-auth .
+# and for another platform: docker build --platform linux/arm64 … (BuildKit).
 
-ARG GO_VERSION=1.26
-
-FROM golang:${GO_VERSION}-bookworm AS build
+# The builder's Go is go.work's (a test holds it), written out so that
+# Dependabot can propose the next one.
+FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
 WORKDIR /src
 ENV CGO_ENABLED=0 GOFLAGS=-mod=readonly
 
 # Modules first, in their own layer: it is rebuilt only when a go.mod or
 # go.sum changes. The workspace also lists the test-only modules (deploy,
-# bench) and the gateway's plugin (docker/traefik/admission); the image
-# needs none of them, so they leave the workspace here.
+# bench), the gateway's plugin (docker/traefik/admission) and the demo API;
+# the image needs none of them, so they leave the workspace here.
 COPY go.work ./
 COPY shared/go.* shared/
 COPY auth/go.* auth/
 COPY registration/go.* registration/
-RUN go work edit -dropuse=./deploy -dropuse=./bench -dropuse=./docker/traefik/admission && go mod download
+RUN go work edit -dropuse=./deploy -dropuse=./bench -dropuse=./docker/traefik/admission -dropuse=./demoapi && go mod download
 
 COPY shared/ shared/
 COPY auth/ auth/
 ARG VERSION=dev
+# Set by BuildKit from --platform (the host's when none is given).
+ARG TARGETOS
+ARG TARGETARCH
 RUN --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /out/auth ./auth
+    CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /out/auth ./auth
 
 FROM scratch
 ARG VERSION=dev
 ARG REVISION=unknown
-LABEL org.opencontainers.image.title="pesto-auth" \
+LABEL org.opencontainers.image.title="pesto-keys-auth" \
       org.opencontainers.image.description="Pesto API-key check for a reverse proxy's auth hook" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"

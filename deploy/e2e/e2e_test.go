@@ -9,6 +9,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -35,7 +36,9 @@ import (
 	"pesto/shared/wire"
 )
 
-const project = "pesto-e2e"
+// project is the stack's compose project: pesto-e2e, or PESTO_E2E_PROJECT
+// (run.sh refuses to start while containers of it exist).
+var project = cmp.Or(os.Getenv("PESTO_E2E_PROJECT"), "pesto-e2e")
 
 // stack is the compose project under test.
 type stack struct {
@@ -103,6 +106,7 @@ func TestStack(t *testing.T) {
 		}
 	}
 	step("every container healthy", s.checkHealthy)
+	step("the gateway's log without the ForwardAuth warning", s.checkGatewayLog)
 
 	var trialKey string
 	step("signup page", func(t *testing.T) {
@@ -140,6 +144,8 @@ func TestStack(t *testing.T) {
 			t.Errorf("%s = %q after the trial key's 3 calls, want 3", counterKey(rec.UserEmail), got)
 		}
 	})
+
+	step("the Pesto SDK's calls through the gateway", s.checkSDK)
 
 	var adminToken string
 	keys := map[string]string{} // email -> key
@@ -460,7 +466,7 @@ func (s *stack) checkHealthy(t *testing.T) {
 		health string
 	}{
 		"redis": {1, "healthy"}, "auth": {2, "healthy"}, "registration": {1, "healthy"},
-		"gateway": {1, "healthy"}, "api": {1, ""}, "mailcatcher": {1, ""},
+		"gateway": {1, "healthy"}, "api": {1, "healthy"}, "mailcatcher": {1, "healthy"},
 	}
 	got := map[string]int{}
 	for _, c := range s.containers(t) {
@@ -678,13 +684,27 @@ func (s *stack) post(t *testing.T, url string, body []byte) answer {
 	return s.do(t, "POST", url, body, "")
 }
 
-// wantAllowed wants the call let through to the API, which echoes it.
+// wantAllowed wants the call let through to the API: the demo API's 200
+// answer to GET /api/ping, GET /api/list-runtimes, or POST /api/execute of
+// some code (see checkSDK).
 func (s *stack) wantAllowed(t *testing.T, method, path, key string) {
 	t.Helper()
-	res := s.do(t, method, s.gateway+path, []byte(`{}`), "", "X-Pesto-Token", key)
-	line := method + " " + path + " HTTP/1.1\n"
-	if res.status != 200 || !strings.Contains(res.body, "\n"+line) {
-		t.Errorf("%s %s: %d %q, want 200 from the API (%q)", method, path, res.status, res.body, line)
+	var body []byte
+	want := map[string]string{
+		"GET /api/ping":          `{"message":"OK"}`,
+		"GET /api/list-runtimes": `{"runtime":[{"language":"Demo","version":"1.0.0","aliases":["demo"],"compiled":false}]}`,
+		"POST /api/execute": `{"language":"Demo","version":"1.0.0","compile":{"stdout":"","stderr":"","output":"","exitCode":0},` +
+			`"runtime":{"stdout":"allowed","stderr":"","output":"allowed","exitCode":0}}`,
+	}[method+" "+path]
+	if want == "" {
+		t.Fatalf("wantAllowed %s %s: the demo API answers 200 to GET /api/ping, GET /api/list-runtimes and POST /api/execute only", method, path)
+	}
+	if path == "/api/execute" {
+		body = []byte(`{"language":"Demo","version":"latest","code":"allowed"}`)
+	}
+	res := s.do(t, method, s.gateway+path, body, "", "X-Pesto-Token", key)
+	if res.status != 200 || res.body != want {
+		t.Errorf("%s %s: %d %q, want 200 %q from the API", method, path, res.status, res.body, want)
 	}
 }
 
@@ -740,4 +760,149 @@ func mustEnv(t *testing.T, name string) string {
 		t.Fatalf("%s is not set: run make e2e (deploy/e2e/run.sh)", name)
 	}
 	return v
+}
+
+// The Pesto Go SDK's request and response shapes, as it sends and reads
+// them (its codeRequestSimplified, CodeResponse, Output, RuntimeResponse,
+// Runtime, PingResponse and errorResponse).
+type (
+	sdkCodeRequest struct {
+		Language       string `json:"language"`
+		Version        string `json:"version"`
+		Code           string `json:"code"`
+		CompileTimeout int32  `json:"compileTimeout,omitempty"`
+		RunTimeout     int32  `json:"runTimeout,omitempty"`
+		MemoryLimit    int32  `json:"memoryLimit,omitempty"`
+	}
+	sdkOutput struct {
+		Stdout   string `json:"stdout"`
+		Stderr   string `json:"stderr"`
+		Output   string `json:"output"`
+		ExitCode int    `json:"exitCode"`
+	}
+	sdkCodeResponse struct {
+		Language string    `json:"language"`
+		Version  string    `json:"version"`
+		Compile  sdkOutput `json:"compile"`
+		Runtime  sdkOutput `json:"runtime"`
+	}
+	sdkRuntime struct {
+		Language string   `json:"language"`
+		Version  string   `json:"version"`
+		Aliases  []string `json:"aliases"`
+		Compiled bool     `json:"compiled"`
+	}
+	sdkRuntimeResponse struct {
+		Runtime []sdkRuntime `json:"runtime"`
+	}
+	sdkPingResponse struct {
+		Message string `json:"message"`
+	}
+	sdkErrorResponse struct {
+		Message string `json:"message"`
+	}
+)
+
+// sdkCall sends a request as the SDK does (X-Pesto-Token, Content-Type and
+// Accept application/json; the body marshalled from in, if any) and, as
+// the SDK does, decodes a 200's body into out and any other answer's into
+// an error response, whose message it returns. A 200 the SDK could not
+// decode fails t: that is what a user of the SDK would see.
+func (s *stack) sdkCall(t *testing.T, method, path, key string, in, out any) (status int, message string) {
+	t.Helper()
+	var body io.Reader = http.NoBody
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, s.gateway+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Pesto-Token", key)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		var e sdkErrorResponse
+		_ = json.NewDecoder(res.Body).Decode(&e) // the SDK, too, keeps an empty one
+		return res.StatusCode, e.Message
+	}
+	if err := json.NewDecoder(res.Body).Decode(out); err != nil {
+		t.Fatalf("%s %s: the SDK cannot read the answer: reading json body: %v", method, path, err)
+	}
+	return res.StatusCode, ""
+}
+
+// checkSDK drives the demo stack as a user of Pesto's Go SDK would, with a
+// trial key of its own: Ping, ListRuntimes, Execute of the runtime listed
+// (the demo API answers the code as its output), Execute of a runtime the
+// API lacks (the SDK's ErrRuntimeNotFound), each call let through by auth
+// and counted.
+func (s *stack) checkSDK(t *testing.T) {
+	res := s.do(t, "POST", s.gateway+"/api/trial", nil, "")
+	m := regexp.MustCompile(`^\{"token":"(TRIAL-[A-Za-z0-9]{58})"\}$`).FindStringSubmatch(res.body)
+	if res.status != 200 || m == nil {
+		t.Fatalf("POST /api/trial: %d %q", res.status, res.body)
+	}
+	key := m[1]
+
+	var ping sdkPingResponse
+	if status, msg := s.sdkCall(t, "GET", "/api/ping", key, nil, &ping); status != 200 || ping.Message != "OK" {
+		t.Errorf("Ping: %d %q %+v, want 200 {Message: OK}", status, msg, ping)
+	}
+
+	var runtimes sdkRuntimeResponse
+	status, msg := s.sdkCall(t, "GET", "/api/list-runtimes", key, nil, &runtimes)
+	want := []sdkRuntime{{Language: "Demo", Version: "1.0.0", Aliases: []string{"demo"}, Compiled: false}}
+	if status != 200 || !slices.EqualFunc(runtimes.Runtime, want, func(a, b sdkRuntime) bool {
+		return a.Language == b.Language && a.Version == b.Version && slices.Equal(a.Aliases, b.Aliases) && a.Compiled == b.Compiled
+	}) {
+		t.Fatalf("ListRuntimes: %d %q %+v, want %+v", status, msg, runtimes, want)
+	}
+
+	// As the SDK sends CodeRequest{Language, Version: VersionLatest, Code,
+	// CompileTimeout: 5 * time.Second, RunTimeout: 5 * time.Second,
+	// MemoryLimit: 128 << 20}: durations in milliseconds.
+	code := "print(\"Hello, Pesto\")\n"
+	var out sdkCodeResponse
+	status, msg = s.sdkCall(t, "POST", "/api/execute", key, sdkCodeRequest{
+		Language: runtimes.Runtime[0].Language, Version: "latest", Code: code,
+		CompileTimeout: 5000, RunTimeout: 5000, MemoryLimit: 128 << 20,
+	}, &out)
+	wantOut := sdkCodeResponse{Language: "Demo", Version: "1.0.0", Runtime: sdkOutput{Stdout: code, Output: code}}
+	if status != 200 || out != wantOut {
+		t.Errorf("Execute: %d %q %+v, want %+v", status, msg, out, wantOut)
+	}
+
+	if status, msg := s.sdkCall(t, "POST", "/api/execute", key, sdkCodeRequest{Language: "Python", Version: "3.10.10", Code: "print(1)"}, nil); status != 400 || msg != "Runtime not found" {
+		t.Errorf("Execute of Python: %d %q, want 400 \"Runtime not found\" (the SDK's ErrRuntimeNotFound)", status, msg)
+	}
+
+	var rec struct{ UserEmail string }
+	if err := json.Unmarshal([]byte(s.redis(t, "GET", key)), &rec); err != nil {
+		t.Fatalf("trial record: %v", err)
+	}
+	if got := s.redis(t, "GET", counterKey(rec.UserEmail)); got != "4" {
+		t.Errorf("%s = %q after the SDK's 4 calls, want 4", counterKey(rec.UserEmail), got)
+	}
+}
+
+// checkGatewayLog wants Traefik's log free of the warning it gives at start
+// for a ForwardAuth without maxResponseBodySize (docker/traefik/dynamic.yaml).
+func (s *stack) checkGatewayLog(t *testing.T) {
+	out := s.mustCompose("logs", "--no-color", "gateway")
+	if strings.Contains(out, "maxResponseBodySize") {
+		t.Errorf("the gateway warns about maxResponseBodySize:\n%s", out)
+	}
+	if !strings.Contains(out, "Traefik version") {
+		t.Errorf("the gateway's log lacks its start line: cannot judge it\n%s", out)
+	}
 }

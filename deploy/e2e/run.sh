@@ -11,14 +11,20 @@
 #   3. makes, under the names compose.yaml and the Dockerfiles use, the
 #      images no registry gives here: the Go build stage from this machine's
 #      Go toolchain, Redis from Debian's redis-server, Traefik from the
-#      binary of step 2, the API and the mail catcher from the stand-ins in
+#      binary of step 2, the mail catcher from the stand-in in
 #      deploy/e2e/standin (a machine that reaches Docker Hub pulls the real
 #      ones instead: nothing of this is needed there);
-#   4. builds pesto-auth and pesto-registration from docker/*.Dockerfile, as
-#      they are, in a clean copy of the repository (tracked and new files,
-#      nothing ignored);
+#   4. builds auth, registration and the demo API from docker/*.Dockerfile,
+#      as they are, in a clean copy of the repository (tracked and new
+#      files, nothing ignored), under the names compose.yaml pulls them by
+#      (ghcr.io/…:e2e: present, so compose pulls nothing); then each for
+#      linux/arm64 too, cross-compiled by the same build stage, and checks
+#      that the arm64 binary runs (under qemu-user) and what each weighs;
 #   5. runs the test, which brings the stack up there with its own .env,
 #      checks it and takes it down.
+# One run at a time on an engine: the stack's project name (pesto-e2e, or
+# PESTO_E2E_PROJECT) and its network's fixed subnet are the same for every
+# run, and no other stack of compose.yaml may be up meanwhile (its subnet).
 # Anything that cannot be done fails the run; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,10 +42,11 @@ fail() { printf 'e2e: %s\n' "$*" >&2; exit 1; }
 # Debian's client: its BuildKit is built in (the newer client some machines
 # have in /usr/local/bin needs the buildx plugin).
 DOCKER=/usr/bin/docker
-if [ ! -x "$DOCKER" ] || ! command -v dockerd >/dev/null || [ ! -x /bin/busybox ] || ! command -v redis-server >/dev/null || ! command -v wrk >/dev/null; then
-	log "installing docker.io, busybox-static, redis-server, wrk"
+if [ ! -x "$DOCKER" ] || ! command -v dockerd >/dev/null || [ ! -x /bin/busybox ] || ! command -v redis-server >/dev/null ||
+	! command -v wrk >/dev/null || ! command -v qemu-aarch64-static >/dev/null; then
+	log "installing docker.io, busybox-static, redis-server, wrk, qemu-user-static"
 	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends docker.io busybox-static redis-server wrk ca-certificates >/dev/null
+	apt-get install -y -qq --no-install-recommends docker.io busybox-static redis-server wrk ca-certificates qemu-user-static >/dev/null
 	service redis-server stop >/dev/null 2>&1 || true
 fi
 mkdir -p "$CACHE"
@@ -65,6 +72,9 @@ if ! "$DOCKER" info >/dev/null 2>&1; then
 	"$DOCKER" info >/dev/null || { tail -20 "$CACHE/dockerd.log" >&2; fail "dockerd does not answer"; }
 fi
 log "engine $("$DOCKER" version --format '{{.Server.Version}}')"
+project=${PESTO_E2E_PROJECT:-pesto-e2e}
+running=$("$DOCKER" ps -a -q --filter label=com.docker.compose.project="$project")
+[ -z "$running" ] || fail "containers of project $project exist: another make e2e runs on this engine, or one was killed (then: docker compose -p $project down -v)"
 
 # ---- 2. tools ------------------------------------------------------------
 "$ROOT/deploy/e2e/tools.sh"
@@ -122,9 +132,9 @@ static_image() {
 	import "$name" "$dir" "$pkg $(sha256sum "$dir/$bin" | cut -c1-16)" --change "ENTRYPOINT [\"/$bin\"]"
 }
 
-# The build stage of the Dockerfiles: golang:${GO_VERSION}-bookworm.
-go_version=$(sed -n 's/^ARG GO_VERSION=//p' "$COPY/docker/auth.Dockerfile")
-[ -n "$go_version" ] || fail "docker/auth.Dockerfile has no ARG GO_VERSION"
+# The build stage of the Dockerfiles: golang:<version>-bookworm.
+go_version=$(sed -n 's/^FROM .*golang:\([0-9.]*\)-bookworm .*/\1/p' "$COPY/docker/auth.Dockerfile")
+[ -n "$go_version" ] || fail "docker/auth.Dockerfile builds FROM no golang:<version>-bookworm"
 host_go=$(go env GOVERSION)
 case "$host_go" in go"$go_version" | go"$go_version".*) ;; *) fail "the Dockerfiles want Go $go_version, this machine has $host_go" ;; esac
 golang=golang:$go_version-bookworm
@@ -142,7 +152,7 @@ fi
 traefik_version=$("$CACHE/bin/traefik" version | sed -n 's/^Version:[[:space:]]*//p')
 for image in $(cd "$COPY" && "$DOCKER" compose --profile dev config --images | sort -u); do
 	case "$image" in
-	pesto-auth:* | pesto-registration:*) ;; # step 4
+	*/pesto-keys-auth:* | */pesto-keys-registration:* | */pesto-demo-api:*) ;; # step 4
 	redis:*)
 		source="Debian $(redis-server --version | grep -o 'v=[^ ]*')"
 		if [ "$(made_from "$image")" != "$source" ]; then
@@ -172,7 +182,6 @@ for image in $(cd "$COPY" && "$DOCKER" compose --profile dev config --images | s
 				--change 'ENTRYPOINT ["/usr/local/bin/traefik"]'
 		fi
 		;;
-	traefik/whoami:*) static_image "$image" ./e2e/standin/api whoami ;;
 	axllent/mailpit:*) static_image "$image" ./e2e/standin/mailcatcher mailpit ;;
 	*) fail "compose.yaml names $image: this script does not know how to make it without a registry" ;;
 	esac
@@ -195,11 +204,40 @@ if [ "$(made_from "$flood")" != "$source" ]; then
 fi
 
 # ---- 4. Pesto's images, from the Dockerfiles as they are ------------------
-for svc in auth registration; do
-	log "docker build -f docker/$svc.Dockerfile -t pesto-$svc:$PESTO_VERSION"
-	DOCKER_BUILDKIT=1 nice -n 10 "$DOCKER" build -q -f "$COPY/docker/$svc.Dockerfile" \
-		--build-arg VERSION="$PESTO_VERSION" -t "pesto-$svc:$PESTO_VERSION" "$COPY" >/dev/null
+# dockerfile IMAGE: the Dockerfile of one of this repository's images.
+dockerfile() {
+	case "$1" in
+	*/pesto-keys-auth:*) echo auth ;;
+	*/pesto-keys-registration:*) echo registration ;;
+	*/pesto-demo-api:*) echo demo-api ;;
+	esac
+}
+built=0
+for image in $(cd "$COPY" && "$DOCKER" compose --profile dev config --images | sort -u); do
+	name=$(dockerfile "$image")
+	[ -n "$name" ] || continue
+	log "docker build -f docker/$name.Dockerfile -t $image"
+	DOCKER_BUILDKIT=1 nice -n 10 "$DOCKER" build -q -f "$COPY/docker/$name.Dockerfile" \
+		--build-arg VERSION="$PESTO_VERSION" -t "$image" "$COPY" >/dev/null
+	# The same Dockerfile for linux/arm64: the build stage runs here (amd64)
+	# and cross-compiles; the binary must be an arm64 one that runs.
+	arm64=pesto-e2e-arm64/$name:$PESTO_VERSION
+	log "docker build --platform linux/arm64 -f docker/$name.Dockerfile -t $arm64"
+	DOCKER_BUILDKIT=1 nice -n 10 "$DOCKER" build -q --platform linux/arm64 -f "$COPY/docker/$name.Dockerfile" \
+		--build-arg VERSION="$PESTO_VERSION" -t "$arm64" "$COPY" >/dev/null
+	arch=$("$DOCKER" image inspect --format '{{.Os}}/{{.Architecture}}' "$arm64")
+	[ "$arch" = linux/arm64 ] || fail "$arm64 is $arch, want linux/arm64"
+	container=$("$DOCKER" create "$arm64" 2>/dev/null)
+	"$DOCKER" cp "$container:/$name" "$WORK/$name-arm64" >/dev/null
+	"$DOCKER" rm "$container" >/dev/null
+	version=$(qemu-aarch64-static "$WORK/$name-arm64" version) || fail "the arm64 $name does not run under qemu-aarch64-static"
+	[ "$version" = "$name $PESTO_VERSION" ] || fail "arm64 $name version: $version"
+	log "$arm64: linux/arm64, its /$name runs under qemu-aarch64-static ($version)"
+	built=$((built + 1))
 done
+[ "$built" = 3 ] || fail "built $built of this repository's images, want 3 (compose.yaml's auth, registration, api)"
+log "image sizes:"
+"$DOCKER" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '(pesto-keys-|pesto-demo-api|pesto-e2e-arm64/).*:'"$PESTO_VERSION"' ' | sort >&2
 
 # ---- 5. the test ----------------------------------------------------------
 log "go test -tags e2e ./deploy/e2e (stack in $COPY)"

@@ -122,8 +122,11 @@ func AtExit(f func()) {
 // real main (see TestMain) with args, in an environment of PATH and env
 // only. The caller sets its output and starts it.
 func MainCommand(env map[string]string, args ...string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
+	cmd := SelfCommand(append([]string{"-test.run=^$", "--"}, args...)...)
 	cmd.Env = []string{mainEnv + "=1", "PATH=" + os.Getenv("PATH")}
+	if e := os.Getenv(EmulatorEnv); e != "" {
+		cmd.Env = append(cmd.Env, EmulatorEnv+"="+e)
+	}
 	keys := make([]string, 0, len(env))
 	for k := range env {
 		keys = append(keys, k)
@@ -133,6 +136,22 @@ func MainCommand(env map[string]string, args ...string) *exec.Cmd {
 		cmd.Env = append(cmd.Env, k+"="+env[k])
 	}
 	return cmd
+}
+
+// EmulatorEnv names the emulator that runs this test binary when it is
+// built for another architecture (make test-arm64: qemu-aarch64-static,
+// through go test -exec). A process under qemu-user cannot start a binary
+// of its own architecture by itself, so SelfCommand starts the child
+// through the emulator too.
+const EmulatorEnv = "PESTO_TEST_EMULATOR"
+
+// SelfCommand returns a command that runs this test binary again with
+// args, through the emulator of EmulatorEnv when it is set.
+func SelfCommand(args ...string) *exec.Cmd {
+	if e := os.Getenv(EmulatorEnv); e != "" {
+		return exec.Command(e, append([]string{os.Args[0]}, args...)...)
+	}
+	return exec.Command(os.Args[0], args...)
 }
 
 // Do sends req with c and returns the answer's status, whole body and

@@ -2,8 +2,10 @@
 // mail catcher (axllent/mailpit) where no registry is reachable: SMTP on
 // :1025 keeps every message in memory, and :8025 serves the part of
 // Mailpit's API the end-to-end test reads: GET /api/v1/messages (newest
-// first: ID, From, To, Subject) and GET /api/v1/message/{ID}/raw. Built and
-// imported by deploy/e2e/run.sh.
+// first: ID, From, To, Subject) and GET /api/v1/message/{ID}/raw, and
+// GET /readyz. As Mailpit's binary, it answers the subcommand "readyz"
+// (exit 0 when GET /readyz on :8025 answers 200), compose.yaml's
+// healthcheck. Built and imported by deploy/e2e/run.sh.
 package main
 
 import (
@@ -14,6 +16,7 @@ import (
 	"mime"
 	"net/http"
 	"net/mail"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -83,6 +86,14 @@ func (s *session) Reset()        { s.from, s.to = "", nil }
 func (s *session) Logout() error { return nil }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "readyz" {
+		c := &http.Client{Timeout: 2 * time.Second}
+		res, err := c.Get("http://127.0.0.1:8025/readyz")
+		if err != nil || res.StatusCode != http.StatusOK {
+			log.Fatalf("readyz: %v %v", err, res)
+		}
+		return
+	}
 	st := &store{}
 	srv := smtp.NewServer(backend{store: st})
 	srv.Addr = ":1025"
@@ -113,5 +124,6 @@ func main() {
 		}
 		http.NotFound(w, r)
 	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {})
 	log.Fatal(http.ListenAndServe(":8025", mux))
 }

@@ -1,0 +1,3 @@
+module pesto/demoapi
+
+go 1.26
