@@ -242,8 +242,10 @@ func checkStack(t *testing.T, p *types.Project) {
 
 // TestComposePullsPublishedImages: a fresh clone's `docker compose up`
 // pulls auth, registration and the demo API, at PESTO_VERSION (edge by
-// default, and in .env.example), and builds nothing; the names are never
-// the old services' images (ghcr.io/teknologi-umum/pesto-auth, …).
+// default, and in .env.example), and builds one from the checkout only when
+// it cannot be pulled (a service with image and build, and no pull_policy:
+// Compose pulls first); the names are never the old services' images
+// (ghcr.io/teknologi-umum/pesto-auth, …).
 func TestComposePullsPublishedImages(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -258,8 +260,11 @@ func TestComposePullsPublishedImages(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := loadComposeFiles(t, []string{composeFile}, tc.env, tc.envFiles, "dev")
 			for _, s := range p.Services {
-				if s.Build != nil {
-					t.Errorf("%s builds (%s): compose.yaml pulls; building is compose.build.yaml's", s.Name, s.Build.Dockerfile)
+				if s.PullPolicy != "" && s.PullPolicy != types.PullPolicyMissing {
+					t.Errorf("%s pull_policy = %q, want unset: pulled, built only when it cannot be", s.Name, s.PullPolicy)
+				}
+				if _, ours := published[s.Name]; ours != (s.Build != nil) {
+					t.Errorf("%s build = %v: only auth, registration and the demo API build, as a fallback", s.Name, s.Build)
 				}
 				if s.Image == "" {
 					t.Errorf("%s has no image", s.Name)
