@@ -1,9 +1,13 @@
 package deploy
 
 import (
+	"context"
 	"io"
+	"maps"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/compose-spec/compose-go/v2/cli"
+
+	"pesto/shared/doccheck"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 	"pesto/shared/wire"
@@ -52,20 +59,21 @@ func TestAnswersBesideTheOldAuth(t *testing.T) {
 	_, old := startOldAuth(t, rs.Addr)
 	counter := wire.CounterKey(time.Now(), "")
 	for key, value := range map[string]string{
-		"key-ok":                            `{"UserEmail":"ok@example.com","MonthlyLimit":1000,"Revoked":false}`,
-		"key-revoked":                       `{"UserEmail":"revoked@example.com","MonthlyLimit":1000,"Revoked":true}`,
-		"key-at-limit":                      `{"UserEmail":"at-limit@example.com","MonthlyLimit":2,"Revoked":false}`,
-		counter + "at-limit@example.com":    "2",
-		"key-over":                          `{"UserEmail":"over@example.com","MonthlyLimit":2,"Revoked":false}`,
-		counter + "over@example.com":        "3",
-		"key-no-revoked":                    `{"UserEmail":"no-revoked@example.com","MonthlyLimit":1000}`,
-		"key-aliases":                       `{"email":"aliases@example.com","limit":1000,"token":"key-aliases"}`,
-		"key-twice":                         `{"UserEmail":"twice@example.com","MonthlyLimit":1000,"Revoked":true,"Revoked":false}`,
-		"key-array":                         `["array@example.com",1000,false]`,
-		wire.HashedKey("hashed-key"):        `{"UserEmail":"hashed@example.com","MonthlyLimit":1000,"Revoked":false}`,
-		counter + "a-counter@example.com":   "5",
-		"with space":                        `{"UserEmail":"space@example.com","MonthlyLimit":1000,"Revoked":false}`,
-		"waiting-list-is-not-a-token-value": "x",
+		"key-ok":                          `{"UserEmail":"ok@example.com","MonthlyLimit":1000,"Revoked":false}`,
+		"key-revoked":                     `{"UserEmail":"revoked@example.com","MonthlyLimit":1000,"Revoked":true}`,
+		"key-at-limit":                    `{"UserEmail":"at-limit@example.com","MonthlyLimit":2,"Revoked":false}`,
+		counter + "at-limit@example.com":  "2",
+		"key-over":                        `{"UserEmail":"over@example.com","MonthlyLimit":2,"Revoked":false}`,
+		counter + "over@example.com":      "3",
+		"key-no-revoked":                  `{"UserEmail":"no-revoked@example.com","MonthlyLimit":1000}`,
+		"key-aliases":                     `{"email":"aliases@example.com","limit":1000,"token":"key-aliases"}`,
+		"key-twice":                       `{"UserEmail":"twice@example.com","MonthlyLimit":1000,"Revoked":true,"Revoked":false}`,
+		"key-array":                       `["array@example.com",1000,false]`,
+		"key-spellings":                   `{"UserEmail":"spellings@example.com","MonthlyLimit":1000,"Revoked":false,"revoked":true}`,
+		wire.HashedKey("hashed-key"):      `{"UserEmail":"hashed@example.com","MonthlyLimit":1000,"Revoked":false}`,
+		counter + "a-counter@example.com": "5",
+		"with space":                      `{"UserEmail":"space@example.com","MonthlyLimit":1000,"Revoked":false}`,
+		strings.Repeat("k", 300):          `{"UserEmail":"long@example.com","MonthlyLimit":1000,"Revoked":false}`,
 	} {
 		rs.Do("SET", key, value)
 	}
@@ -95,12 +103,14 @@ func TestAnswersBesideTheOldAuth(t *testing.T) {
 		{"counter past the limit", "/", ptr("key-over"), overQuota, overQuota},
 		{"record without Revoked", "/", ptr("key-no-revoked"), internal, ok},
 		{"record with a field twice", "/", ptr("key-twice"), internal, internal},
+		{"record with a field under two spellings", "/", ptr("key-spellings"), oldOK, internal},
 		{"record with the lower-case aliases", "/", ptr("key-aliases"), internal, ok},
 		{"record as a JSON array", "/", ptr("key-array"), oldOK, internal},
 		{"our key name: the waiting list", "/", ptr("waiting-list"), internal, notRegistered},
 		{"our key name: a counter", "/", ptr(counter + "a-counter@example.com"), internal, notRegistered},
 		{"our key name: a hashed key's record", "/", ptr(wire.HashedKey("hashed-key")), oldOK, notRegistered},
 		{"a key with a space in it", "/", ptr("with space"), oldOK, notRegistered},
+		{"a key over 256 bytes", "/", ptr(strings.Repeat("k", 300)), oldOK, notRegistered},
 		{"unknown path", "/api/execute", ptr("key-ok"), hookAnswer{404, "", ""}, hookAnswer{404, `{"message":"Not found"}`, jsonType}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -374,6 +384,18 @@ func TestBesideTheOldRegistration(t *testing.T) {
 		t.Errorf("old registration's emails %v", got)
 	}
 	send(t, "PUT", reg+"/api/approve", `{"email":"new@example.com","limit":5}`, nil).want(t, 401, `{"message":"Unauthorized"}`)
+	// Any key name that holds no record is free to it, and SET overwrites:
+	// a listed signup "approved" under someone's counter makes every call
+	// of theirs a 500 for the rest of the month.
+	rs.Do("SET", "victim-key", `{"UserEmail":"victim@example.com","MonthlyLimit":100,"Revoked":false}`)
+	send(t, "POST", old+"/api/register", `{"name":"M","email":"mallory@example.com","calls":1}`, nil).want(t, 201, `{"message":"Created"}`)
+	victimCounter := wire.CounterKey(time.Now(), "victim@example.com")
+	send(t, "PUT", old+"/api/approve", `{"email":"mallory@example.com","limit":1,"token":"`+victimCounter+`"}`, nil).want(t, 200, `{"message":"OK"}`)
+	for _, addr := range []string{ours, oldAuth} {
+		if got := hook(t, addr, "/", ptr("victim-key")); got.status != 500 {
+			t.Errorf("%s, a key whose counter the old admin overwrote: %v, want 500", addr, got)
+		}
+	}
 	// It rebuilt the list without that exact email; without a key it
 	// approves nothing.
 	if got := rs.DoList("LRANGE", "waiting-list", "0", "-1"); !slices.Equal(got, []string{newElem, againElem}) {
@@ -526,5 +548,116 @@ func TestOldAuthBehindTheProxies(t *testing.T) {
 				t.Errorf("valid key: %d %q, Content-Type %q (the API's is text/plain; charset=utf-8)", got.status, got.body, ct)
 			}
 		})
+	}
+}
+
+// migrationGuide returns the text of docs/migration.md.
+func migrationGuide(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(doccheck.Root(t), "docs", "migration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// between returns the text of s after the first start, up to the first end
+// after it.
+func between(t *testing.T, s, start, end string) string {
+	t.Helper()
+	_, after, ok := strings.Cut(s, start)
+	if !ok {
+		t.Fatalf("no %q", start)
+	}
+	text, _, ok := strings.Cut(after, end)
+	if !ok {
+		t.Fatalf("no %q after %q", end, start)
+	}
+	return text
+}
+
+// The guide's script lists the keys our auth will not look up and the
+// records the old auth answered 500 for that ours reads, and nothing else.
+func TestMigrationKeyCheck(t *testing.T) {
+	script := between(t, migrationGuide(t), "redis-cli EVAL '", "' 0\n")
+	rs := redistest.StartStandalone(t)
+	canonical := `{"UserEmail":"a@example.com","MonthlyLimit":5,"Revoked":false}`
+	want := []string{"k\u00e9y", "no-revoked", "aliases", "with space", "tab\tkey", strings.Repeat("k", 257)}
+	for _, k := range []string{"k\u00e9y", "with space", "tab\tkey", strings.Repeat("k", 257)} {
+		rs.Do("SET", k, canonical)
+	}
+	rs.Do("SET", "no-revoked", `{"UserEmail":"a@example.com","MonthlyLimit":5}`)
+	rs.Do("SET", "aliases", ` {"email":"a@example.com","limit":5,"token":"aliases"}`)
+	// Not listed: read alike by both auths, or not a key.
+	rs.Do("SET", "fine", canonical)
+	rs.Do("SET", strings.Repeat("k", 256), canonical)
+	rs.Do("SET", "revoked", `{"UserEmail":"a@example.com","MonthlyLimit":5,"Revoked":true}`)
+	rs.Do("SET", "twice", `{"UserEmail":"a@example.com","MonthlyLimit":5,"Revoked":true,"Revoked":false}`)
+	rs.Do("SET", "not-json", "hello")
+	rs.Do("SET", wire.HashedKey("hashed"), `{"UserEmail":"a@example.com","MonthlyLimit":5}`)
+	rs.Do("SET", wire.CounterKey(time.Now(), "a@example.com"), "5")
+	rs.Do("RPUSH", "waiting-list", `{"name":"A","email":"a@example.com","building":null,"calls":1}`)
+	rs.Do("HSET", "a hash", "f", "v")
+	for i := range 3000 { // more than one SCAN batch
+		rs.Do("SET", "bulk-"+strconv.Itoa(i), canonical)
+	}
+	c := rs.Client()
+	got, err := c.Do(context.Background(), c.B().Eval().Script(script).Numkeys(0).Build()).AsStrSlice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("listed %q, want %q", got, want)
+	}
+}
+
+// The guide's compose.migration.yaml, loaded over compose.yaml as Docker
+// Compose loads it: the old registration reachable from Redis's network
+// alone, with its Mailersend key; the old auth without PORT; the gateway
+// reading dynamic.migration.yaml, which the guide's sed makes from
+// dynamic.yaml by changing the hook's address alone.
+func TestMigrationCompose(t *testing.T) {
+	guide := migrationGuide(t)
+	override := filepath.Join(t.TempDir(), "compose.migration.yaml")
+	_, block, _ := strings.Cut(between(t, guide, "`compose.migration.yaml`, next to `compose.yaml`", "\n```\n"), "```yaml\n")
+	writeFile(t, override, block)
+	o, err := cli.NewProjectOptions([]string{composeFile, override}, cli.WithName("pesto"), cli.WithEnv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := o.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("load with the override: %v", err)
+	}
+	reg, auth := service(t, p, "legacy-registration"), service(t, p, "legacy-auth")
+	if len(reg.Ports) != 0 || len(reg.Networks) != 1 {
+		t.Errorf("legacy-registration: ports %v, networks %v; want none and backend alone", reg.Ports, slices.Collect(maps.Keys(reg.Networks)))
+	}
+	if _, ok := reg.Networks["backend"]; !ok {
+		t.Errorf("legacy-registration is not on backend (Redis)")
+	}
+	if _, ok := reg.Environment["MAILERSEND_API_KEY"]; !ok {
+		t.Errorf("legacy-registration gets no MAILERSEND_API_KEY")
+	}
+	if _, ok := auth.Environment["PORT"]; ok {
+		t.Errorf("legacy-auth is given PORT, which it ignores")
+	}
+	for _, n := range []string{"frontend", "backend"} {
+		if _, ok := auth.Networks[n]; !ok {
+			t.Errorf("legacy-auth is not on %s", n)
+		}
+	}
+	if f := p.Configs["traefik-dynamic"].File; filepath.Base(f) != "dynamic.migration.yaml" {
+		t.Errorf("the gateway's routes from %q, want dynamic.migration.yaml", f)
+	}
+	sed := "sed -i 's|address: http://auth:3000/|address: http://legacy-auth:3000/|' dynamic.migration.yaml"
+	b, err := os.ReadFile("../docker/traefik/dynamic.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(guide, sed) || strings.Count(string(b), "address: http://auth:3000/") != 1 {
+		t.Errorf("the guide's %q must change the hook's address of docker/traefik/dynamic.yaml, and only that", sed)
 	}
 }
