@@ -81,19 +81,23 @@ func (g *oldRegistration) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // jsonBody is axum's Json extractor, as far as the tests need it: a JSON
-// Content-Type (else 415), then the body read into fields (serdeStruct, else
-// 422). Its error texts are not modelled.
-func jsonBody(w http.ResponseWriter, r *http.Request, fields [][]string) (map[string]json.RawMessage, bool) {
+// Content-Type (else 415), then the body read into fields (serdeStruct) and
+// by read (else 422). Its error texts are not modelled.
+func jsonBody[T any](w http.ResponseWriter, r *http.Request, fields [][]string, read func(map[string]json.RawMessage) (T, bool)) (T, bool) {
+	var v T
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
 		w.WriteHeader(http.StatusUnsupportedMediaType)
-		return nil, false
+		return v, false
 	}
 	b, _ := io.ReadAll(r.Body)
 	f, ok := serdeStruct(string(b), fields, false)
+	if ok {
+		v, ok = read(f)
+	}
 	if !ok {
 		w.WriteHeader(http.StatusUnprocessableEntity)
 	}
-	return f, ok
+	return v, ok
 }
 
 // humanUser is a waiting-list element (52-58); a null or missing building
@@ -158,13 +162,8 @@ func (g *oldRegistration) getUsers(ctx context.Context) ([]humanUser, error) {
 // register is 477-509 and 104-128: 202 when the exact email is listed, else
 // RPUSH of the signup as serde writes it.
 func (g *oldRegistration) register(w http.ResponseWriter, r *http.Request) {
-	f, ok := jsonBody(w, r, humanUserFields)
+	u, ok := jsonBody(w, r, humanUserFields, readHumanUser)
 	if !ok {
-		return
-	}
-	u, ok := readHumanUser(f)
-	if !ok {
-		w.WriteHeader(http.StatusUnprocessableEntity)
 		return
 	}
 	ctx := context.Background()
@@ -256,13 +255,8 @@ func (g *oldRegistration) userByToken(ctx context.Context, token string) (v toke
 
 // approve is 552-667.
 func (g *oldRegistration) approve(w http.ResponseWriter, r *http.Request) {
-	f, ok := jsonBody(w, r, tokenValueFields)
+	body, ok := jsonBody(w, r, tokenValueFields, readTokenValue)
 	if !ok {
-		return
-	}
-	body, ok := readTokenValue(f)
-	if !ok {
-		w.WriteHeader(http.StatusUnprocessableEntity)
 		return
 	}
 	ctx := context.Background()
@@ -333,13 +327,10 @@ func (g *oldRegistration) approve(w http.ResponseWriter, r *http.Request) {
 // field (62), so the command is SET <value>, without a key: Redis refuses it
 // and the answer is 500, the record unchanged.
 func (g *oldRegistration) revoke(w http.ResponseWriter, r *http.Request) {
-	f, ok := jsonBody(w, r, [][]string{{"token"}})
+	token, ok := jsonBody(w, r, [][]string{{"token"}}, func(f map[string]json.RawMessage) (token string, ok bool) {
+		return token, serdeString(f["token"], &token)
+	})
 	if !ok {
-		return
-	}
-	var token string
-	if !serdeString(f["token"], &token) {
-		w.WriteHeader(http.StatusUnprocessableEntity)
 		return
 	}
 	ctx := context.Background()

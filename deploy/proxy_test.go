@@ -412,15 +412,37 @@ func call(t *testing.T, f front, path string, token *string) answer {
 
 func do(t *testing.T, method, url string, token *string) answer {
 	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
+	header := map[string]string{}
+	if token != nil {
+		header["X-Pesto-Token"] = *token
+	}
+	return request(t, method, url, "", header)
+}
+
+// request sends a request with a JSON body (none when body is empty) and
+// the headers.
+func request(t *testing.T, method, url, body string, header map[string]string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if token != nil {
-		req.Header["X-Pesto-Token"] = []string{*token}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
-	status, body, header := servicetest.Do(t, client, req)
-	return answer{status: status, body: body, header: header}
+	for k, v := range header {
+		req.Header[k] = []string{v}
+	}
+	status, got, h := servicetest.Do(t, client, req)
+	return answer{status: status, body: got, header: h}
+}
+
+// want fails the test unless a has the status and the exact body.
+func (a answer) want(t *testing.T, status int, body string) {
+	t.Helper()
+	if a.status != status || a.body != body {
+		t.Fatalf("got %d %q, want %d %q", a.status, a.body, status, body)
+	}
 }
 
 // checkRoutes checks what a proxy routes where: every /api/ path to the

@@ -351,8 +351,8 @@ func TestBesideTheOldRegistration(t *testing.T) {
 
 	// Signups: the old registration stores a missing building as null, ours
 	// as ""; each reads the other's.
-	send(t, "POST", old+"/api/register", `{"name":"Old","email":"old@example.com","calls":5}`, nil).want(t, 201, `{"message":"Created"}`)
-	send(t, "POST", reg+"/api/register", `{"name":"New","email":"new@example.com","calls":5}`, nil).want(t, 201, `{"message":"Created"}`)
+	request(t, "POST", old+"/api/register", `{"name":"Old","email":"old@example.com","calls":5}`, nil).want(t, 201, `{"message":"Created"}`)
+	request(t, "POST", reg+"/api/register", `{"name":"New","email":"new@example.com","calls":5}`, nil).want(t, 201, `{"message":"Created"}`)
 	oldElem := `{"name":"Old","email":"old@example.com","building":null,"calls":5}`
 	newElem := `{"name":"New","email":"new@example.com","building":"","calls":5}`
 	if got := rs.DoList("LRANGE", "waiting-list", "0", "-1"); !slices.Equal(got, []string{oldElem, newElem}) {
@@ -360,11 +360,11 @@ func TestBesideTheOldRegistration(t *testing.T) {
 	}
 	// The same person: ours compares emails ignoring case, the old one
 	// byte for byte.
-	send(t, "POST", reg+"/api/register", `{"name":"Old","email":"OLD@example.com","calls":5}`, nil).want(t, 202, `{"message":"Accepted"}`)
-	send(t, "POST", old+"/api/register", `{"name":"Old again","email":"OLD@example.com","calls":5}`, nil).want(t, 201, `{"message":"Created"}`)
+	request(t, "POST", reg+"/api/register", `{"name":"Old","email":"OLD@example.com","calls":5}`, nil).want(t, 202, `{"message":"Accepted"}`)
+	request(t, "POST", old+"/api/register", `{"name":"Old again","email":"OLD@example.com","calls":5}`, nil).want(t, 201, `{"message":"Created"}`)
 	againElem := `{"name":"Old again","email":"OLD@example.com","building":null,"calls":5}`
-	send(t, "GET", old+"/api/pending", "", nil).want(t, 200, "["+oldElem+","+newElem+","+againElem+"]")
-	if got := send(t, "GET", reg+"/api/pending", "", admin); got.status != 200 ||
+	request(t, "GET", old+"/api/pending", "", nil).want(t, 200, "["+oldElem+","+newElem+","+againElem+"]")
+	if got := request(t, "GET", reg+"/api/pending", "", admin); got.status != 200 ||
 		!strings.Contains(got.body, `"old@example.com"`) || !strings.Contains(got.body, `"OLD@example.com"`) {
 		t.Fatalf("ours' pending: %d %s", got.status, got.body)
 	}
@@ -372,7 +372,7 @@ func TestBesideTheOldRegistration(t *testing.T) {
 	// The old admin asks for no credential at all: anyone who reaches it
 	// approves a listed signup (their own) with any limit and key.
 	const selfApproved = "self-approved-key-0000000000000000000000000000000000000000000000"
-	send(t, "PUT", old+"/api/approve", `{"email":"old@example.com","limit":1000000000,"token":"`+selfApproved+`"}`, nil).
+	request(t, "PUT", old+"/api/approve", `{"email":"old@example.com","limit":1000000000,"token":"`+selfApproved+`"}`, nil).
 		want(t, 200, `{"message":"OK"}`)
 	if got := rs.Do("GET", selfApproved); got != `{"UserEmail":"old@example.com","MonthlyLimit":1000000000,"Revoked":false}` {
 		t.Fatalf("record %q", got)
@@ -383,14 +383,14 @@ func TestBesideTheOldRegistration(t *testing.T) {
 	if got := oldReg.sent(); !slices.Equal(got, []oldEmail{{"old@example.com", selfApproved}}) {
 		t.Errorf("old registration's emails %v", got)
 	}
-	send(t, "PUT", reg+"/api/approve", `{"email":"new@example.com","limit":5}`, nil).want(t, 401, `{"message":"Unauthorized"}`)
+	request(t, "PUT", reg+"/api/approve", `{"email":"new@example.com","limit":5}`, nil).want(t, 401, `{"message":"Unauthorized"}`)
 	// Any key name that holds no record is free to it, and SET overwrites:
 	// a listed signup "approved" under someone's counter makes every call
 	// of theirs a 500 for the rest of the month.
 	rs.Do("SET", "victim-key", `{"UserEmail":"victim@example.com","MonthlyLimit":100,"Revoked":false}`)
-	send(t, "POST", old+"/api/register", `{"name":"M","email":"mallory@example.com","calls":1}`, nil).want(t, 201, `{"message":"Created"}`)
+	request(t, "POST", old+"/api/register", `{"name":"M","email":"mallory@example.com","calls":1}`, nil).want(t, 201, `{"message":"Created"}`)
 	victimCounter := wire.CounterKey(time.Now(), "victim@example.com")
-	send(t, "PUT", old+"/api/approve", `{"email":"mallory@example.com","limit":1,"token":"`+victimCounter+`"}`, nil).want(t, 200, `{"message":"OK"}`)
+	request(t, "PUT", old+"/api/approve", `{"email":"mallory@example.com","limit":1,"token":"`+victimCounter+`"}`, nil).want(t, 200, `{"message":"OK"}`)
 	for _, addr := range []string{ours, oldAuth} {
 		if got := hook(t, addr, "/", ptr("victim-key")); got.status != 500 {
 			t.Errorf("%s, a key whose counter the old admin overwrote: %v, want 500", addr, got)
@@ -401,11 +401,11 @@ func TestBesideTheOldRegistration(t *testing.T) {
 	if got := rs.DoList("LRANGE", "waiting-list", "0", "-1"); !slices.Equal(got, []string{newElem, againElem}) {
 		t.Fatalf("waiting list after the old approve %q", got)
 	}
-	send(t, "PUT", old+"/api/approve", `{"email":"new@example.com","limit":5}`, nil).
+	request(t, "PUT", old+"/api/approve", `{"email":"new@example.com","limit":5}`, nil).
 		want(t, 400, `{"message":"User seemed to be approved already"}`)
 
 	// Ours approves what the old one listed; the old auth lets its key in.
-	approved := send(t, "PUT", reg+"/api/approve", `{"email":"OLD@example.com","limit":5}`, admin)
+	approved := request(t, "PUT", reg+"/api/approve", `{"email":"OLD@example.com","limit":5}`, admin)
 	newKey := strings.TrimSuffix(strings.TrimPrefix(approved.body, `{"message":"OK","token":"`), `"}`)
 	if approved.status != 200 || len(newKey) != 64 {
 		t.Fatalf("ours' approve: %d %s", approved.status, approved.body)
@@ -416,7 +416,7 @@ func TestBesideTheOldRegistration(t *testing.T) {
 
 	// The old revoke answers 500 and changes nothing: the record it reads
 	// names no key to write back to.
-	send(t, "PUT", old+"/api/revoke", `{"token":"`+selfApproved+`"}`, nil).want(t, 500, oldRegInternal)
+	request(t, "PUT", old+"/api/revoke", `{"token":"`+selfApproved+`"}`, nil).want(t, 500, oldRegInternal)
 	if got := rs.Do("GET", selfApproved); got != `{"UserEmail":"old@example.com","MonthlyLimit":1000000000,"Revoked":false}` {
 		t.Fatalf("record after the old revoke %q", got)
 	}
@@ -426,7 +426,7 @@ func TestBesideTheOldRegistration(t *testing.T) {
 		}
 	}
 	// Ours revokes it, and both auths refuse it.
-	send(t, "PUT", reg+"/api/revoke", `{"token":"`+selfApproved+`"}`, admin).want(t, 200, `{"message":"OK"}`)
+	request(t, "PUT", reg+"/api/revoke", `{"token":"`+selfApproved+`"}`, admin).want(t, 200, `{"message":"OK"}`)
 	if got := hook(t, oldAuth, "/", ptr(selfApproved)); got.body != oldRevoked {
 		t.Errorf("old auth after our revoke: %v", got)
 	}
@@ -437,7 +437,7 @@ func TestBesideTheOldRegistration(t *testing.T) {
 	// token field (an old admin payload stored as it came): it writes it
 	// back revoked, without its TTL.
 	rs.Do("SET", "alias-key", `{"email":"alias@example.com","limit":5,"token":"alias-key"}`, "EX", "3600")
-	send(t, "PUT", old+"/api/revoke", `{"token":"alias-key"}`, nil).want(t, 200, `{"message":"OK"}`)
+	request(t, "PUT", old+"/api/revoke", `{"token":"alias-key"}`, nil).want(t, 200, `{"message":"OK"}`)
 	if got, ttl := rs.Do("GET", "alias-key"), rs.Do("TTL", "alias-key"); got != `{"UserEmail":"alias@example.com","MonthlyLimit":5,"Revoked":true}` || ttl != "-1" {
 		t.Errorf("alias record after the old revoke %q, TTL %s", got, ttl)
 	}
@@ -445,7 +445,7 @@ func TestBesideTheOldRegistration(t *testing.T) {
 	// Trial keys of either registration work through the other auth, and
 	// neither auth counts them (UNMETERED_EMAILS at its default).
 	for _, c := range []struct{ registration, auth string }{{old, ours}, {reg, oldAuth}} {
-		got := send(t, "POST", c.registration+"/api/trial", "", nil)
+		got := request(t, "POST", c.registration+"/api/trial", "", nil)
 		trial := strings.TrimSuffix(strings.TrimPrefix(got.body, `{"token":"`), `"}`)
 		if got.status != 200 || !strings.HasPrefix(trial, "TRIAL-") || len(trial) != 64 {
 			t.Fatalf("trial from %s: %d %s", c.registration, got.status, got.body)
@@ -472,37 +472,6 @@ func adminJWT(t *testing.T, bin string) string {
 		t.Fatalf("admin-token: %v", err)
 	}
 	return strings.TrimSpace(string(out))
-}
-
-// regAnswer is what a registration answered.
-type regAnswer struct {
-	status int
-	body   string
-}
-
-func (a regAnswer) want(t *testing.T, status int, body string) {
-	t.Helper()
-	if a.status != status || a.body != body {
-		t.Fatalf("got %d %q, want %d %q", a.status, a.body, status, body)
-	}
-}
-
-// send sends a request with a JSON body (none when body is empty) and the
-// headers.
-func send(t *testing.T, method, url, body string, header map[string]string) regAnswer {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	status, got, _ := servicetest.Do(t, client, req)
-	return regAnswer{status, got}
 }
 
 // The old auth behind the recipes and the gateway (during a rollback): its
