@@ -30,6 +30,11 @@ func TestDecisionTable(t *testing.T) {
 	rs.Do("SET", "tok-bad-counter", `{"UserEmail":"bc@example.com","MonthlyLimit":3,"Revoked":false}`)
 	rs.Do("SET", counterNov+"bc@example.com", "many")
 	rs.Do("RPUSH", "tok-list", "x")
+	// Decided beside the old auth (README, "Beside the old auth"): a missing
+	// Revoked is not revoked; a field named twice is no record.
+	rs.Do("SET", "tok-no-revoked", `{"UserEmail":"nr@example.com","MonthlyLimit":3}`)
+	rs.Do("SET", "tok-twice", `{"UserEmail":"tw@example.com","MonthlyLimit":3,"Revoked":true,"Revoked":false}`)
+	rs.Do("SET", "tok-twice-spelled", `{"UserEmail":"tw@example.com","MonthlyLimit":3,"Revoked":false,"revoked":true}`)
 	app, _ := newTestApp(t, rs, nil, endOfMonth)
 
 	const (
@@ -50,6 +55,7 @@ func TestDecisionTable(t *testing.T) {
 	}{
 		{"no header", noHeader, 401, noToken, "", [3]string{}},
 		{"empty header", "", 401, noToken, "", [3]string{}},
+		{"a byte outside visible ASCII", "tök", 401, notReg, "", [3]string{}},
 		{"no such key", "tok-missing", 401, notReg, "", [3]string{}},
 		{"revoked", "tok-revoked", 401, revoked, "", [3]string{}},
 		{"allowed", "tok-ok", 200, "", "", [3]string{"3", "2", "60"}},
@@ -60,6 +66,9 @@ func TestDecisionTable(t *testing.T) {
 		{"corrupt record", "tok-corrupt", 500, internal, "", [3]string{}},
 		{"counter not a number", "tok-bad-counter", 500, internal, "", [3]string{}},
 		{"key of another type", "tok-list", 500, internal, "", [3]string{}},
+		{"record without Revoked", "tok-no-revoked", 200, "", "", [3]string{"3", "2", "60"}},
+		{"record with a field twice", "tok-twice", 500, internal, "", [3]string{}},
+		{"record with a field under two spellings", "tok-twice-spelled", 500, internal, "", [3]string{}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h := http.Header{}
@@ -79,8 +88,13 @@ func TestDecisionTable(t *testing.T) {
 				if xe := got.Header.Get("X-Pesto-Error"); xe != msg.Message {
 					t.Errorf("X-Pesto-Error = %q, want %q", xe, msg.Message)
 				}
-			} else if got.Header.Get("X-Pesto-Error") != "" {
-				t.Errorf("X-Pesto-Error on a 200")
+			} else {
+				if got.Header.Get("X-Pesto-Error") != "" {
+					t.Errorf("X-Pesto-Error on a 200")
+				}
+				if ct, ok := got.Header["Content-Type"]; ok {
+					t.Errorf("Content-Type %q on an empty 200", ct) // no body, no type
+				}
 			}
 			if ra := got.Header.Get("Retry-After"); ra != c.retryAfter {
 				t.Errorf("Retry-After = %q, want %q", ra, c.retryAfter)
@@ -146,6 +160,25 @@ func TestEveryMethod(t *testing.T) {
 		if got := testCall(t, app, m, http.Header{}); got.Status != 401 {
 			t.Errorf("%s without token: %d", m, got.Status)
 		}
+	}
+}
+
+// The hook is / alone: any other path is a JSON 404, whatever the key, and
+// counts nothing (the old auth's was an empty 404: README, "Beside the old
+// auth").
+func TestUnknownPath(t *testing.T) {
+	rs := redistest.Start(t)
+	rs.Do("SET", "tok", validRecord)
+	app, store := newTestApp(t, rs, nil, endOfMonth)
+	for _, path := range []string{"/api/execute", "/auth", "/favicon.ico"} {
+		got := appCall(t, app, "GET", path, tokenHeader("tok"))
+		if got.Status != 404 || got.Body != `{"message":"Not found"}` ||
+			got.Header.Get("Content-Type") != "application/json" || got.Header.Get("X-Pesto-Error") != "Not found" {
+			t.Errorf("GET %s: %d %q %v", path, got.Status, got.Body, got.Header)
+		}
+	}
+	if n := store.lookups(); n != 0 || rs.Do("EXISTS", counterNov+"jane@example.com") != "0" {
+		t.Fatalf("%d lookups, counter %q: an unknown path looked the key up", n, rs.Do("GET", counterNov+"jane@example.com"))
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 // project's own, and why.
 var notInTheRepository = map[string]string{
 	"compose.migration.yaml": "docs/migration.md has the reader write it",
+	"dynamic.migration.yaml": "docs/migration.md has the reader make it from docker/traefik/dynamic.yaml",
 }
 
 // Every test, benchmark, fuzz target and example README.md and docs/ name
@@ -88,7 +89,7 @@ func TestDocsNameWhatExists(t *testing.T) {
 func TestDocsNameRealRoutes(t *testing.T) {
 	rs := redistest.StartStandalone(t)
 	authAddr, _ := startAuth(t, buildAuth(t), rs.URL)
-	regAddr := startRegistrationBinary(t, rs.URL)
+	regAddr := startRegistration(t, buildCommand(t, "registration"), rs.URL)
 	demoAddr := startDemoAPIBinary(t)
 	notFound := func(method, url string) bool {
 		req, err := http.NewRequest(method, url, nil)
@@ -218,17 +219,20 @@ func dirNames(m map[string]bool) string {
 	return strings.Join(out, ", ")
 }
 
-// startRegistrationBinary builds and runs registration on a free port,
-// with CORS and the admin API configured (so that every route of it
-// answers), and waits until it listens.
-func startRegistrationBinary(t *testing.T, redisURL string) (addr string) {
+// adminSecret is the ADMIN_JWT_SECRET startRegistration gives
+// registration.
+var adminSecret = strings.Repeat("s", 32)
+
+// startRegistration runs the registration binary on a free port, with CORS
+// and the admin API configured (so that every route of it answers), and
+// waits until it listens.
+func startRegistration(t *testing.T, bin, redisURL string) (addr string) {
 	t.Helper()
-	bin := buildCommand(t, "registration")
 	addr = "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
 	_, port, _ := strings.Cut(addr, ":")
 	cmd := exec.Command(bin)
 	cmd.Env = []string{"PORT=" + port, "REDIS_URL=" + redisURL, "LOG_LEVEL=warn", "ENVIRONMENT=test",
-		"CORS_ORIGINS=https://docs.example", "ADMIN_JWT_SECRET=" + strings.Repeat("s", 32)}
+		"CORS_ORIGINS=https://docs.example", "ADMIN_JWT_SECRET=" + adminSecret}
 	startProcess(t, cmd)
 	waitListening(t, "registration", addr)
 	return addr

@@ -116,6 +116,7 @@ func TestProxies(t *testing.T) {
 				{"valid key", ptr(validKey), allowed},
 				{"no token", nil, denied(401, "Token must be supplied")},
 				{"empty token", ptr(""), denied(401, "Token must be supplied")},
+				{"a byte outside visible ASCII", ptr("k\u00e9y"), denied(401, "Token not registered")},
 				{"unknown key", ptr("no-such-key-0000000000000000000000000000000000000000000000000000"), denied(401, "Token not registered")},
 				{"key of ours", ptr("waiting-list"), denied(401, "Token not registered")},
 				{"revoked key", ptr(revokedKey), denied(401, "Token has been revoked")},
@@ -411,15 +412,37 @@ func call(t *testing.T, f front, path string, token *string) answer {
 
 func do(t *testing.T, method, url string, token *string) answer {
 	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
+	header := map[string]string{}
+	if token != nil {
+		header["X-Pesto-Token"] = *token
+	}
+	return request(t, method, url, "", header)
+}
+
+// request sends a request with a JSON body (none when body is empty) and
+// the headers.
+func request(t *testing.T, method, url, body string, header map[string]string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if token != nil {
-		req.Header["X-Pesto-Token"] = []string{*token}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
-	status, body, header := servicetest.Do(t, client, req)
-	return answer{status: status, body: body, header: header}
+	for k, v := range header {
+		req.Header[k] = []string{v}
+	}
+	status, got, h := servicetest.Do(t, client, req)
+	return answer{status: status, body: got, header: h}
+}
+
+// want fails the test unless a has the status and the exact body.
+func (a answer) want(t *testing.T, status int, body string) {
+	t.Helper()
+	if a.status != status || a.body != body {
+		t.Fatalf("got %d %q, want %d %q", a.status, a.body, status, body)
+	}
 }
 
 // checkRoutes checks what a proxy routes where: every /api/ path to the
@@ -485,9 +508,10 @@ func lookTool(t *testing.T, name string) string {
 // buildAuth builds the auth binary of this workspace.
 func buildAuth(t *testing.T) string { return buildCommand(t, "auth") }
 
-// startAuth runs the auth binary on a free port and waits until /healthz
-// answers 200. stop ends it (and is also run at cleanup).
-func startAuth(t *testing.T, bin, redisURL string) (addr string, stop func()) {
+// startAuth runs the auth binary on a free port, with env (NAME=value)
+// after the variables below, and waits until /healthz answers 200. stop ends
+// it (and is also run at cleanup).
+func startAuth(t *testing.T, bin, redisURL string, env ...string) (addr string, stop func()) {
 	t.Helper()
 	addr = "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
 	_, port, _ := net.SplitHostPort(addr)
@@ -496,6 +520,7 @@ func startAuth(t *testing.T, bin, redisURL string) (addr string, stop func()) {
 	// client of /api/usage (each front's test stays well within the rate).
 	cmd.Env = []string{"PORT=" + port, "REDIS_URL=" + redisURL, "LOG_LEVEL=warn", "ENVIRONMENT=test",
 		"TRUSTED_PROXIES=127.0.0.1", "USAGE_RATE=100/m"}
+	cmd.Env = append(cmd.Env, env...)
 	stop = startProcess(t, cmd)
 	waitFor(t, "auth", func() error {
 		res, err := client.Get("http://" + addr + "/healthz")

@@ -113,7 +113,8 @@ func (r TokenRecord) Encode() []byte {
 // DecodeTokenRecord reads a record as any service wrote it: fields in any
 // order, white space, unknown fields, the lower-case aliases email, limit and
 // token, and a missing Revoked (false). The email is required and the limit
-// must be a JSON integer that fits an int64; anything else is ErrCorrupt.
+// must be a JSON integer that fits an int64; a value that names a field twice
+// (fieldTwice) and anything else is ErrCorrupt.
 func DecodeTokenRecord(raw string) (TokenRecord, error) {
 	if r, ok := decodeCanonical(raw); ok {
 		return r, nil
@@ -126,6 +127,9 @@ func DecodeTokenRecord(raw string) (TokenRecord, error) {
 		Revoked      *bool   `json:"Revoked"`
 	}
 	if err := strictObject(raw, &v); err != nil {
+		return TokenRecord{}, err
+	}
+	if err := fieldTwice(raw); err != nil {
 		return TokenRecord{}, err
 	}
 	var r TokenRecord
@@ -152,6 +156,51 @@ func DecodeTokenRecord(raw string) (TokenRecord, error) {
 		return TokenRecord{}, corrupt("empty email")
 	}
 	return r, nil
+}
+
+// recordFields are the names the record's fields are read under, each with
+// its field: matched ignoring case, as encoding/json matches them.
+var recordFields = [...]struct{ name, field string }{
+	{"UserEmail", "UserEmail"}, {"email", "UserEmail"},
+	{"MonthlyLimit", "MonthlyLimit"}, {"limit", "MonthlyLimit"},
+	{"Revoked", "Revoked"},
+}
+
+// fieldTwice returns a corrupt error when raw, a valid JSON object, names a
+// field twice: the same name twice, or a field of the record under two of
+// its names (UserEmail and email, Revoked and revoked). encoding/json keeps
+// the last copy, another reader the first or neither (the old Rust auth
+// refuses the value); whichever it is, no service wrote such a record, so
+// it is no record at all: never a key that is let through.
+func fieldTwice(raw string) error {
+	dec := json.NewDecoder(strings.NewReader(raw))
+	if _, err := dec.Token(); err != nil { // the object's {
+		return corrupt(err.Error())
+	}
+	seen := make(map[string]bool, len(recordFields))
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return corrupt(err.Error())
+		}
+		name, _ := t.(string)
+		field := name
+		for _, f := range recordFields {
+			if strings.EqualFold(name, f.name) {
+				field = f.field
+				break
+			}
+		}
+		if seen[field] {
+			return corrupt("field " + field + " given twice")
+		}
+		seen[field] = true
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return corrupt(err.Error())
+		}
+	}
+	return nil
 }
 
 // decodeCanonical reads the exact form Encode writes, without allocating,

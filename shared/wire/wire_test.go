@@ -71,6 +71,39 @@ func TestDecodeTokenRecordFixtures(t *testing.T) {
 	}
 }
 
+// A value that names a field twice is no record, whichever copy a reader
+// would keep; the same field under one name each is still read.
+func TestDecodeTokenRecordFieldTwice(t *testing.T) {
+	for _, raw := range []string{
+		`{"UserEmail":"a@example.com","MonthlyLimit":5,"Revoked":true,"Revoked":false}`,
+		`{"UserEmail":"a@example.com","MonthlyLimit":5,"Revoked":false,"Revoked":true}`,
+		`{"UserEmail":"a@example.com","UserEmail":"b@example.com","MonthlyLimit":5,"Revoked":false}`,
+		`{"UserEmail":"a@example.com","MonthlyLimit":5,"MonthlyLimit":1000000,"Revoked":false}`,
+		`{"UserEmail":"a@example.com","email":"b@example.com","MonthlyLimit":5}`,
+		`{"email":"a@example.com","limit":5,"MonthlyLimit":6}`,
+		`{"UserEmail":"a@example.com","MonthlyLimit":5,"Revoked":true,"revoked":false}`,
+		`{"UserEmail":"a@example.com","MonthlyLimit":5,"REVOKED":false,"Revoked":true}`,
+		`{"UserEmail":"a@example.com","useremail":"b@example.com","MonthlyLimit":5}`,
+		`{"email":"a@example.com","limit":5,"token":"k","token":"k"}`,
+		`{"UserEmail":"a@example.com","MonthlyLimit":5,"Revoked":false,"Note":1,"Note":2}`,
+		`{"UserEmail":"a@example.com","MonthlyLimit":5,"Revoked":null,"Revoked":true}`,
+	} {
+		if got, err := DecodeTokenRecord(raw); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: got %+v, %v; want ErrCorrupt", raw, got, err)
+		}
+	}
+	for raw, want := range map[string]TokenRecord{
+		`{"email":"a@example.com","limit":5,"token":"k","Token":"k"}`:                         {"a@example.com", 5, false},
+		`{"UserEmail":"a@example.com","MonthlyLimit":5,"Revoked":false,"Note":{"a":1,"a":2}}`: {"a@example.com", 5, false},
+		`{ "Revoked" : true , "MonthlyLimit" : 5 , "UserEmail" : "a@example.com" }`:           {"a@example.com", 5, true},
+		`{"useremail":"a@example.com","monthlylimit":5,"revoked":true}`:                       {"a@example.com", 5, true},
+	} {
+		if got, err := DecodeTokenRecord(raw); err != nil || got != want {
+			t.Errorf("%s: got %+v, %v; want %+v", raw, got, err, want)
+		}
+	}
+}
+
 func TestTokenRecordEncode(t *testing.T) {
 	var f tokenFixtures
 	load(t, "token-records.json", &f)
