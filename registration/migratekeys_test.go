@@ -67,6 +67,9 @@ func TestMigrateKeys(t *testing.T) {
 	if got := rs.Do("GET", tok(3)); got != rec(3) {
 		t.Fatal("the dry run moved a record")
 	}
+	if rs.Do("EXISTS", wire.HashedKeysMarker) != "0" {
+		t.Fatal("the dry run set the marker of hashed records")
+	}
 
 	_, err = runMigrate(t, rs, "plain", "--apply")
 	var ce *config.Error
@@ -85,6 +88,9 @@ func TestMigrateKeys(t *testing.T) {
 		t.Fatalf("apply output:\n%s", out)
 	}
 	t.Logf("apply output (last lines): %s", out[max(0, len(out)-300):])
+	if rs.Do("GET", wire.HashedKeysMarker) != "1" {
+		t.Fatal("--apply did not set the marker of hashed records")
+	}
 	for i := range n {
 		if got := rs.Do("EXISTS", tok(i)); got != "0" {
 			t.Fatalf("%s still plaintext", tok(i))

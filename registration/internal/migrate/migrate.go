@@ -49,6 +49,16 @@ func Keys(ctx context.Context, c rueidis.Client, batch int, apply bool, stdout i
 		mode = "apply"
 	}
 	fmt.Fprintf(stdout, "migrate-keys (%s): %d node(s) to scan\n", mode, len(nodes))
+	if apply {
+		// Before any move: services with plain storage look up hashed
+		// names from now on (each move sets it too).
+		sctx, cancel := context.WithTimeout(ctx, step)
+		err := apikey.MarkHashed(sctx, c)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 	var total tally
 	for _, n := range nodes {
 		t, err := scanNodeKeys(ctx, c, n.client, n.addr, batch, apply, stdout)
