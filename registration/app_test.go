@@ -20,6 +20,10 @@ import (
 // env names ADMIN_JWT_SECRET itself.
 const testAdminSecret = "test-secret-0123456789-abcdefghij-klmnop"
 
+// testServerSecret is the SERVER_SECRET startRegistration sets unless env
+// names SERVER_SECRET itself.
+const testServerSecret = "test-server-secret-0123456789-abcdefghij"
+
 // TestMain runs the tests, or main itself in a child that
 // servicetest.MainCommand started.
 func TestMain(m *testing.M) { servicetest.TestMain(m, main) }
@@ -71,7 +75,7 @@ func startRegistration(t testing.TB, env map[string]string) (baseURL string, log
 
 // testEnv returns env over the defaults of the tests' services: port 0,
 // both rate limits 1000000/s, SHUTDOWN_TIMEOUT 2s, ADMIN_JWT_SECRET
-// testAdminSecret, LOG_LEVEL debug.
+// testAdminSecret, SERVER_SECRET testServerSecret, LOG_LEVEL debug.
 func testEnv(env map[string]string) map[string]string {
 	return servicetest.Merge(map[string]string{
 		"PORT":                 "0",
@@ -81,6 +85,7 @@ func testEnv(env map[string]string) map[string]string {
 		"TRIAL_GLOBAL_RATE":    "1000000/s",
 		"SHUTDOWN_TIMEOUT":     "2s",
 		"ADMIN_JWT_SECRET":     testAdminSecret,
+		"SERVER_SECRET":        testServerSecret,
 		"LOG_LEVEL":            "debug",
 	}, env)
 }

@@ -57,6 +57,7 @@ func TestConfigErrors(t *testing.T) {
 		{"CORS_ORIGINS", "https://user@example.com"},
 		{"ADMIN_JWT_SECRET", "too-short"},
 		{"ADMIN_JWT_SECRET", strings.Repeat("x", 31)},
+		{"SERVER_SECRET", strings.Repeat("x", 31)},
 		{"ADMIN_JWT_PUBLIC_KEY", "/no/such/file.pem"},
 		{"ADMIN_JWT_PUBLIC_KEY", notPEM},
 		{"ADMIN_JWT_PUBLIC_KEY", privPath},

@@ -61,6 +61,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	log.Info("starting", "version", version, "redis", cfg.RedisURL,
 		"register_rate", cfg.RegisterRate.String(), "trial_rate", cfg.TrialRate.String(),
 		"admin_api", len(cfg.AdminSecret) > 0 || len(cfg.AdminPublicKey) > 0)
+	if cfg.ServerSecretRandom {
+		log.Warn("SERVER_SECRET and ADMIN_JWT_SECRET are empty: the server secret is random for this process, " +
+			"so a rotation remembered before a restart cannot be retried; set SERVER_SECRET")
+	}
 	conn := redisconn.Dial(cfg.RedisOptions(), log)
 	defer conn.Close()
 

@@ -66,6 +66,6 @@ func New(log *slog.Logger, cfg config.Config, conn *redisconn.Conn, reg *metrics
 	app.Put("/api/approve", guard, handleApprove(log, admin, m))
 	app.Put("/api/revoke", guard, handleRevoke(log, conn, keys, m))
 	app.Put("/api/reject", guard, handleReject(log, admin, m))
-	app.Put("/api/rotate", guard, handleRotate(log, rotation.New(conn, keys), m))
+	app.Put("/api/rotate", guard, handleRotate(log, rotation.New(conn, keys, rotation.NewSeal(cfg.ServerSecret)), m))
 	return app
 }

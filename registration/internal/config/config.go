@@ -6,6 +6,9 @@ package config
 
 import (
 	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -72,7 +75,14 @@ type Config struct {
 	// with neither the admin API is off.
 	AdminSecret    []byte
 	AdminPublicKey ed25519.PublicKey
-	Mail           Mail
+	// ServerSecret is registration's own secret, never stored in Redis,
+	// from which each use derives its key: it seals the memory of
+	// rotations. SERVER_SECRET (at least 32 bytes); unset, derived from
+	// ADMIN_JWT_SECRET; neither, random for this process
+	// (ServerSecretRandom).
+	ServerSecret       []byte
+	ServerSecretRandom bool
+	Mail               Mail
 }
 
 // Load reads every variable through lookupEnv.
@@ -94,7 +104,32 @@ func Load(lookupEnv func(string) (string, bool)) (Config, error) {
 		AdminPublicKey:     adminPublicKey(e),
 		Mail:               loadMail(e),
 	}
+	c.ServerSecret, c.ServerSecretRandom = serverSecret(e, c.AdminSecret)
 	return c, e.Err()
+}
+
+// serverSecret reads SERVER_SECRET, at least 32 bytes. Unset, the secret is
+// derived from the admin JWT secret (HMAC-SHA256 of a label: another key
+// than the admin's), so that every replica configured alike has the same;
+// without either, it is random for this process (random true).
+func serverSecret(e *shared.Env, admin []byte) (secret []byte, random bool) {
+	if v, ok := e.Lookup("SERVER_SECRET"); ok {
+		if len(v) < minAdminSecret {
+			e.Fail("SERVER_SECRET", "want at least %d bytes, got %d", minAdminSecret, len(v))
+			return nil, false
+		}
+		return []byte(v), false
+	}
+	if len(admin) > 0 {
+		mac := hmac.New(sha256.New, admin)
+		mac.Write([]byte("pesto server secret"))
+		return mac.Sum(nil), false
+	}
+	secret = make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return secret, true
 }
 
 // trialDomain checks that trial-<x>@domain is an address net/mail accepts.

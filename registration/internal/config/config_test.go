@@ -45,13 +45,22 @@ func TestConfigAccepts(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 
+	if cfg.ServerSecretRandom || len(cfg.ServerSecret) != 32 || string(cfg.ServerSecret) == string(cfg.AdminSecret) {
+		t.Fatalf("server secret %x (random %v): want one derived from ADMIN_JWT_SECRET, not it", cfg.ServerSecret, cfg.ServerSecretRandom)
+	}
+	own, err := Load(servicetest.Env(map[string]string{"SERVER_SECRET": strings.Repeat("k", 40), "ADMIN_JWT_SECRET": strings.Repeat("s", 32)}))
+	if err != nil || string(own.ServerSecret) != strings.Repeat("k", 40) || own.ServerSecretRandom {
+		t.Fatalf("SERVER_SECRET: %q %v", own.ServerSecret, err)
+	}
+
 	def, err := Load(func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if def.WaitingListMax != 10000 || def.TrialDomain != "pesto.teknologiumum.com" || def.RegisterRate.String() != "10/m" || def.TrialRate.String() != "5/h" ||
 		def.MaxBody != 16384 || def.RegisterGlobalRate.String() != "100/h" || def.TrialGlobalRate.String() != "200/h" ||
-		fmt.Sprint(def.IPv6RatePrefixes) != "[{64 1} {56 2} {48 4}]" || def.CORSOrigins != nil || def.TrustedProxies != nil || def.AdminSecret != nil || def.AdminPublicKey != nil {
+		fmt.Sprint(def.IPv6RatePrefixes) != "[{64 1} {56 2} {48 4}]" || def.CORSOrigins != nil || def.TrustedProxies != nil || def.AdminSecret != nil || def.AdminPublicKey != nil ||
+		!def.ServerSecretRandom || len(def.ServerSecret) != 32 {
 		t.Fatalf("defaults: %+v", def)
 	}
 }
