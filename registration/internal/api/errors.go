@@ -62,8 +62,9 @@ var (
 // The answers of an email address refused (address.Parse), which signup
 // and approve also give for an email that is missing or not a string.
 const (
-	msgEmail       = "email must be a single email address without a display name"
-	msgEmailLength = "email must be at most 254 bytes"
+	msgEmail          = "email must be a single email address without a display name"
+	msgEmailLength    = "email must be at most 254 bytes"
+	msgEmailLookalike = "email must be written in one script, without invisible or look-alike characters"
 )
 
 // listFullRetryAfter is the Retry-After of a full waiting list, in seconds:
@@ -89,6 +90,7 @@ var domainAnswers = []struct {
 	{rotation.ErrRevoked, badRequest("Token has been revoked")},
 	{address.ErrInvalid, badRequest(msgEmail)},
 	{address.ErrTooLong, badRequest(msgEmailLength)},
+	{address.ErrLookalike, badRequest(msgEmailLookalike)},
 }
 
 // answerOf is the answer of err: an *apiError as it is, an error of the
