@@ -2,12 +2,14 @@ package config
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// The formats of variables both services read: rates and trusted proxies.
+// The formats of variables both services read: rates, the IPv6 prefixes a
+// client is counted at, and trusted proxies.
 
 // Rate is a limit of Count requests per Per.
 type Rate struct {
@@ -32,6 +34,36 @@ func (e *Env) Rate(name, def string) Rate {
 		return Rate{Count: 1, Per: time.Second}
 	}
 	return Rate{Count: count, Per: per}
+}
+
+// RatePrefix is an IPv6 prefix length a client is counted at, with its
+// multiple of the route's rate.
+type RatePrefix struct {
+	Bits, Times int
+}
+
+// DefaultIPv6RatePrefixes: an IPv6 client counts against its /64 at the
+// route's rate, its /56 at twice and its /48 at four times that rate.
+const DefaultIPv6RatePrefixes = "64:1,56:2,48:4"
+
+// IPv6RatePrefixes reads IPV6_RATE_PREFIXES: comma-separated <prefix
+// length>:<multiple>, such as 64:1,56:2,48:4: lengths 16–128, each once;
+// multiples 1–1000.
+func (e *Env) IPv6RatePrefixes() []RatePrefix {
+	v := e.String("IPV6_RATE_PREFIXES", DefaultIPv6RatePrefixes)
+	var out []RatePrefix
+	for _, f := range strings.Split(v, ",") {
+		b, m, ok := strings.Cut(strings.TrimSpace(f), ":")
+		bits, berr := strconv.Atoi(b)
+		times, merr := strconv.Atoi(m)
+		if !ok || berr != nil || merr != nil || bits < 16 || bits > 128 || times < 1 || times > 1000 ||
+			slices.ContainsFunc(out, func(p RatePrefix) bool { return p.Bits == bits }) {
+			e.Fail("IPV6_RATE_PREFIXES", "want comma-separated <prefix length>:<multiple of the rate> such as 64:1,56:2,48:4, got %q", v)
+			return nil
+		}
+		out = append(out, RatePrefix{Bits: bits, Times: times})
+	}
+	return out
 }
 
 // TrustedProxies reads TRUSTED_PROXIES: comma-separated IP addresses and

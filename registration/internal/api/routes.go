@@ -21,6 +21,7 @@ import (
 	"pesto/shared/apikey"
 	"pesto/shared/clientip"
 	"pesto/shared/metrics"
+	"pesto/shared/ratelimit"
 	"pesto/shared/redisconn"
 	"pesto/shared/sentry"
 	"pesto/shared/server"
@@ -57,10 +58,12 @@ func New(log *slog.Logger, cfg config.Config, conn *redisconn.Conn, reg *metrics
 
 	app.Get("/", handlePage)
 	crossSite := refuseCrossSite(ips, cfg.CORSOrigins)
+	registerLimits := ratelimit.NewLimits("register", cfg.RegisterRate, cfg.IPv6RatePrefixes, cfg.RegisterGlobalRate)
+	trialLimits := ratelimit.NewLimits("trial", cfg.TrialRate, cfg.IPv6RatePrefixes, cfg.TrialGlobalRate)
 	app.Post("/api/register", crossSite, markResultPage,
-		handleRegister(log, conn, cfg.WaitingListMax, newRateLimiter(conn, ips, "register", cfg.RegisterRate, cfg.RegisterGlobalRate, cfg.IPv6RatePrefixes, m.limited[0]), m))
+		handleRegister(log, conn, cfg.WaitingListMax, newRateLimiter(conn, ips, registerLimits, m.limited[0]), m))
 	app.Post("/api/trial", crossSite,
-		handleTrial(log, conn, cfg.KeyStorage, cfg.TrialDomain, newRateLimiter(conn, ips, "trial", cfg.TrialRate, cfg.TrialGlobalRate, cfg.IPv6RatePrefixes, m.limited[1]), m))
+		handleTrial(log, conn, cfg.KeyStorage, cfg.TrialDomain, newRateLimiter(conn, ips, trialLimits, m.limited[1]), m))
 
 	app.Get("/api/pending", guard, handlePending(admin))
 	app.Put("/api/approve", guard, handleApprove(log, admin, m))

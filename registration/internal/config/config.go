@@ -16,7 +16,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,11 +36,8 @@ const (
 	// The global caps of the two public POST routes, whatever the clients.
 	defaultRegisterGlobalRate = "100/h"
 	defaultTrialGlobalRate    = "200/h"
-	// An IPv6 client counts against its /64 at the route's rate, its /56 at
-	// twice and its /48 at four times that rate.
-	defaultIPv6RatePrefixes = "64:1,56:2,48:4"
-	defaultMaxBody          = 16 << 10
-	defaultWaitingList      = 10_000
+	defaultMaxBody            = 16 << 10
+	defaultWaitingList        = 10_000
 	// minAdminSecret is the shortest ADMIN_JWT_SECRET accepted (HS256 wants
 	// a key at least as long as its hash).
 	minAdminSecret = 32
@@ -60,7 +56,7 @@ type Config struct {
 	RegisterGlobalRate, TrialGlobalRate shared.Rate
 	// IPv6RatePrefixes are the prefixes an IPv6 client is counted at, each
 	// with its multiple of the route's rate.
-	IPv6RatePrefixes []RatePrefix
+	IPv6RatePrefixes []shared.RatePrefix
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	// WaitingListMax is the most signups the waiting list holds; a new
@@ -95,7 +91,7 @@ func Load(lookupEnv func(string) (string, bool)) (Config, error) {
 		TrialRate:          e.Rate("TRIAL_RATE", defaultTrialRate),
 		RegisterGlobalRate: e.Rate("REGISTER_GLOBAL_RATE", defaultRegisterGlobalRate),
 		TrialGlobalRate:    e.Rate("TRIAL_GLOBAL_RATE", defaultTrialGlobalRate),
-		IPv6RatePrefixes:   ipv6RatePrefixes(e),
+		IPv6RatePrefixes:   e.IPv6RatePrefixes(),
 		TrustedProxies:     e.TrustedProxies(),
 		MaxBody:            int(e.Int("MAX_BODY_BYTES", defaultMaxBody, 256, 64<<20)),
 		WaitingListMax:     int(e.Int("WAITING_LIST_MAX", defaultWaitingList, 1, 1_000_000)),
@@ -138,31 +134,6 @@ func trialDomain(e *shared.Env, d string) string {
 		e.Fail("TRIAL_EMAIL_DOMAIN", "want a domain such as example.com, got %q", d)
 	}
 	return d
-}
-
-// RatePrefix is an IPv6 prefix length a client is counted at, with its
-// multiple of the route's rate.
-type RatePrefix struct {
-	Bits, Times int
-}
-
-// ipv6RatePrefixes reads comma-separated <prefix length>:<multiple>, such
-// as 64:1,56:2,48:4: lengths 16–128, each once; multiples 1–1000.
-func ipv6RatePrefixes(e *shared.Env) []RatePrefix {
-	v := e.String("IPV6_RATE_PREFIXES", defaultIPv6RatePrefixes)
-	var out []RatePrefix
-	for _, f := range strings.Split(v, ",") {
-		b, m, ok := strings.Cut(strings.TrimSpace(f), ":")
-		bits, berr := strconv.Atoi(b)
-		times, merr := strconv.Atoi(m)
-		if !ok || berr != nil || merr != nil || bits < 16 || bits > 128 || times < 1 || times > 1000 ||
-			slices.ContainsFunc(out, func(p RatePrefix) bool { return p.Bits == bits }) {
-			e.Fail("IPV6_RATE_PREFIXES", "want comma-separated <prefix length>:<multiple of the rate> such as 64:1,56:2,48:4, got %q", v)
-			return nil
-		}
-		out = append(out, RatePrefix{Bits: bits, Times: times})
-	}
-	return out
 }
 
 // corsOrigins reads comma-separated origins (scheme://host[:port]), or "*".
