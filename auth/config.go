@@ -67,6 +67,7 @@ func loadConfig(lookupEnv func(string) (string, bool)) (authConfig, error) {
 		GOGCSet:          e.IsSet("GOGC"),
 		GOMAXPROCSSet:    e.NotEmpty("GOMAXPROCS"),
 	}
+	e.RateBelow("USAGE_RATE", c.UsageRate, c.IPv6RatePrefixes, "USAGE_GLOBAL_RATE", c.UsageGlobalRate)
 	if e.IsSet("UNMETERED_EMAILS") {
 		c.Unmetered, _ = e.Lookup("UNMETERED_EMAILS")
 		c.Unmetered = strings.ToLower(c.Unmetered)

@@ -188,7 +188,7 @@ func TestUsageEitherForm(t *testing.T) {
 			rs.Do("SET", counterNov+"h@example.com", "59")
 			rs.Do("SET", "tok-p", `{"UserEmail":"p@example.com","MonthlyLimit":10,"Revoked":false}`)
 			rs.Do("SET", wire.HashedKey("tok-r"), `{"UserEmail":"r@example.com","MonthlyLimit":10,"Revoked":true}`)
-			app, _ := newTestApp(t, rs, map[string]string{"USAGE_RATE": "1000/s", "KEY_STORAGE": storage}, endOfMonth)
+			app, _ := newTestApp(t, rs, map[string]string{"USAGE_RATE": "1000/s", "USAGE_GLOBAL_RATE": "1000000/s", "KEY_STORAGE": storage}, endOfMonth)
 			for tok, want := range map[string]string{
 				"tok-h": `{"limit":100,"used":59,"remaining":41,"reset":"2026-12-01T00:00:00Z","expires":"2026-12-01T01:59:00Z"}`,
 				"tok-p": `{"limit":10,"used":0,"remaining":10,"reset":"2026-12-01T00:00:00Z"}`,

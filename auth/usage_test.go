@@ -34,7 +34,7 @@ func TestUsage(t *testing.T) {
 	rs.Do("SET", "tok-corrupt", `{"UserEmail":`)
 	rs.Do("SET", "tok-legacy", `{"email":"legacy@example.com","limit":7}`)
 	rs.Do("SET", "counter/2026-11/legacy@example.com", "2")
-	app, _ := newTestApp(t, rs, map[string]string{"USAGE_RATE": "1000/s"}, endOfMonth)
+	app, _ := newTestApp(t, rs, map[string]string{"USAGE_RATE": "1000/s", "USAGE_GLOBAL_RATE": "1000000/s"}, endOfMonth)
 
 	const reset = `"reset":"2026-12-01T00:00:00Z"`
 	for _, c := range []struct {

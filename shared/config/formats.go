@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -18,8 +19,11 @@ type Rate struct {
 }
 
 func (r Rate) String() string {
-	unit := map[time.Duration]string{time.Second: "s", time.Minute: "m", time.Hour: "h"}[r.Per]
-	return strconv.FormatInt(r.Count, 10) + "/" + unit
+	return strconv.FormatInt(r.Count, 10) + "/" + r.unit()
+}
+
+func (r Rate) unit() string {
+	return map[time.Duration]string{time.Second: "s", time.Minute: "m", time.Hour: "h"}[r.Per]
 }
 
 // Rate reads the variable name as <count>/<s|m|h>, count 1 to a
@@ -34,6 +38,29 @@ func (e *Env) Rate(name, def string) Rate {
 		return Rate{Count: 1, Per: time.Second}
 	}
 	return Rate{Count: count, Per: per}
+}
+
+// RateBelow fails clientVar unless its rate, at the widest multiple an
+// IPv6 client gets (prefixes), is below globalVar's, both at once (the
+// burst) and over time: so no one client, whatever its prefixes, can use up
+// what every client shares, and lock everyone else out alone.
+func (e *Env) RateBelow(clientVar string, client Rate, prefixes []RatePrefix, globalVar string, global Rate) {
+	times := int64(1)
+	for _, p := range prefixes {
+		times = max(times, int64(p.Times))
+	}
+	burst := client.Count * times
+	// Per in whole seconds: 10^6 × 1000 × 3600 fits an int64.
+	perClient, perGlobal := int64(client.Per/time.Second), int64(global.Per/time.Second)
+	if burst < global.Count && burst*perGlobal < global.Count*perClient {
+		return
+	}
+	widest := ""
+	if times > 1 {
+		widest = fmt.Sprintf(" (%d/%s for an IPv6 client at %d times the rate)", burst, Rate{Per: client.Per}.unit(), times)
+	}
+	e.Fail(clientVar, "%s%s is not below %s %s, at once and over time: one client could use up every client's allowance",
+		client, widest, globalVar, global)
 }
 
 // RatePrefix is an IPv6 prefix length a client is counted at, with its

@@ -31,7 +31,7 @@ import (
 // Defaults of SPEC §3–§5 that only registration has.
 const (
 	defaultTrialDomain  = "pesto.teknologiumum.com"
-	defaultRegisterRate = "10/m"
+	defaultRegisterRate = "10/h"
 	defaultTrialRate    = "5/h"
 	// The global caps of the two public POST routes, whatever the clients.
 	defaultRegisterGlobalRate = "100/h"
@@ -49,7 +49,8 @@ type Config struct {
 	// TrialDomain is the domain of trial records' emails.
 	TrialDomain string
 	// RegisterRate and TrialRate are the per-client-IP limits of the two
-	// public POST routes.
+	// public POST routes: below their global caps, at every IPv6 multiple
+	// (config.Env.RateBelow).
 	RegisterRate, TrialRate shared.Rate
 	// RegisterGlobalRate and TrialGlobalRate cap each route over every
 	// client together.
@@ -101,6 +102,8 @@ func Load(lookupEnv func(string) (string, bool)) (Config, error) {
 		Mail:               loadMail(e),
 	}
 	c.ServerSecret, c.ServerSecretRandom = serverSecret(e, c.AdminSecret)
+	e.RateBelow("REGISTER_RATE", c.RegisterRate, c.IPv6RatePrefixes, "REGISTER_GLOBAL_RATE", c.RegisterGlobalRate)
+	e.RateBelow("TRIAL_RATE", c.TrialRate, c.IPv6RatePrefixes, "TRIAL_GLOBAL_RATE", c.TrialGlobalRate)
 	return c, e.Err()
 }
 
