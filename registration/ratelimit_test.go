@@ -1,10 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"pesto/shared/redistest"
 )
@@ -233,5 +236,62 @@ func TestRateLimitHighRate(t *testing.T) {
 	}
 	if total != 0 {
 		t.Fatalf("%d of %d calls answered 429 at 200000/s", total, calls/workers*workers)
+	}
+}
+
+// The attack: a handful of clients send signups of one listed person (each
+// answered 202, nothing stored) as fast as their own limits let them. When
+// those counted against the global cap, ten IPv4 clients at 4 requests a
+// second held it for everyone (24 of 24 real signups refused in 72 s). A
+// request that stores nothing now gives its global allowance back: the
+// people signing up meanwhile all get in. (Time is compressed: each client
+// 1/s, the cap 8/s, ten clients at 4 requests a second for 3 s.)
+func TestDuplicatesSpendNoGlobalBudget(t *testing.T) {
+	rs := redistest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRUSTED_PROXIES": "127.0.0.1",
+		"REGISTER_RATE": "1/s", "REGISTER_GLOBAL_RATE": "8/s"})
+	signup := func(client, email string) response {
+		return send(t, "POST", base+"/api/register", `{"name":"a","email":"`+email+`","calls":1}`, "X-Forwarded-For", client)
+	}
+	signup("192.0.2.1", "listed@example.com").want(t, 201, created)
+
+	stop := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	answers := map[int]int{}
+	for c := range 10 {
+		wg.Go(func() {
+			tick := time.NewTicker(250 * time.Millisecond) // 4 requests a second
+			defer tick.Stop()
+			for time.Now().Before(stop) {
+				r := signup(fmt.Sprintf("198.51.100.%d", c+1), "LISTED@example.com")
+				mu.Lock()
+				answers[r.status]++
+				mu.Unlock()
+				<-tick.C
+			}
+		})
+	}
+	refused := 0
+	const people = 6
+	for i := range people {
+		time.Sleep(400 * time.Millisecond) // people arrive while it goes on
+		if r := signup(fmt.Sprintf("203.0.113.%d", i+1), fmt.Sprintf("person%d@example.com", i)); r.status != 201 {
+			refused++
+			t.Logf("person %d: %d %s, Retry-After %s", i, r.status, r.body, r.header.Get("Retry-After"))
+		}
+	}
+	wg.Wait()
+	t.Logf("the duplicates' answers: %v", answers)
+	if refused > 0 {
+		t.Fatalf("%d of %d people refused while duplicates were sent", refused, people)
+	}
+	for status := range answers {
+		if status != 202 && status != 429 || answers[202] == 0 {
+			t.Fatalf("the duplicates' answers: %v, want 202s and 429s", answers)
+		}
+	}
+	if got := rs.Do("LLEN", "waiting-list"); got != strconv.Itoa(1+people) {
+		t.Fatalf("LLEN = %s, want %d", got, 1+people)
 	}
 }

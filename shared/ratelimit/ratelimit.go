@@ -50,6 +50,30 @@ func Allow(ctx context.Context, c rueidis.Client, keys, args []string) (waitMill
 	return script.Exec(ctx, c, keys, args).AsInt64()
 }
 
+// refundScript gives one request back to a bucket (the one script counted
+// it in): its theoretical arrival time moves back by period/burst, and
+// the key goes when that is no later than now (a full burst). KEYS the
+// bucket; ARGV its burst and period in µs. Returns 1 when the key is kept.
+var refundScript = rueidis.NewLuaScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local burst, period = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') - period / burst
+if tat <= now then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+redis.call('SET', KEYS[1], string.format('%d', math.ceil(tat)), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+return 1
+`)
+
+// Refund gives back to the bucket key (args: its burst and period, as Args
+// makes them) one request that Allow counted in it: for a request that
+// turned out to store nothing.
+func Refund(ctx context.Context, c rueidis.Client, key string, args []string) error {
+	return refundScript.Exec(ctx, c, []string{key}, args).Error()
+}
+
 // Args returns the script's arguments of one bucket: burst requests at
 // once, then one every per/burst.
 func Args(burst int64, per time.Duration) []string {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 
 	"github.com/gofiber/fiber/v3"
@@ -45,4 +46,21 @@ func (l *rateLimiter) allow(ctx context.Context, c fiber.Ctx) error {
 		return tooManyRequests(strconv.FormatInt((wait+999)/1000, 10))
 	}
 	return nil
+}
+
+// giveBack returns to the route's global bucket the request allow counted
+// in it, when the request stored nothing (a signup of a listed person, a
+// full list, a failure): the global cap bounds what is stored, and a
+// client repeating what stores nothing cannot use it up for everyone. Its
+// client's buckets keep it. A failure to give back is only logged: the
+// cap is then a request tighter for a while.
+func (l *rateLimiter) giveBack(ctx context.Context, log *slog.Logger) {
+	cl, err := l.conn.Client()
+	if err == nil {
+		key, args := l.limits.Global()
+		err = ratelimit.Refund(ctx, cl, key, args)
+	}
+	if err != nil {
+		log.Warn("rate limit: a request that stored nothing was not given back", "err", err.Error())
+	}
 }

@@ -72,6 +72,9 @@ func handleRegister(log *slog.Logger, conn *redisconn.Conn, listMax int, limit *
 			return err
 		}
 		created, err := waitlist.Register(ctx, conn, s, listMax)
+		if !created {
+			limit.giveBack(ctx, log) // a duplicate, a full list or a failure: nothing stored
+		}
 		if err != nil {
 			return err
 		}

@@ -22,6 +22,7 @@ func handleTrial(log *slog.Logger, conn *redisconn.Conn, storage wire.KeyStorage
 		}
 		token, err := trial.Create(ctx, conn, storage, domain)
 		if err != nil {
+			limit.giveBack(ctx, log)
 			return err
 		}
 		m.trials.Inc()
