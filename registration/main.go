@@ -5,7 +5,7 @@
 // migrate-keys. The service is in layers under internal/, imports running
 // one way: api (the HTTP layer, the only one that imports fiber or knows a
 // status) over waitlist, rotation, trial, outbox and migrate, over config,
-// adminjwt, address and keygen.
+// adminjwt, address, keygen and proof.
 package main
 
 import (

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"pesto/registration/internal/proof"
 	"pesto/shared/redistest"
 )
 
@@ -293,5 +294,66 @@ func TestDuplicatesSpendNoGlobalBudget(t *testing.T) {
 	}
 	if got := rs.Do("LLEN", "waiting-list"); got != strconv.Itoa(1+people) {
 		t.Fatalf("LLEN = %s, want %d", got, 1+people)
+	}
+}
+
+// The attack: about 200 trial keys from 40 addresses use up TRIAL_GLOBAL_RATE
+// (200/h), and every new person is refused for the hour. Now the 429 of a
+// global cap carries a challenge (X-Pesto-Challenge): a request with its
+// answer (X-Pesto-Proof, about a second of a browser's work) passes through
+// a second cap as large, each answer once. The flooding addresses, at
+// their own limits, get nothing more with answers; a person's plain
+// request gets in again once the flood stops and the cap refills.
+func TestTrialsAvailableWithProofOfWork(t *testing.T) {
+	rs := redistest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRUSTED_PROXIES": "127.0.0.1",
+		"TRIAL_RATE": "5/h", "TRIAL_GLOBAL_RATE": "200/h"})
+	trial := func(client string, headers ...string) response {
+		return send(t, "POST", base+"/api/trial", "", append([]string{"X-Forwarded-For", client}, headers...)...)
+	}
+	got := map[int]int{}
+	for i := range 40 {
+		for range 6 {
+			got[trial(fmt.Sprintf("198.51.100.%d", i+1)).status]++
+		}
+	}
+	if got[200] != 200 || got[429] != 40 {
+		t.Fatalf("40 addresses × 6 trials: %v, want 200 keys and 40 refusals", got)
+	}
+
+	// A person, plain: refused by the global cap, with a challenge.
+	r := trial("203.0.113.7")
+	r.want(t, 429, tooMany)
+	challenge := r.header.Get("X-Pesto-Challenge")
+	if !strings.HasPrefix(challenge, strconv.Itoa(proof.Bits)+".") {
+		t.Fatalf("X-Pesto-Challenge %q", challenge)
+	}
+	answer := proof.Solve(challenge)
+	r = trial("203.0.113.7", "X-Pesto-Proof", answer)
+	if r.status != 200 || !strings.HasPrefix(r.body, `{"token":"TRIAL-`) {
+		t.Fatalf("with the answer: %d %s", r.status, r.body)
+	}
+	// Each answer once; an answer for another route, or made up, is no use.
+	trial("203.0.113.8", "X-Pesto-Proof", answer).want(t, 429, tooMany)
+	other := send(t, "POST", base+"/api/register", `{"name":"a","email":"a@b.co","calls":1}`, "X-Forwarded-For", "203.0.113.9",
+		"X-Pesto-Proof", answer)
+	if other.status != 201 { // register's own cap is not used up: the answer is ignored
+		t.Fatalf("register with a trial's answer: %d %s", other.status, other.body)
+	}
+	r = trial("203.0.113.8", "X-Pesto-Proof", challenge+".12345")
+	r.want(t, 429, tooMany)
+	if r := trial("203.0.113.8", "X-Pesto-Proof", proof.Solve(r.header.Get("X-Pesto-Challenge"))); r.status != 200 {
+		t.Fatalf("a second person with a fresh answer: %d %s", r.status, r.body)
+	}
+
+	// A flooding address is held by its own limit: no challenge, and an
+	// answer does not help it.
+	r = trial("198.51.100.1", "X-Pesto-Proof", proof.Solve(challenge))
+	r.want(t, 429, tooMany)
+	if r.header.Get("X-Pesto-Challenge") != "" {
+		t.Fatal("a client over its own limit was given a challenge")
+	}
+	if n := len(rs.Keys("TRIAL-*")); n != 202 {
+		t.Fatalf("%d trial keys, want 202", n)
 	}
 }

@@ -45,12 +45,6 @@ func NewLimits(route string, rate config.Rate, prefixes []config.RatePrefix, glo
 	return l
 }
 
-// Global returns the key and the script's arguments (Refund) of the
-// route's global bucket.
-func (l Limits) Global() (key string, args []string) {
-	return l.prefix + "all", l.global
-}
-
 // Buckets returns the keys and the script's arguments (Allow) of a request
 // from a: its client's buckets, then the global one.
 func (l Limits) Buckets(a netip.Addr) (keys, args []string) {

@@ -23,6 +23,7 @@ type apiError struct {
 	message    string
 	body       []byte
 	retryAfter string // Retry-After value, if any
+	challenge  string // X-Pesto-Challenge value, if any (a proof of work)
 }
 
 func (e *apiError) Error() string { return e.message }
@@ -37,10 +38,12 @@ func newAPIError(status int, message string) *apiError {
 // badRequest is a 400 whose message names the offending field.
 func badRequest(message string) *apiError { return newAPIError(fiber.StatusBadRequest, message) }
 
-// tooManyRequests is the 429 of a rate limit, retry after the given seconds.
-func tooManyRequests(retryAfter string) *apiError {
+// tooManyRequests is the 429 of a rate limit, retry after the given
+// seconds; challenge, when not empty, is a proof of work whose answer lets
+// the request pass the global cap now.
+func tooManyRequests(retryAfter, challenge string) *apiError {
 	e := *errRateLimited
-	e.retryAfter = retryAfter
+	e.retryAfter, e.challenge = retryAfter, challenge
 	return &e
 }
 
@@ -145,6 +148,9 @@ func errorHandler(log *slog.Logger, m *regMetrics, rep *sentry.Reporter) fiber.E
 		c.Response().Header.Del(fiber.HeaderAllow)
 		if ae.retryAfter != "" {
 			c.Set(fiber.HeaderRetryAfter, ae.retryAfter)
+		}
+		if ae.challenge != "" {
+			c.Set(headerChallenge, ae.challenge)
 		}
 		c.Status(ae.status)
 		if wantsResultPage(c) {

@@ -16,6 +16,7 @@ import (
 
 	"pesto/registration/internal/adminjwt"
 	"pesto/registration/internal/config"
+	"pesto/registration/internal/proof"
 	"pesto/registration/internal/rotation"
 	"pesto/registration/internal/waitlist"
 	"pesto/shared/apikey"
@@ -49,21 +50,23 @@ func New(log *slog.Logger, cfg config.Config, conn *redisconn.Conn, reg *metrics
 	public := []string{"/api/register", "/api/trial"}
 	if len(cfg.CORSOrigins) > 0 {
 		app.Use(public, cors.New(cors.Config{
-			AllowOrigins: cfg.CORSOrigins,
-			AllowMethods: []string{fiber.MethodPost},
-			AllowHeaders: []string{fiber.HeaderContentType, fiber.HeaderAccept},
-			MaxAge:       3600,
+			AllowOrigins:  cfg.CORSOrigins,
+			AllowMethods:  []string{fiber.MethodPost},
+			AllowHeaders:  []string{fiber.HeaderContentType, fiber.HeaderAccept, headerProof},
+			ExposeHeaders: []string{headerChallenge, fiber.HeaderRetryAfter},
+			MaxAge:        3600,
 		}))
 	}
 
 	app.Get("/", handlePage)
 	crossSite := refuseCrossSite(ips, cfg.CORSOrigins)
+	proofs := proof.New(cfg.ServerSecret, proof.Bits, time.Now)
 	registerLimits := ratelimit.NewLimits("register", cfg.RegisterRate, cfg.IPv6RatePrefixes, cfg.RegisterGlobalRate)
 	trialLimits := ratelimit.NewLimits("trial", cfg.TrialRate, cfg.IPv6RatePrefixes, cfg.TrialGlobalRate)
 	app.Post("/api/register", crossSite, markResultPage,
-		handleRegister(log, conn, cfg.WaitingListMax, newRateLimiter(conn, ips, registerLimits, m.limited[0]), m))
+		handleRegister(log, conn, cfg.WaitingListMax, newRateLimiter(conn, ips, "register", registerLimits, proofs, m.limited[0]), m))
 	app.Post("/api/trial", crossSite,
-		handleTrial(log, conn, cfg.KeyStorage, cfg.TrialDomain, newRateLimiter(conn, ips, trialLimits, m.limited[1]), m))
+		handleTrial(log, conn, cfg.KeyStorage, cfg.TrialDomain, newRateLimiter(conn, ips, "trial", trialLimits, proofs, m.limited[1]), m))
 
 	app.Get("/api/pending", guard, handlePending(admin))
 	app.Put("/api/approve", guard, handleApprove(log, admin, m))

@@ -74,7 +74,7 @@ type Config struct {
 	AdminPublicKey ed25519.PublicKey
 	// ServerSecret is registration's own secret, never stored in Redis,
 	// from which each use derives its key: it seals the memory of
-	// rotations. SERVER_SECRET (at least 32 bytes); unset, derived from
+	// rotations and signs proof-of-work challenges. SERVER_SECRET (at least 32 bytes); unset, derived from
 	// ADMIN_JWT_SECRET; neither, random for this process
 	// (ServerSecretRandom).
 	ServerSecret       []byte
