@@ -97,25 +97,7 @@ func TestSignupPageInBrowser(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tab, cancel := chromedp.NewContext(browser)
-			defer cancel()
-			ctx, cancel := context.WithTimeout(tab, 20*time.Second)
-			defer cancel()
-			console := watchConsole(ctx)
-			// Deferred, so that it also tells why a step timed out.
-			defer func() {
-				for _, m := range console() {
-					t.Errorf("browser console: %s", m)
-				}
-			}()
-
-			if err := chromedp.Do(ctx); err != nil { // opens the tab
-				t.Fatal(err)
-			}
-			if _, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled,
-				emulation.SetScriptExecutionDisabledParams{Value: !tt.script}); err != nil {
-				t.Fatal(err)
-			}
+			ctx := openTab(t, browser, 20*time.Second, tt.script)
 			page, err := chromedp.Run(ctx, chromedp.NavigateResponse(base+"/"))
 			if err != nil {
 				t.Fatalf("open the page: %v", err)
@@ -254,6 +236,32 @@ func startBrowser(t *testing.T) context.Context {
 	return browser
 }
 
+// openTab opens a tab of browser for the rest of the test, with JavaScript
+// on or off and a deadline of timeout. When the test ends, every CSP
+// violation or uncaught exception its console reported fails it (so that
+// it also tells why a step timed out).
+func openTab(t *testing.T, browser context.Context, timeout time.Duration, script bool) context.Context {
+	t.Helper()
+	tab, cancelTab := chromedp.NewContext(browser)
+	ctx, cancel := context.WithTimeout(tab, timeout)
+	console := watchConsole(ctx)
+	t.Cleanup(func() {
+		for _, m := range console() {
+			t.Errorf("browser console: %s", m)
+		}
+		cancel()
+		cancelTab()
+	})
+	if err := chromedp.Do(ctx); err != nil { // opens the tab
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled,
+		emulation.SetScriptExecutionDisabledParams{Value: !script}); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
+}
+
 // serverMessage posts body straight to /api/register and returns the
 // message of its 400 answer, so the test knows what the page must show.
 func serverMessage(t *testing.T, base, contentType, body string) string {
@@ -388,23 +396,7 @@ func TestProofOfWorkInBrowser(t *testing.T) {
 
 	for _, script := range []bool{true, false} {
 		t.Run(fmt.Sprintf("javascript %v", script), func(t *testing.T) {
-			tab, cancel := chromedp.NewContext(browser)
-			defer cancel()
-			ctx, cancel := context.WithTimeout(tab, 60*time.Second)
-			defer cancel()
-			console := watchConsole(ctx)
-			defer func() {
-				for _, m := range console() {
-					t.Errorf("browser console: %s", m)
-				}
-			}()
-			if err := chromedp.Do(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled,
-				emulation.SetScriptExecutionDisabledParams{Value: !script}); err != nil {
-				t.Fatal(err)
-			}
+			ctx := openTab(t, browser, 60*time.Second, script)
 			email := fmt.Sprintf("person-%v@example.com", script)
 			if err := chromedp.Do(ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("submit")),
 				chromedp.SendKeys(chromedp.ID("name"), "A Person"), chromedp.SendKeys(chromedp.ID("email"), email),
