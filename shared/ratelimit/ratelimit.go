@@ -74,8 +74,8 @@ func Allow(ctx context.Context, c rueidis.Client, keys, args []string) (waitMill
 // proven bucket when that allows it, and the proof's key is set. Returns
 // {0, 0} when counted in the global bucket, {0, 1} in the proven one, {ms,
 // 2} when the client's buckets refuse it, {ms, 3} when the global bucket
-// does (and the proof, if any, does not help): ms until the global bucket
-// would allow it.
+// does (and the proof, if any, does not help): ms until the client's and
+// the global buckets would allow it.
 var provenScript = rueidis.NewLuaScript(gcraLua + `
 local n = #KEYS - 2
 local global, proven, once = n, n + 1, n + 2
@@ -86,9 +86,9 @@ for i = 1, n - 1 do
   tats[i], w = step(i)
   wait = math.max(wait, w)
 end
-if wait > 0 then return {wait, 2} end
 local global_wait
 tats[global], global_wait = step(global)
+if wait > 0 then return {math.max(wait, global_wait), 2} end
 if global_wait == 0 then
   for i = 1, n do count(i, tats[i]) end
   return {0, 0}
