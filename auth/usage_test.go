@@ -173,7 +173,7 @@ func TestUsageRateLimit(t *testing.T) {
 // every client together at USAGE_GLOBAL_RATE, shared by the replicas: a
 // refused request looks nothing up.
 func TestUsageRateLimitPrefixesAndGlobal(t *testing.T) {
-	rs := redistest.Start(t)
+	rs := redistest.StartStandalone(t) // its command counts (TestUsageRateLimit runs on a Cluster too)
 	rs.Do("SET", "tok", `{"UserEmail":"rl@example.com","MonthlyLimit":10,"Revoked":false}`)
 	env := map[string]string{"REDIS_URL": rs.URL, "USAGE_RATE": "2/h", "USAGE_GLOBAL_RATE": "20/h", "TRUSTED_PROXIES": "127.0.0.1"}
 	replicas := []*authInstance{startAuth(t, env), startAuth(t, env)}
