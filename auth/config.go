@@ -18,6 +18,9 @@ const (
 	defaultCacheTTL  = 60 * time.Second
 	defaultUnmetered = "trial*@pesto.teknologiumum.com"
 	defaultUsageRate = "60/m"
+	// defaultUsageGlobalRate caps GET /api/usage over every client: 100 a
+	// second, and 6,000 at once.
+	defaultUsageGlobalRate = "6000/m"
 )
 
 type authConfig struct {
@@ -28,9 +31,13 @@ type authConfig struct {
 	// Unmetered is a lower-case path.Match pattern of emails allowed
 	// without counting; "" meters everyone.
 	Unmetered string
-	// UsageRate bounds GET /api/usage per client IP (an IPv4 address, an
-	// IPv6 /64).
-	UsageRate config.Rate
+	// UsageRate bounds GET /api/usage per client (an IPv4 address; an IPv6
+	// client at each of IPv6RatePrefixes), UsageGlobalRate over every
+	// client together.
+	UsageRate, UsageGlobalRate config.Rate
+	// IPv6RatePrefixes are the prefixes an IPv6 client is counted at, each
+	// with its multiple of UsageRate.
+	IPv6RatePrefixes []config.RatePrefix
 	// TrustedProxies are the proxies whose X-Forwarded-For names the
 	// client of /api/usage.
 	TrustedProxies []netip.Prefix
@@ -49,15 +56,18 @@ type authConfig struct {
 func loadConfig(lookupEnv func(string) (string, bool)) (authConfig, error) {
 	e := config.New(lookupEnv)
 	c := authConfig{
-		Common:         config.LoadCommon(e),
-		CacheTTL:       e.Duration("TOKEN_CACHE_TTL", defaultCacheTTL),
-		Unmetered:      defaultUnmetered,
-		UsageRate:      e.Rate("USAGE_RATE", defaultUsageRate),
-		TrustedProxies: e.TrustedProxies(),
-		QuotaWarnings:  parseQuotaWarnings(e),
-		GOGCSet:        e.IsSet("GOGC"),
-		GOMAXPROCSSet:  e.NotEmpty("GOMAXPROCS"),
+		Common:           config.LoadCommon(e),
+		CacheTTL:         e.Duration("TOKEN_CACHE_TTL", defaultCacheTTL),
+		Unmetered:        defaultUnmetered,
+		UsageRate:        e.Rate("USAGE_RATE", defaultUsageRate),
+		UsageGlobalRate:  e.Rate("USAGE_GLOBAL_RATE", defaultUsageGlobalRate),
+		IPv6RatePrefixes: e.IPv6RatePrefixes(),
+		TrustedProxies:   e.TrustedProxies(),
+		QuotaWarnings:    parseQuotaWarnings(e),
+		GOGCSet:          e.IsSet("GOGC"),
+		GOMAXPROCSSet:    e.NotEmpty("GOMAXPROCS"),
 	}
+	e.RateBelow("USAGE_RATE", c.UsageRate, c.IPv6RatePrefixes, "USAGE_GLOBAL_RATE", c.UsageGlobalRate)
 	if e.IsSet("UNMETERED_EMAILS") {
 		c.Unmetered, _ = e.Lookup("UNMETERED_EMAILS")
 		c.Unmetered = strings.ToLower(c.Unmetered)

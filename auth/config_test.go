@@ -25,6 +25,9 @@ func TestConfigErrorsExit2(t *testing.T) {
 		{"SENTRY_DSN", "not a url"},
 		{"USAGE_RATE", "60"},
 		{"USAGE_RATE", "0/m"},
+		{"USAGE_RATE", "2000/m"}, // 8,000 a minute for a /48: not below the global 6000/m
+		{"USAGE_GLOBAL_RATE", "6000"},
+		{"IPV6_RATE_PREFIXES", "64:0"},
 		{"TRUSTED_PROXIES", "gateway"},
 		{"QUOTA_WARNINGS", "80,abc"},
 		{"QUOTA_WARNINGS", "0"},

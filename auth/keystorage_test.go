@@ -29,6 +29,7 @@ func TestKeyStorage(t *testing.T) {
 				plainRec  = `{"UserEmail":"p@example.com","MonthlyLimit":100,"Revoked":false}`
 			)
 			rs.Do("SET", wire.HashedKey(hashedTok), hashedRec)
+			rs.Do("SET", wire.HashedKeysMarker, "1") // as every writer of a hashed record does
 			rs.Do("SET", plainTok, plainRec, "PX", "3600000")
 			a := startAuth(t, map[string]string{"REDIS_URL": rs.URL, "KEY_STORAGE": storage, "TOKEN_CACHE_TTL": "1h"})
 
@@ -82,20 +83,40 @@ func TestKeyStorage(t *testing.T) {
 }
 
 // An unknown key costs at most two Redis lookups, and none once cached,
-// with either storage.
+// with either storage. With plain storage where no key was ever hashed (no
+// wire.HashedKeysMarker) it costs one: its hashed name is not looked up, so
+// it is one entry of Redis's tracking table, not two (the marker's lookup is
+// cached once for every key).
 func TestUnknownKeyLookups(t *testing.T) {
-	for _, storage := range []string{"plain", "hashed"} {
-		t.Run(storage, func(t *testing.T) {
+	for _, c := range []struct {
+		name, storage string
+		marker        bool
+		first, other  int // GETs of the first unknown key's first call; of another unknown key
+	}{
+		{"plain", "plain", false, 2, 1}, // the key, the marker; then the key alone
+		{"plain after hashing", "plain", true, 3, 2},
+		{"hashed", "hashed", false, 2, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
 			rs := redistest.StartStandalone(t)
-			app, _ := newTestApp(t, rs, map[string]string{"KEY_STORAGE": storage, "TOKEN_CACHE_TTL": "1h"}, endOfMonth)
+			if c.marker {
+				rs.Do("SET", wire.HashedKeysMarker, "1")
+			}
+			app, _ := newTestApp(t, rs, map[string]string{"KEY_STORAGE": c.storage, "TOKEN_CACHE_TTL": "1h"}, endOfMonth)
 			before := commandCalls(t, rs, "get")
 			for i := range 3 {
 				if got := testCall(t, app, "GET", tokenHeader("tok-unknown")); got.Status != 401 {
 					t.Fatal(got)
 				}
-				if n := commandCalls(t, rs, "get") - before; n != 2 {
-					t.Fatalf("call %d: %d GETs in all, want 2 (the first call's, then the cache)", i+1, n)
+				if n := commandCalls(t, rs, "get") - before; n != c.first {
+					t.Fatalf("call %d: %d GETs in all, want %d (the first call's, then the cache)", i+1, n, c.first)
 				}
+			}
+			if got := testCall(t, app, "GET", tokenHeader("tok-unknown-2")); got.Status != 401 {
+				t.Fatal(got)
+			}
+			if n := commandCalls(t, rs, "get") - before - c.first; n != c.other {
+				t.Fatalf("another unknown key: %d GETs, want %d", n, c.other)
 			}
 		})
 	}
@@ -172,7 +193,7 @@ func TestUsageEitherForm(t *testing.T) {
 			rs.Do("SET", counterNov+"h@example.com", "59")
 			rs.Do("SET", "tok-p", `{"UserEmail":"p@example.com","MonthlyLimit":10,"Revoked":false}`)
 			rs.Do("SET", wire.HashedKey("tok-r"), `{"UserEmail":"r@example.com","MonthlyLimit":10,"Revoked":true}`)
-			app, _ := newTestApp(t, rs, map[string]string{"USAGE_RATE": "1000/s", "KEY_STORAGE": storage}, endOfMonth)
+			app, _ := newTestApp(t, rs, map[string]string{"USAGE_RATE": "1000/s", "USAGE_GLOBAL_RATE": "1000000/s", "KEY_STORAGE": storage}, endOfMonth)
 			for tok, want := range map[string]string{
 				"tok-h": `{"limit":100,"used":59,"remaining":41,"reset":"2026-12-01T00:00:00Z","expires":"2026-12-01T01:59:00Z"}`,
 				"tok-p": `{"limit":10,"used":0,"remaining":10,"reset":"2026-12-01T00:00:00Z"}`,

@@ -8,6 +8,7 @@ import (
 
 	"pesto/shared/clientip"
 	"pesto/shared/metrics"
+	"pesto/shared/ratelimit"
 	"pesto/shared/sentry"
 	"pesto/shared/server"
 )
@@ -27,6 +28,7 @@ func newApp(log *slog.Logger, cfg authConfig, store tokenStore, acct accountStor
 	})
 	warn := newWarnings(cfg.QuotaWarnings, acct.QueueWarning, log, reg)
 	app.All("/", handleDecide(store, cfg.Unmetered, now, m, warn))
-	app.Get("/api/usage", handleUsage(acct, clientip.Resolver{Trusted: cfg.TrustedProxies}, cfg.UsageRate, cfg.Unmetered, now))
+	usageLimits := ratelimit.NewLimits(usageRoute, cfg.UsageRate, cfg.IPv6RatePrefixes, cfg.UsageGlobalRate)
+	app.Get("/api/usage", handleUsage(acct, clientip.Resolver{Trusted: cfg.TrustedProxies}, usageLimits, cfg.Unmetered, now))
 	return app
 }

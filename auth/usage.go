@@ -2,22 +2,20 @@ package main
 
 import (
 	"context"
-	"net/netip"
 	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v3"
 
 	"pesto/shared/clientip"
-	"pesto/shared/config"
 	"pesto/shared/ratelimit"
 	"pesto/shared/wire"
 )
 
-// usageRatePrefix starts the rate limit keys of /api/usage:
-// pesto:ratelimit:{usage}:<client>, the IPv4 address or the IPv6 /64.
-// (Registration's routes have their own tags: {register}, {trial}.)
-const usageRatePrefix = wire.OwnPrefix + "ratelimit:{usage}:"
+// usageRoute names the rate limit buckets of /api/usage:
+// pesto:ratelimit:{usage}:<bucket> (ratelimit.Limits; registration's routes
+// have their own: {register}, {trial}).
+const usageRoute = "usage"
 
 // usage is the body of a 200 of GET /api/usage.
 type usage struct {
@@ -56,13 +54,13 @@ func (u usage) appendJSON(b []byte) []byte {
 
 // handleUsage answers GET /api/usage: what the key in X-Pesto-Token has
 // used of its month, counting no call. A missing, malformed, unknown or
-// revoked key gets the hook's 401 answers, byte for byte. Each client IP
-// (an IPv4 address, an IPv6 /64) may ask rate.Count times per rate.Per,
-// shared by every replica, well-formed key or not: 429 {"message":"Too
-// many requests"} with Retry-After beyond that, so that the route cannot
-// be used to try keys faster than that.
-func handleUsage(acct accountStore, ips clientip.Resolver, rate config.Rate, unmetered string, now func() time.Time) fiber.Handler {
-	rateArgs := ratelimit.Args(rate.Count, rate.Per)
+// revoked key gets the hook's 401 answers, byte for byte. Each client (an
+// IPv4 address; an IPv6 client at each of its prefixes, as registration
+// counts them) may ask within its limits, and every client together within
+// the global one (limits), shared by every replica, well-formed key or not:
+// 429 {"message":"Too many requests"} with Retry-After beyond that, so that
+// no number of addresses can use the route to try keys faster than that.
+func handleUsage(acct accountStore, ips clientip.Resolver, limits ratelimit.Limits, unmetered string, now func() time.Time) fiber.Handler {
 	return func(c fiber.Ctx) error {
 		token, err := requestToken(c)
 		if err != nil {
@@ -71,7 +69,8 @@ func handleUsage(acct accountStore, ips clientip.Resolver, rate config.Rate, unm
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
 
-		wait, err := acct.Allow(ctx, []string{usageRatePrefix + usageClient(ips.ClientIP(c))}, rateArgs)
+		keys, args := limits.Buckets(ips.ClientIP(c))
+		wait, err := acct.Allow(ctx, keys, args)
 		if err != nil {
 			return err
 		}
@@ -103,18 +102,5 @@ func handleUsage(acct accountStore, ips clientip.Resolver, rate config.Rate, unm
 		c.Set(fiber.HeaderCacheControl, "no-store")
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Send(u.appendJSON(make([]byte, 0, 128)))
-	}
-}
-
-// usageClient is the rate limit bucket of a client: its IPv4 address, or
-// its IPv6 /64 (one host gets a whole /64).
-func usageClient(a netip.Addr) string {
-	switch {
-	case a.Is6():
-		return netip.PrefixFrom(a, 64).Masked().String()
-	case a.IsValid():
-		return a.String()
-	default:
-		return "unknown"
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -33,7 +34,7 @@ func TestUsage(t *testing.T) {
 	rs.Do("SET", "tok-corrupt", `{"UserEmail":`)
 	rs.Do("SET", "tok-legacy", `{"email":"legacy@example.com","limit":7}`)
 	rs.Do("SET", "counter/2026-11/legacy@example.com", "2")
-	app, _ := newTestApp(t, rs, map[string]string{"USAGE_RATE": "1000/s"}, endOfMonth)
+	app, _ := newTestApp(t, rs, map[string]string{"USAGE_RATE": "1000/s", "USAGE_GLOBAL_RATE": "1000000/s"}, endOfMonth)
 
 	const reset = `"reset":"2026-12-01T00:00:00Z"`
 	for _, c := range []struct {
@@ -152,13 +153,69 @@ func TestUsageRateLimit(t *testing.T) {
 			}
 		}
 	}
-	p := usageRatePrefix
-	want := []string{p + "192.0.2.1", p + "192.0.2.2", p + "2001:db8:1:2::/64", p + "2001:db8:1:3::/64"}
+	p := "pesto:ratelimit:{usage}:"
+	want := []string{p + "192.0.2.1", p + "192.0.2.2", p + "2001:db8:1:2::/64", p + "2001:db8:1:3::/64",
+		p + "2001:db8:1::/48", p + "2001:db8:1::/56", p + "all"}
 	if got := rs.Keys(p + "*"); !slices.Equal(got, want) {
 		t.Errorf("buckets = %q, want %q", got, want)
 	}
 	// The hook itself is not limited by it.
 	if got := call(t, "GET", a.URL, "tok"); got.Status != 200 {
 		t.Errorf("hook: %d %s", got.Status, got.Body)
+	}
+}
+
+// The attack: a client with a /48 asks from a new /64 each time (65,536 of
+// them), or a client with many addresses from a new one each time, to look
+// keys up faster than USAGE_RATE. Before, /api/usage counted /64s only and
+// had no global cap (7,492 lookups a second, no 429). Now an IPv6 client
+// counts at its /64, /56 and /48 (IPV6_RATE_PREFIXES, as registration) and
+// every client together at USAGE_GLOBAL_RATE, shared by the replicas: a
+// refused request looks nothing up.
+func TestUsageRateLimitPrefixesAndGlobal(t *testing.T) {
+	rs := redistest.StartStandalone(t) // its command counts (TestUsageRateLimit runs on a Cluster too)
+	rs.Do("SET", "tok", `{"UserEmail":"rl@example.com","MonthlyLimit":10,"Revoked":false}`)
+	env := map[string]string{"REDIS_URL": rs.URL, "USAGE_RATE": "2/h", "USAGE_GLOBAL_RATE": "20/h", "TRUSTED_PROXIES": "127.0.0.1"}
+	replicas := []*authInstance{startAuth(t, env), startAuth(t, env)}
+	ask := func(i int, client string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", replicas[i%2].URL+"/api/usage", nil)
+		req.Header.Set(headerToken, "tok")
+		req.Header.Set("X-Forwarded-For", client)
+		status, _, _ := servicetest.Do(t, httpClient, req)
+		return status
+	}
+	tally := func(statuses []int) (ok, limited int) {
+		for _, s := range statuses {
+			switch s {
+			case 200:
+				ok++
+			case 429:
+				limited++
+			default:
+				t.Fatalf("status %d", s)
+			}
+		}
+		return ok, limited
+	}
+	before := commandCalls(t, rs, "pttl")
+	var statuses []int
+	for i := range 30 { // a new /64 of one /48 each time
+		statuses = append(statuses, ask(i, fmt.Sprintf("2001:db8:1:%x00::1", i))) // each in its own /56
+	}
+	if ok, limited := tally(statuses); ok != 8 || limited != 22 {
+		t.Fatalf("30 /64s of one /48: %d allowed, %d refused; want 8 (its /48 at 4 × 2/h) and 22", ok, limited)
+	}
+	statuses = statuses[:0]
+	for i := range 30 { // a new IPv4 address each time
+		statuses = append(statuses, ask(i, fmt.Sprintf("198.51.100.%d", i+1)))
+	}
+	if ok, limited := tally(statuses); ok != 12 || limited != 18 {
+		t.Fatalf("30 IPv4 addresses: %d allowed, %d refused; want 12 (what is left of the global 20/h) and 18", ok, limited)
+	}
+	// A refused request looks nothing up: one record lookup (GET and PTTL)
+	// per 200.
+	if n := commandCalls(t, rs, "pttl") - before; n != 20 {
+		t.Fatalf("%d record lookups for 20 answered requests, want 20", n)
 	}
 }

@@ -200,3 +200,46 @@ func TestThresholds(t *testing.T) {
 		}
 	}
 }
+
+// Trial keys metered (UNMETERED_EMAILS empty, as compose has it): anyone may
+// take trial keys and use up their 10 calls, and their addresses are made
+// up. Before, each such key queued two warnings to trial-…@<domain> (100
+// keys: 202 emails in half a second). Now none is queued, while a person's
+// key beside them is warned as ever.
+func TestNoQuotaWarningToTrialKeys(t *testing.T) {
+	rs := redistest.Start(t)
+	const keys = 40
+	for i := range keys {
+		email := fmt.Sprintf("trial-%020d@pesto.teknologiumum.com", i)
+		if !wire.IsTrialEmail(email) {
+			t.Fatalf("%s is not a trial address", email)
+		}
+		rs.Do("SET", fmt.Sprintf("TRIAL-%058d", i), `{"UserEmail":"`+email+`","MonthlyLimit":10,"Revoked":false}`)
+	}
+	rs.Do("SET", "tok-person", `{"UserEmail":"person@example.com","MonthlyLimit":10,"Revoked":false}`)
+	app, _ := newTestApp(t, rs, map[string]string{"UNMETERED_EMAILS": ""}, endOfMonth)
+
+	for i := range keys {
+		for call := 1; call <= 11; call++ {
+			want := 200
+			if call > 10 {
+				want = 429
+			}
+			if got := testCall(t, app, "GET", tokenHeader(fmt.Sprintf("TRIAL-%058d", i))); got.Status != want {
+				t.Fatalf("trial key %d, call %d: %d, want %d (metered)", i, call, got.Status, want)
+			}
+		}
+	}
+	for range 8 {
+		testCall(t, app, "GET", tokenHeader("tok-person"))
+	}
+	// The person's warning is queued in the background of the 8th call;
+	// every trial key's crossing calls came before it.
+	servicetest.Poll(t, 5*time.Second, "the person's warning", func() bool { return len(outbox(t, rs)) > 0 })
+	if got, want := fmt.Sprint(outbox(t, rs)), fmt.Sprint([]map[string]string{warningFields("person@example.com", 80, 8, 10, "2026-11")}); got != want {
+		t.Fatalf("outbox\n got %v\nwant %v", got, want)
+	}
+	if n := rs.Keys("pesto:{waiting-list}:warned:*trial-*"); len(n) != 0 {
+		t.Fatalf("warning markers of trial keys: %v", n)
+	}
+}

@@ -20,6 +20,10 @@ import (
 // env names ADMIN_JWT_SECRET itself.
 const testAdminSecret = "test-secret-0123456789-abcdefghij-klmnop"
 
+// testServerSecret is the SERVER_SECRET startRegistration sets unless env
+// names SERVER_SECRET itself.
+const testServerSecret = "test-server-secret-0123456789-abcdefghij"
+
 // TestMain runs the tests, or main itself in a child that
 // servicetest.MainCommand started.
 func TestMain(m *testing.M) { servicetest.TestMain(m, main) }
@@ -27,7 +31,7 @@ func TestMain(m *testing.M) { servicetest.TestMain(m, main) }
 // startRegistration runs the whole service through run() on a free port
 // and returns its base URL ("http://127.0.0.1:PORT") and its logs. env is
 // the environment; it must name REDIS_URL. Unless env names them, PORT is 0,
-// both rate limits are 1000000/s, SHUTDOWN_TIMEOUT is 2s and
+// both rate limits are 100000/s per client and 1000000/s in all, SHUTDOWN_TIMEOUT is 2s and
 // ADMIN_JWT_SECRET is testAdminSecret (name it with "" to leave the admin
 // API unconfigured). The service is stopped, and checked to stop cleanly,
 // when the test ends.
@@ -70,17 +74,18 @@ func startRegistration(t testing.TB, env map[string]string) (baseURL string, log
 }
 
 // testEnv returns env over the defaults of the tests' services: port 0,
-// both rate limits 1000000/s, SHUTDOWN_TIMEOUT 2s, ADMIN_JWT_SECRET
-// testAdminSecret, LOG_LEVEL debug.
+// both rate limits 100000/s per client and 1000000/s in all, SHUTDOWN_TIMEOUT 2s, ADMIN_JWT_SECRET
+// testAdminSecret, SERVER_SECRET testServerSecret, LOG_LEVEL debug.
 func testEnv(env map[string]string) map[string]string {
 	return servicetest.Merge(map[string]string{
 		"PORT":                 "0",
-		"REGISTER_RATE":        "1000000/s",
-		"TRIAL_RATE":           "1000000/s",
+		"REGISTER_RATE":        "100000/s",
+		"TRIAL_RATE":           "100000/s",
 		"REGISTER_GLOBAL_RATE": "1000000/s",
 		"TRIAL_GLOBAL_RATE":    "1000000/s",
 		"SHUTDOWN_TIMEOUT":     "2s",
 		"ADMIN_JWT_SECRET":     testAdminSecret,
+		"SERVER_SECRET":        testServerSecret,
 		"LOG_LEVEL":            "debug",
 	}, env)
 }

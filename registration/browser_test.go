@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -95,25 +97,7 @@ func TestSignupPageInBrowser(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tab, cancel := chromedp.NewContext(browser)
-			defer cancel()
-			ctx, cancel := context.WithTimeout(tab, 20*time.Second)
-			defer cancel()
-			console := watchConsole(ctx)
-			// Deferred, so that it also tells why a step timed out.
-			defer func() {
-				for _, m := range console() {
-					t.Errorf("browser console: %s", m)
-				}
-			}()
-
-			if err := chromedp.Do(ctx); err != nil { // opens the tab
-				t.Fatal(err)
-			}
-			if _, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled,
-				emulation.SetScriptExecutionDisabledParams{Value: !tt.script}); err != nil {
-				t.Fatal(err)
-			}
+			ctx := openTab(t, browser, 20*time.Second, tt.script)
 			page, err := chromedp.Run(ctx, chromedp.NavigateResponse(base+"/"))
 			if err != nil {
 				t.Fatalf("open the page: %v", err)
@@ -252,6 +236,32 @@ func startBrowser(t *testing.T) context.Context {
 	return browser
 }
 
+// openTab opens a tab of browser for the rest of the test, with JavaScript
+// on or off and a deadline of timeout. When the test ends, every CSP
+// violation or uncaught exception its console reported fails it (so that
+// it also tells why a step timed out).
+func openTab(t *testing.T, browser context.Context, timeout time.Duration, script bool) context.Context {
+	t.Helper()
+	tab, cancelTab := chromedp.NewContext(browser)
+	ctx, cancel := context.WithTimeout(tab, timeout)
+	console := watchConsole(ctx)
+	t.Cleanup(func() {
+		for _, m := range console() {
+			t.Errorf("browser console: %s", m)
+		}
+		cancel()
+		cancelTab()
+	})
+	if err := chromedp.Do(ctx); err != nil { // opens the tab
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled,
+		emulation.SetScriptExecutionDisabledParams{Value: !script}); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
+}
+
 // serverMessage posts body straight to /api/register and returns the
 // message of its 400 answer, so the test knows what the page must show.
 func serverMessage(t *testing.T, base, contentType, body string) string {
@@ -361,4 +371,60 @@ func storedSignups(t *testing.T, c rueidis.Client) []string {
 		t.Fatal(err)
 	}
 	return list
+}
+
+// TestProofOfWorkInBrowser: with the signup cap used up by other clients,
+// the page (JavaScript on) gets the 429 of the global cap, answers its
+// challenge in the browser and signs up; it logs how long that took. The
+// form without JavaScript gets the 429 page: it works whenever the cap
+// has room, not while someone pushes on it.
+func TestProofOfWorkInBrowser(t *testing.T) {
+	rds := redistest.Start(t)
+	base, logs := startRegistration(t, map[string]string{"REDIS_URL": rds.URL, "TRUSTED_PROXIES": "127.0.0.1",
+		"REGISTER_RATE": "2/h", "REGISTER_GLOBAL_RATE": "10/h", "IPV6_RATE_PREFIXES": "64:1"})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("service log:\n%s", logs)
+		}
+	})
+	waitHealthy(t, base)
+	for i := range 10 { // other clients use up the cap
+		body := `{"name":"a","email":"pusher` + strconv.Itoa(i) + `@example.com","calls":1}`
+		send(t, "POST", base+"/api/register", body, "X-Forwarded-For", "198.51.100."+strconv.Itoa(i+1)).want(t, 201, created)
+	}
+	browser := startBrowser(t)
+
+	for _, script := range []bool{true, false} {
+		t.Run(fmt.Sprintf("javascript %v", script), func(t *testing.T) {
+			ctx := openTab(t, browser, 60*time.Second, script)
+			email := fmt.Sprintf("person-%v@example.com", script)
+			if err := chromedp.Do(ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("submit")),
+				chromedp.SendKeys(chromedp.ID("name"), "A Person"), chromedp.SendKeys(chromedp.ID("email"), email),
+				chromedp.SendKeys(chromedp.ID("calls"), "10")); err != nil {
+				t.Fatalf("fill in the form: %v", err)
+			}
+			if !script {
+				resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID("submit")))
+				if err != nil {
+					t.Fatalf("submit: %v", err)
+				}
+				if text, _ := textAndKind(t, ctx, "result"); resp.Status != http.StatusTooManyRequests || text != "Too many requests" {
+					t.Fatalf("without JavaScript: %d %q, want the 429 page", resp.Status, text)
+				}
+				return
+			}
+			start := time.Now()
+			if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("submit")), chromedp.WaitVisible(chromedp.CSS("#status.ok"))); err != nil {
+				shown, kind := textAndKind(t, ctx, "status")
+				t.Fatalf("submit: %v; the page shows %q (%s)", err, shown, kind)
+			}
+			t.Logf("signed up past the used-up cap in %v (the challenge answered in the browser)", time.Since(start).Round(time.Millisecond))
+			if !slices.ContainsFunc(storedSignups(t, rds.Client()), func(e string) bool { return strings.Contains(e, email) }) {
+				t.Fatal("the signup is not on the waiting list")
+			}
+			if n := len(rds.Keys("pesto:ratelimit:{register}:proof:*")); n != 1 {
+				t.Fatalf("%d answers used, want 1", n)
+			}
+		})
+	}
 }

@@ -38,6 +38,11 @@ func TestConfigErrors(t *testing.T) {
 		{"TRIAL_RATE", "5/hour"},
 		{"REGISTER_GLOBAL_RATE", "100"},
 		{"TRIAL_GLOBAL_RATE", "0/h"},
+		// A client (an IPv6 /48 at 4 times the rate) could use up the
+		// global cap alone: refused, naming the per-client rate.
+		{"REGISTER_RATE", "10/m"},
+		{"REGISTER_RATE", "25/h"},
+		{"TRIAL_RATE", "50/h"},
 		{"IPV6_RATE_PREFIXES", "64"},
 		{"IPV6_RATE_PREFIXES", "64:1,64:2"},
 		{"IPV6_RATE_PREFIXES", "129:1"},
@@ -57,6 +62,7 @@ func TestConfigErrors(t *testing.T) {
 		{"CORS_ORIGINS", "https://user@example.com"},
 		{"ADMIN_JWT_SECRET", "too-short"},
 		{"ADMIN_JWT_SECRET", strings.Repeat("x", 31)},
+		{"SERVER_SECRET", strings.Repeat("x", 31)},
 		{"ADMIN_JWT_PUBLIC_KEY", "/no/such/file.pem"},
 		{"ADMIN_JWT_PUBLIC_KEY", notPEM},
 		{"ADMIN_JWT_PUBLIC_KEY", privPath},

@@ -12,6 +12,7 @@ require (
 	github.com/redis/rueidis v1.0.79
 	github.com/wneessen/go-mail v0.8.1
 	golang.org/x/net v0.57.0
+	golang.org/x/text v0.41.0
 	pesto/shared v0.0.0
 )
 
@@ -30,7 +31,6 @@ require (
 	github.com/valyala/fasthttp v1.69.0 // indirect
 	golang.org/x/crypto v0.54.0 // indirect
 	golang.org/x/sys v0.47.0 // indirect
-	golang.org/x/text v0.41.0 // indirect
 )
 
 replace pesto/shared => ../shared

@@ -5,7 +5,7 @@
 // migrate-keys. The service is in layers under internal/, imports running
 // one way: api (the HTTP layer, the only one that imports fiber or knows a
 // status) over waitlist, rotation, trial, outbox and migrate, over config,
-// adminjwt, address and keygen.
+// adminjwt, address, keygen and proof.
 package main
 
 import (
@@ -61,6 +61,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	log.Info("starting", "version", version, "redis", cfg.RedisURL,
 		"register_rate", cfg.RegisterRate.String(), "trial_rate", cfg.TrialRate.String(),
 		"admin_api", len(cfg.AdminSecret) > 0 || len(cfg.AdminPublicKey) > 0)
+	if cfg.ServerSecretRandom {
+		log.Warn("SERVER_SECRET and ADMIN_JWT_SECRET are empty: the server secret is random for this process, " +
+			"so a rotation remembered before a restart cannot be retried; set SERVER_SECRET")
+	}
 	conn := redisconn.Dial(cfg.RedisOptions(), log)
 	defer conn.Close()
 

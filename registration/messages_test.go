@@ -12,6 +12,7 @@ const (
 	msgEmail        = "email must be a single email address without a display name"
 	msgEmailString  = "email must be a string"
 	msgEmailLength  = "email must be at most 254 bytes"
+	msgLookalike    = "email must be written in one script, without invisible or look-alike characters"
 	msgBuilding     = "building must be at most 1000 characters"
 	msgBuildingType = "building must be a string"
 	msgBuildingUTF8 = "building must be valid UTF-8"

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"pesto/shared/config"
+	"pesto/shared/logging"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 	"pesto/shared/wire"
@@ -42,6 +43,10 @@ func TestMigrateKeys(t *testing.T) {
 	}
 	legacy := `{"email":"legacy@example.com","limit":7}`
 	rs.Do("SET", "legacy-key", legacy)
+	// The README's example key: its unsalted hash would give it away to
+	// whoever tries candidates, so migrate-keys names it (never whole).
+	johndoe := `{"UserEmail":"johndoe@example.com","MonthlyLimit":100,"Revoked":false}`
+	rs.Do("SET", "johndoe-key", johndoe)
 	untouched := map[string]string{
 		"not-a-record":                     "hello",
 		"counter/2026-11/u1@example.com":   "5",
@@ -58,14 +63,28 @@ func TestMigrateKeys(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dry run: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "dry run done: ") || !strings.Contains(out, strconv.Itoa(n+1)+" plaintext key records, moved 0") {
+	if !strings.Contains(out, "dry run done: ") || !strings.Contains(out, strconv.Itoa(n+2)+" plaintext key records, moved 0") ||
+		!strings.Contains(out, "weak keys 2; nothing written") {
 		t.Fatalf("dry run output:\n%s", out)
 	}
-	if strings.Contains(out, tok(1)) || strings.Contains(out, "legacy-key") {
+	for _, weak := range []string{
+		"weak key " + logging.Token("johndoe-key") + " of johndoe@example.com: about 34 bits\n",
+		"weak key " + logging.Token("legacy-key") + " of legacy@example.com: about 29 bits\n",
+		"2 weak keys (named above by their first characters and a hash)",
+		"Rotate them (PUT /api/rotate) before they are hashed",
+	} {
+		if !strings.Contains(out, weak) {
+			t.Errorf("dry run output lacks %q:\n%s", weak, out)
+		}
+	}
+	if strings.Contains(out, tok(1)) || strings.Contains(out, "legacy-key") || strings.Contains(out, "johndoe-key") {
 		t.Fatalf("output names a key:\n%s", out)
 	}
 	if got := rs.Do("GET", tok(3)); got != rec(3) {
 		t.Fatal("the dry run moved a record")
+	}
+	if rs.Do("EXISTS", wire.HashedKeysMarker) != "0" {
+		t.Fatal("the dry run set the marker of hashed records")
 	}
 
 	_, err = runMigrate(t, rs, "plain", "--apply")
@@ -81,10 +100,14 @@ func TestMigrateKeys(t *testing.T) {
 	if err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "done: ") || !strings.Contains(out, "moved "+strconv.Itoa(n+1)+",") || strings.Count(out, "cursor") < 3 {
+	if !strings.Contains(out, "done: ") || !strings.Contains(out, "moved "+strconv.Itoa(n+2)+",") || strings.Count(out, "cursor") < 3 ||
+		!strings.Contains(out, "not records 1, weak keys 2\n") {
 		t.Fatalf("apply output:\n%s", out)
 	}
 	t.Logf("apply output (last lines): %s", out[max(0, len(out)-300):])
+	if rs.Do("GET", wire.HashedKeysMarker) != "1" {
+		t.Fatal("--apply did not set the marker of hashed records")
+	}
 	for i := range n {
 		if got := rs.Do("EXISTS", tok(i)); got != "0" {
 			t.Fatalf("%s still plaintext", tok(i))

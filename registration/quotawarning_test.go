@@ -52,3 +52,30 @@ func TestQuotaWarningEmails(t *testing.T) {
 	}
 	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outbox.Stream) == "0" })
 }
+
+// Nothing is sent to a trial key's made-up address, whoever queued it (an
+// auth older than this release, an admin's rotation of a trial key): the
+// entries are dropped, not retried nor dead-lettered, and the emails of
+// people around them go out.
+func TestNoEmailToTrialAddresses(t *testing.T) {
+	rs := redistest.Start(t)
+	srv := smtptest.Start(t)
+	startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.URL("tls=none")})
+	nov := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	const trialTo = "trial-AbCdEfGhIj0123456789@pesto.teknologiumum.com"
+	for _, fields := range [][]string{
+		wire.QuotaWarning{To: trialTo, Percent: 80, Used: 8, Limit: 10, Month: nov}.Fields(),
+		wire.KeyEmail{To: trialTo, Name: trialTo, Token: "new-key", Limit: 10}.Fields(),
+		wire.QuotaWarning{To: "person@example.com", Percent: 100, Used: 10, Limit: 10, Month: nov}.Fields(),
+	} {
+		rs.Do(append([]string{"XADD", outbox.Stream, "*"}, fields...)...)
+	}
+	got := srv.WaitReceived(t, 1, 10*time.Second)
+	servicetest.Poll(t, 5*time.Second, "the outbox is empty", func() bool { return rs.Do("XLEN", outbox.Stream) == "0" })
+	if len(srv.Received()) != 1 || got[0].To != "person@example.com" {
+		t.Fatalf("sent %d emails, the first to %q; want only person@example.com's", len(srv.Received()), got[0].To)
+	}
+	if n := rs.Do("XLEN", outbox.Dead); n != "0" {
+		t.Fatalf("%s dead letters, want none", n)
+	}
+}

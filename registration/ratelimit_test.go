@@ -1,11 +1,15 @@
 package main
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"pesto/registration/internal/proof"
 	"pesto/shared/redistest"
 )
 
@@ -172,8 +176,8 @@ func TestRateLimitIPv6Prefixes(t *testing.T) {
 // client together, in the same script call as the per-client limits.
 func TestRateLimitGlobal(t *testing.T) {
 	rs := redistest.Start(t)
-	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRUSTED_PROXIES": "127.0.0.1",
-		"TRIAL_RATE": "10/h", "TRIAL_GLOBAL_RATE": "3/h", "REGISTER_RATE": "10/h", "REGISTER_GLOBAL_RATE": "2/h"})
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRUSTED_PROXIES": "127.0.0.1", "IPV6_RATE_PREFIXES": "64:1",
+		"TRIAL_RATE": "1/h", "TRIAL_GLOBAL_RATE": "3/h", "REGISTER_RATE": "1/h", "REGISTER_GLOBAL_RATE": "2/h"})
 	for i := range 5 {
 		r := send(t, "POST", base+"/api/trial", "", "X-Forwarded-For", "198.51.100."+strconv.Itoa(i+1))
 		if i < 3 {
@@ -208,11 +212,12 @@ func TestRateLimitGlobal(t *testing.T) {
 	}
 }
 
-// A high rate keeps its spacing: TRIAL_RATE 1000000/s allows a burst far
-// beyond a thousand calls (the limiter works in microseconds).
+// A high rate keeps its spacing: TRIAL_RATE 200000/s (under the global
+// 1000000/s) allows a burst far beyond a thousand calls (the limiter works
+// in microseconds).
 func TestRateLimitHighRate(t *testing.T) {
 	rs := redistest.Start(t)
-	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRIAL_RATE": "1000000/s"})
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRIAL_RATE": "200000/s"})
 	const calls, workers = 3000, 16
 	refused := make(chan int, workers)
 	for w := 0; w < workers; w++ {
@@ -231,6 +236,124 @@ func TestRateLimitHighRate(t *testing.T) {
 		total += <-refused
 	}
 	if total != 0 {
-		t.Fatalf("%d of %d calls answered 429 at 1000000/s", total, calls/workers*workers)
+		t.Fatalf("%d of %d calls answered 429 at 200000/s", total, calls/workers*workers)
+	}
+}
+
+// The attack: a handful of clients send signups of one listed person (each
+// answered 202, nothing stored) as fast as their own limits let them. When
+// those counted against the global cap, ten IPv4 clients at 4 requests a
+// second held it for everyone (24 of 24 real signups refused in 72 s). A
+// request that stores nothing now gives its global allowance back: the
+// people signing up meanwhile all get in. (Time is compressed: each client
+// 1/s, the cap 8/s, ten clients at 4 requests a second for 3 s.)
+func TestDuplicatesSpendNoGlobalBudget(t *testing.T) {
+	rs := redistest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRUSTED_PROXIES": "127.0.0.1",
+		"REGISTER_RATE": "1/s", "REGISTER_GLOBAL_RATE": "8/s"})
+	signup := func(client, email string) response {
+		return send(t, "POST", base+"/api/register", `{"name":"a","email":"`+email+`","calls":1}`, "X-Forwarded-For", client)
+	}
+	signup("192.0.2.1", "listed@example.com").want(t, 201, created)
+
+	stop := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	answers := map[int]int{}
+	for c := range 10 {
+		wg.Go(func() {
+			tick := time.NewTicker(250 * time.Millisecond) // 4 requests a second
+			defer tick.Stop()
+			for time.Now().Before(stop) {
+				r := signup(fmt.Sprintf("198.51.100.%d", c+1), "LISTED@example.com")
+				mu.Lock()
+				answers[r.status]++
+				mu.Unlock()
+				<-tick.C
+			}
+		})
+	}
+	refused := 0
+	const people = 6
+	for i := range people {
+		time.Sleep(400 * time.Millisecond) // people arrive while it goes on
+		if r := signup(fmt.Sprintf("203.0.113.%d", i+1), fmt.Sprintf("person%d@example.com", i)); r.status != 201 {
+			refused++
+			t.Logf("person %d: %d %s, Retry-After %s", i, r.status, r.body, r.header.Get("Retry-After"))
+		}
+	}
+	wg.Wait()
+	t.Logf("the duplicates' answers: %v", answers)
+	if refused > 0 {
+		t.Fatalf("%d of %d people refused while duplicates were sent", refused, people)
+	}
+	for status := range answers {
+		if status != 202 && status != 429 || answers[202] == 0 {
+			t.Fatalf("the duplicates' answers: %v, want 202s and 429s", answers)
+		}
+	}
+	if got := rs.Do("LLEN", "waiting-list"); got != strconv.Itoa(1+people) {
+		t.Fatalf("LLEN = %s, want %d", got, 1+people)
+	}
+}
+
+// The attack: about 200 trial keys from 40 addresses use up TRIAL_GLOBAL_RATE
+// (200/h), and every new person is refused for the hour. Now the 429 of a
+// global cap carries a challenge (X-Pesto-Challenge): a request with its
+// answer (X-Pesto-Proof, about a second of a browser's work) passes through
+// a second cap as large, each answer once. The flooding addresses, at
+// their own limits, get nothing more with answers; a person's plain
+// request gets in again once the flood stops and the cap refills.
+func TestTrialsAvailableWithProofOfWork(t *testing.T) {
+	rs := redistest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "TRUSTED_PROXIES": "127.0.0.1",
+		"TRIAL_RATE": "5/h", "TRIAL_GLOBAL_RATE": "200/h"})
+	trial := func(client string, headers ...string) response {
+		return send(t, "POST", base+"/api/trial", "", append([]string{"X-Forwarded-For", client}, headers...)...)
+	}
+	got := map[int]int{}
+	for i := range 40 {
+		for range 6 {
+			got[trial(fmt.Sprintf("198.51.100.%d", i+1)).status]++
+		}
+	}
+	if got[200] != 200 || got[429] != 40 {
+		t.Fatalf("40 addresses × 6 trials: %v, want 200 keys and 40 refusals", got)
+	}
+
+	// A person, plain: refused by the global cap, with a challenge.
+	r := trial("203.0.113.7")
+	r.want(t, 429, tooMany)
+	challenge := r.header.Get("X-Pesto-Challenge")
+	if !strings.HasPrefix(challenge, strconv.Itoa(proof.Bits)+".") {
+		t.Fatalf("X-Pesto-Challenge %q", challenge)
+	}
+	answer := proof.Solve(challenge)
+	r = trial("203.0.113.7", "X-Pesto-Proof", answer)
+	if r.status != 200 || !strings.HasPrefix(r.body, `{"token":"TRIAL-`) {
+		t.Fatalf("with the answer: %d %s", r.status, r.body)
+	}
+	// Each answer once; an answer for another route, or made up, is no use.
+	trial("203.0.113.8", "X-Pesto-Proof", answer).want(t, 429, tooMany)
+	other := send(t, "POST", base+"/api/register", `{"name":"a","email":"a@b.co","calls":1}`, "X-Forwarded-For", "203.0.113.9",
+		"X-Pesto-Proof", answer)
+	if other.status != 201 { // register's own cap is not used up: the answer is ignored
+		t.Fatalf("register with a trial's answer: %d %s", other.status, other.body)
+	}
+	r = trial("203.0.113.8", "X-Pesto-Proof", challenge+".12345")
+	r.want(t, 429, tooMany)
+	if r := trial("203.0.113.8", "X-Pesto-Proof", proof.Solve(r.header.Get("X-Pesto-Challenge"))); r.status != 200 {
+		t.Fatalf("a second person with a fresh answer: %d %s", r.status, r.body)
+	}
+
+	// A flooding address is held by its own limit: no challenge, and an
+	// answer does not help it.
+	r = trial("198.51.100.1", "X-Pesto-Proof", proof.Solve(challenge))
+	r.want(t, 429, tooMany)
+	if r.header.Get("X-Pesto-Challenge") != "" {
+		t.Fatal("a client over its own limit was given a challenge")
+	}
+	if n := len(rs.Keys("TRIAL-*")); n != 202 {
+		t.Fatalf("%d trial keys, want 202", n)
 	}
 }

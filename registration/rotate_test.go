@@ -1,6 +1,10 @@
 package main
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"strconv"
 	"strings"
@@ -31,15 +35,17 @@ func TestRotate(t *testing.T) {
 	if !approvedToken.MatchString(newKey) {
 		t.Fatalf("new key %q is not 64 [A-Za-z0-9]", newKey)
 	}
-	// The memory of the rotation holds the new key sealed by the old one.
+	// The memory of the rotation holds the new key sealed under the
+	// server's secret and the old key (TestRotationSealNeedsTheServerSecret).
 	sealed := rs.Do("HGET", rotation.MemoryKey("old-key"), "token")
 	if sealed == "" || strings.Contains(sealed, newKey) {
 		t.Fatalf("rotation on record: %q, want the new key sealed", sealed)
 	}
-	if opened, err := rotation.Open("old-key", sealed); err != nil || opened != newKey {
-		t.Fatalf("opened with the old key: %q %v, want the new key", opened, err)
+	seal := rotation.NewSeal([]byte(testServerSecret))
+	if opened, err := seal.Open("old-key", sealed); err != nil || opened != newKey {
+		t.Fatalf("opened with the secret and the old key: %q %v, want the new key", opened, err)
 	}
-	if _, err := rotation.Open("other-key", sealed); err == nil {
+	if _, err := seal.Open("other-key", sealed); err == nil {
 		t.Fatal("another key opened the seal")
 	}
 	if got := rs.Do("GET", newKey); got != oldRecord {
@@ -233,4 +239,60 @@ func TestRotateValidation(t *testing.T) {
 		})
 	}
 	send(t, "PUT", base+"/api/rotate", `{"token":"live"}`).want(t, 401, msg("Unauthorized"))
+}
+
+// legacyAEAD seals as the release before the server secret did, and as
+// anyone holding the old key can: AES-256-GCM keyed by the SHA-256 of the
+// label and the old key alone.
+func legacyAEAD(old string) cipher.AEAD {
+	key := sha256.Sum256([]byte("pesto rotation seal\x00" + old))
+	block, _ := aes.NewCipher(key[:])
+	aead, _ := cipher.NewGCM(block)
+	return aead
+}
+
+// The attack: someone who holds a rotated key (leaked; it lives on for the
+// grace) and can read Redis (a dump, a replica) opens the memory of the
+// rotation and learns the new key, for the grace and a day. Before, the
+// seal's key was derived from the old key alone; now it needs the server's
+// secret too (SERVER_SECRET), which is not in Redis: the old key, alone or
+// with another secret, opens nothing. A rotation remembered by the release
+// before (sealed with the old key alone) is still completed by a retry.
+func TestRotationSealNeedsTheServerSecret(t *testing.T) {
+	rs := redistest.Start(t)
+	base, _ := startRegistration(t, map[string]string{"REDIS_URL": rs.URL})
+	auth := []string{"Authorization", adminBearer(t, "alice")}
+	const record = `{"UserEmail":"jane@example.com","MonthlyLimit":100,"Revoked":false}`
+	rs.Do("SET", "leaked-key", record)
+	newKey := tokenOf(t, send(t, "PUT", base+"/api/rotate", `{"token":"leaked-key"}`, auth...))
+
+	sealed := rs.Do("HGET", rotation.MemoryKey("leaked-key"), "token") // what a Redis reader sees
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(sealed, "2."))
+	if err != nil || !strings.HasPrefix(sealed, "2.") {
+		t.Fatalf("sealed %q: want 2.<base64url>", sealed)
+	}
+	attacker := legacyAEAD("leaked-key")
+	if plain, err := attacker.Open(nil, raw[:12], raw[12:], nil); err == nil {
+		t.Fatalf("the old key alone opened the seal: %q", plain)
+	}
+	if _, err := rotation.NewSeal([]byte("another-server-secret-0123456789-abcdef")).Open("leaked-key", sealed); err == nil {
+		t.Fatal("another server's secret opened the seal")
+	}
+	if got, err := rotation.NewSeal([]byte(testServerSecret)).Open("leaked-key", sealed); err != nil || got != newKey {
+		t.Fatalf("the server's own seal: %q %v, want the new key", got, err)
+	}
+
+	// A rotation on record from the release before: its retry answers the
+	// key it remembered.
+	rs.Do("SET", "older-key", record)
+	remembered := "rotated-before-the-upgrade-0123456789abcdefghijklmnopqrstuvwxyz0"
+	aead := legacyAEAD("older-key")
+	nonce := make([]byte, aead.NonceSize())
+	rs.Do("HSET", rotation.MemoryKey("older-key"), "token", base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, []byte(remembered), nil)))
+	if got := tokenOf(t, send(t, "PUT", base+"/api/rotate", `{"token":"older-key"}`, auth...)); got != remembered {
+		t.Fatalf("retry of a remembered rotation: %q, want %q", got, remembered)
+	}
+	if got := rs.Do("GET", remembered); got != record {
+		t.Fatalf("its record: %q", got)
+	}
 }

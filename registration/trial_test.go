@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"pesto/shared/redistest"
+	"pesto/shared/wire"
 )
 
 func TestTrial(t *testing.T) {
@@ -31,8 +32,13 @@ func TestTrial(t *testing.T) {
 			t.Fatalf("token %q: bad shape or repeated", v.Token)
 		}
 		seen[v.Token] = true
-		if rec := rs.Do("GET", v.Token); !recordRE.MatchString(rec) {
+		rec := rs.Do("GET", v.Token)
+		if !recordRE.MatchString(rec) {
 			t.Fatalf("record %s", rec)
+		}
+		// Its address is one auth and the outbox know as made up.
+		if r, err := wire.DecodeTokenRecord(rec); err != nil || !wire.IsTrialEmail(r.UserEmail) {
+			t.Fatalf("record %s: not a trial key's made-up address (%v)", rec, err)
 		}
 		if ttl, _ := strconv.Atoi(rs.Do("TTL", v.Token)); ttl < 86399 || ttl > 86400 {
 			t.Fatalf("TTL %d, want 86400", ttl)

@@ -108,7 +108,7 @@ func (b *bench) signupFlood(ctx context.Context, auth *proc, tokenHeader, redisU
 	reg, err := b.sup.start("registration-flood", b.o.regBin, port, []string{"PORT=" + strconv.Itoa(port),
 		"REDIS_URL=" + redisURL, "LOG_LEVEL=warn", "ENVIRONMENT=bench", "TRUSTED_PROXIES=127.0.0.1",
 		"REGISTER_RATE=" + benchRate, "TRIAL_RATE=" + benchRate,
-		"REGISTER_GLOBAL_RATE=" + benchRate, "TRIAL_GLOBAL_RATE=" + benchRate,
+		"REGISTER_GLOBAL_RATE=" + benchGlobalRate, "TRIAL_GLOBAL_RATE=" + benchGlobalRate,
 		"WAITING_LIST_MAX=" + strconv.FormatInt(f.listMax, 10)})
 	if err != nil {
 		return err

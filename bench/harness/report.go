@@ -322,7 +322,7 @@ func (r *report) markdown() string {
 	p("")
 	p("## registration")
 	p("")
-	p("Per-IP limits set out of the way (`REGISTER_RATE` and `TRIAL_RATE` %s), `wrk -t%d -c%d -d%s`.", benchRate, r.o.threads, r.o.conns, r.o.duration)
+	p("Per-IP limits set out of the way (`REGISTER_RATE` and `TRIAL_RATE` %s, their global caps %s), `wrk -t%d -c%d -d%s`.", benchRate, benchGlobalRate, r.o.threads, r.o.conns, r.o.duration)
 	p("")
 	p("| route | req/s | p50 | p99 | CPU/req (+ redis) | answers |")
 	p("|---|---|---|---|---|---|")

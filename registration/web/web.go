@@ -15,7 +15,7 @@ import (
 // origin and the form may only post to it.
 const CSP = "default-src 'none'; " +
 	"style-src 'sha256-ssSmUA5ACdp56vXBppjj+bC9Ry4BrppHOx7t8CGsq3E='; " +
-	"script-src 'sha256-gAB11sSCPbfvbTuAp7KlS3ioj8EZe5zHlAOjRJwnSPQ='; " +
+	"script-src 'sha256-Gj2aJIw8iaRMi0d6sRCsomPstZj9qz4xkC8+kJ12ajo='; " +
 	"img-src data:; connect-src 'self'; form-action 'self'; " +
 	"base-uri 'none'; frame-ancestors 'none'"
 

@@ -14,9 +14,14 @@
 // holds it, under the hashed name once more, since a Move (another replica's,
 // or migrate-keys') may have happened between the two looks. So a record
 // that exists is found, in one form or the other, whatever moves meanwhile.
+// Through the client-side cache (Lookup), plain storage looks at the hashed
+// name only once hashed records may exist (wire.HashedKeysMarker, which
+// every writer of one sets first), so that where no key was ever hashed an
+// unknown key costs one lookup and one entry of Redis's tracking table.
 package apikey
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -42,14 +47,21 @@ type Keys struct {
 // inOrder calls look with the names of token's record, in the one order of
 // lookup, until one is not ErrNotFound, and returns what the last returned.
 // The other form's name is made only when the first is missing, so that a
-// key found in its own form costs no hash.
-func (k Keys) inOrder(token string, look func(name string, again bool) error) error {
+// key found in its own form costs no hash. With plain storage and
+// hashedMayExist not nil, the hashed name is looked at only when
+// hashedMayExist says hashed records may exist.
+func (k Keys) inOrder(token string, hashedMayExist func() (bool, error), look func(name string, again bool) error) error {
 	first := k.Storage.RecordKey(token)
 	if err := look(first, false); !errors.Is(err, ErrNotFound) {
 		return err
 	}
 	other := token
 	if first == token {
+		if hashedMayExist != nil {
+			if may, err := hashedMayExist(); err != nil || !may {
+				return cmp.Or(err, ErrNotFound)
+			}
+		}
 		other = wire.HashedKey(token)
 	}
 	if err := look(other, false); !errors.Is(err, ErrNotFound) || k.Storage != wire.StorageHashed {
@@ -62,7 +74,9 @@ func (k Keys) inOrder(token string, look func(name string, again bool) error) er
 // client-side cache (ttl, at least a second, bounds how long it is served
 // from there), and whether every lookup it made was a cache hit; ErrNotFound
 // when there is none. Both forms are cached and invalidated alike, so an
-// unknown key costs two lookups, both cached.
+// unknown key costs two lookups, both cached; with plain storage, one while
+// wire.HashedKeysMarker does not exist (the marker is read through the
+// cache too: its creation is seen at once).
 //
 // With hashed storage, a plaintext record found is moved to its hashed form
 // (Move) on a single Redis; the caller goes on with the record it read,
@@ -71,8 +85,18 @@ func (k Keys) inOrder(token string, look func(name string, again bool) error) er
 // in two steps.
 func (k Keys) Lookup(ctx context.Context, c rueidis.Client, token string, ttl time.Duration) (raw string, cached bool, err error) {
 	cached = true
-	err = k.inOrder(token, func(name string, again bool) error {
-		res := c.DoCache(ctx, c.B().Get().Key(name).Cache(), max(ttl, time.Second))
+	ttl = max(ttl, time.Second)
+	hashedMayExist := func() (bool, error) {
+		res := c.DoCache(ctx, c.B().Get().Key(wire.HashedKeysMarker).Cache(), ttl)
+		cached = cached && res.IsCacheHit()
+		err := res.Error()
+		if rueidis.IsRedisNil(err) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	err = k.inOrder(token, hashedMayExist, func(name string, again bool) error {
+		res := c.DoCache(ctx, c.B().Get().Key(name).Cache(), ttl)
 		cached = cached && res.IsCacheHit()
 		var err error
 		raw, err = res.ToString()
@@ -110,7 +134,7 @@ func (k Keys) move(ctx context.Context, c rueidis.Client, token, raw string) {
 // none), read with plain commands, never the cache: what Redis holds now.
 // ErrNotFound when there is none.
 func (k Keys) LookupTTL(ctx context.Context, c rueidis.Client, token string) (raw string, ttl time.Duration, err error) {
-	err = k.inOrder(token, func(name string, _ bool) error {
+	err = k.inOrder(token, nil, func(name string, _ bool) error {
 		res := c.DoMulti(ctx, c.B().Get().Key(name).Build(), c.B().Pttl().Key(name).Build())
 		var err error
 		raw, err = res[0].ToString()

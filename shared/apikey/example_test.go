@@ -33,8 +33,9 @@ func fresh() (context.Context, rueidis.Client) {
 }
 
 // A record is created in the configured form only: with hashed storage,
-// under pesto:key:<SHA-256 of the key>, the same bytes as ever. A name that
-// exists is never overwritten.
+// under pesto:key:<SHA-256 of the key>, the same bytes as ever, and the
+// marker that says hashed records may exist (wire.HashedKeysMarker) is set.
+// A name that exists is never overwritten.
 func ExampleKeys_Create() {
 	ctx, c := fresh()
 	keys := apikey.Keys{Storage: wire.StorageHashed}
@@ -49,7 +50,7 @@ func ExampleKeys_Create() {
 	fmt.Println(created, err)
 	// Output:
 	// true <nil>
-	// [pesto:key:Ntso3NJjeMS4rGGftOS4Hf5wWmlYjvZQFU85tEO-XgY]
+	// [pesto:hashed-keys pesto:key:Ntso3NJjeMS4rGGftOS4Hf5wWmlYjvZQFU85tEO-XgY]
 	// {"UserEmail":"jane@example.com","MonthlyLimit":100,"Revoked":false} 3600
 	// false <nil>
 }
@@ -91,6 +92,30 @@ func ExampleKeys_Lookup() {
 	// {"UserEmail":"old@example.com","MonthlyLimit":5,"Revoked":false} <nil>
 	// 0 600
 	// {"UserEmail":"old@example.com","MonthlyLimit":5,"Revoked":false} 10m0s <nil>
+}
+
+// With plain storage, a lookup through the cache looks at a key's hashed
+// name only once hashed records may exist: a record written hashed behind
+// the services' back, without the marker, is not found; with it, it is.
+func ExampleKeys_Lookup_plain() {
+	ctx, c := fresh()
+	redis.Do("SET", wire.HashedKey("hashed-key"), `{"UserEmail":"h@example.com","MonthlyLimit":5,"Revoked":false}`)
+	keys := apikey.Keys{Storage: wire.StoragePlain}
+
+	_, _, err := keys.Lookup(ctx, c, "hashed-key", time.Minute)
+	fmt.Println(err)
+	redis.Do("SET", wire.HashedKeysMarker, "1")
+	for range 100 { // until the marker's invalidation reaches the cache
+		if _, _, err = keys.Lookup(ctx, c, "hashed-key", time.Minute); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	raw, _, err := keys.Lookup(ctx, c, "hashed-key", time.Minute)
+	fmt.Println(raw, err)
+	// Output:
+	// no record under the key
+	// {"UserEmail":"h@example.com","MonthlyLimit":5,"Revoked":false} <nil>
 }
 
 // Revoke changes every form a key has (both exist for a moment while a
@@ -148,7 +173,8 @@ func ExampleKeys_DeleteIfOwner() {
 }
 
 // Move moves a plaintext record to its hashed form: the same bytes and TTL,
-// nothing left under the key; moving it again moves nothing.
+// nothing left under the key, and the marker set; moving it again moves
+// nothing.
 func ExampleMove() {
 	ctx, c := fresh()
 	redis.Do("SET", "legacy-key", `{"UserEmail":"old@example.com","MonthlyLimit":5,"Revoked":false}`, "EX", "600")
@@ -158,6 +184,6 @@ func ExampleMove() {
 	fmt.Println(apikey.Move(ctx, c, "legacy-key"))
 	// Output:
 	// true <nil>
-	// [pesto:key:lO63u-l53Q0vC7CFFyt2obyeYXiYOUgINKm8tar5xu8] 600
+	// [pesto:hashed-keys pesto:key:lO63u-l53Q0vC7CFFyt2obyeYXiYOUgINKm8tar5xu8] 600
 	// false <nil>
 }

@@ -25,13 +25,15 @@ import (
 )
 
 // moveScript moves the string under KEYS[1] (the token) to KEYS[2] (its
-// hashed name) with its remaining TTL, and returns 1; 0 when there is no
+// hashed name) with its remaining TTL, sets KEYS[3] (wire.HashedKeysMarker)
+// and returns 1; 0 when there is no
 // string under the token (moved already, or never there). When both exist
 // the plaintext's value wins: registration writes every form of a key it
 // changes, so the plaintext holds at least what the hashed copy does.
 var moveScript = rueidis.NewLuaScript(`
-local plain, hashed = KEYS[1], KEYS[2]
+local plain, hashed, marker = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('TYPE', plain).ok ~= 'string' then return 0 end
+redis.call('SET', marker, '1')
 local v = redis.call('GET', plain)
 local ttl = redis.call('PTTL', plain)
 if ttl > 0 then
@@ -57,7 +59,7 @@ func Move(ctx context.Context, c rueidis.Client, token string) (moved bool, err 
 	if !Atomic(c) {
 		return MoveTwoStep(ctx, c, token)
 	}
-	n, err := moveScript.Exec(ctx, c, []string{token, wire.HashedKey(token)}, nil).AsInt64()
+	n, err := moveScript.Exec(ctx, c, []string{token, wire.HashedKey(token), wire.HashedKeysMarker}, nil).AsInt64()
 	return n == 1, err
 }
 
@@ -81,6 +83,9 @@ const moveAttempts = 5
 // harmless.
 func MoveTwoStep(ctx context.Context, c rueidis.Client, token string) (bool, error) {
 	hashed := wire.HashedKey(token)
+	if err := MarkHashed(ctx, c); err != nil {
+		return false, err
+	}
 	for range moveAttempts {
 		res := c.DoMulti(ctx, c.B().Get().Key(token).Build(), c.B().Pttl().Key(token).Build())
 		v, err := res[0].ToString()

@@ -39,11 +39,33 @@ func (k Keys) Create(ctx context.Context, c rueidis.Client, token string, rec wi
 	default:
 		set = c.B().Set().Key(name).Value(value).Nx().Build()
 	}
-	err = c.Do(ctx, set).Error()
+	if k.Storage == wire.StorageHashed {
+		// The marker first, in the same round trip: a service with plain
+		// storage looks at hashed names only once it exists.
+		res := c.DoMulti(ctx, markHashed(c), set)
+		if err := res[0].Error(); err != nil {
+			return false, err
+		}
+		err = res[1].Error()
+	} else {
+		err = c.Do(ctx, set).Error()
+	}
 	if rueidis.IsRedisNil(err) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// markHashed sets wire.HashedKeysMarker: hashed records may exist.
+func markHashed(c rueidis.Client) rueidis.Completed {
+	return c.B().Set().Key(wire.HashedKeysMarker).Value("1").Build()
+}
+
+// MarkHashed sets wire.HashedKeysMarker, as every writer of a hashed record
+// does first (Create with hashed storage, Move): a service with plain
+// storage then looks up hashed names too.
+func MarkHashed(ctx context.Context, c rueidis.Client) error {
+	return c.Do(ctx, markHashed(c)).Error()
 }
 
 // Revoke sets Revoked on token's record in every form it has, keeping each

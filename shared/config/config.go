@@ -1,6 +1,7 @@
 // Package config reads the environment of both services (SPEC §5): the
 // variables both share (LoadCommon) and the formats both use (Env.Rate,
-// Env.TrustedProxies). Each service parses all of its variables in one
+// Env.IPv6RatePrefixes, Env.TrustedProxies), and the rule that holds their
+// rates (Env.RateBelow). Each service parses all of its variables in one
 // place, its configuration file (auth/config.go and registration's
 // internal/config), through an Env; the first bad one is returned as an
 // *Error that names it, and the program exits 2 with that one line.

@@ -94,3 +94,39 @@ func TestMask(t *testing.T) {
 		}
 	}
 }
+
+// A per-client rate must be below its global cap, at once and over time,
+// at the widest multiple an IPv6 client gets; otherwise the per-client
+// variable is named.
+func TestRateBelow(t *testing.T) {
+	prefixes := []RatePrefix{{64, 1}, {56, 2}, {48, 4}}
+	for _, c := range []struct {
+		client, global string
+		prefixes       []RatePrefix
+		ok             bool
+		msg            string
+	}{
+		{"10/h", "100/h", prefixes, true, ""},
+		{"5/h", "200/h", prefixes, true, ""},
+		{"60/m", "6000/m", prefixes, true, ""},
+		{"10/m", "100/h", nil, false, "10/m is not below GLOBAL 100/h, at once and over time: one client could use up every client's allowance"},
+		{"25/h", "100/h", prefixes, false, "25/h (100/h for an IPv6 client at 4 times the rate) is not below GLOBAL 100/h, at once and over time: one client could use up every client's allowance"},
+		{"24/h", "100/h", prefixes, true, ""},
+		{"60/m", "100/s", prefixes, false, ""}, // a burst of 240 against 100
+		{"1/s", "3000/h", nil, false, ""},      // 3,600 an hour against 3,000
+		{"1000000/s", "1000000/s", nil, false, ""},
+		{"100000/s", "1000000/s", prefixes, true, ""},
+	} {
+		e := env(map[string]string{"CLIENT": c.client, "GLOBAL": c.global})
+		e.RateBelow("CLIENT", e.Rate("CLIENT", ""), c.prefixes, "GLOBAL", e.Rate("GLOBAL", ""))
+		var ce *Error
+		switch err := e.Err(); {
+		case c.ok && err != nil:
+			t.Errorf("%s under %s: %v", c.client, c.global, err)
+		case !c.ok && (!errors.As(err, &ce) || ce.Var != "CLIENT"):
+			t.Errorf("%s under %s: %v, want an error naming CLIENT", c.client, c.global, err)
+		case c.msg != "" && ce.Msg != c.msg:
+			t.Errorf("%s under %s: %q\nwant %q", c.client, c.global, ce.Msg, c.msg)
+		}
+	}
+}

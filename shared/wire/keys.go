@@ -12,6 +12,14 @@ import (
 // token (WellFormedToken, IsOwnKey): a client cannot name one.
 const HashedKeyPrefix = OwnPrefix + "key:"
 
+// HashedKeysMarker exists once any token record may be stored hashed:
+// every writer of a hashed record (registration with KEY_STORAGE=hashed,
+// a move: auth's, migrate-keys') sets it first, and nothing deletes it. A
+// service with plain storage looks up a key's hashed name only while it
+// exists, so that an unknown key costs it one lookup, not two, where no key
+// was ever hashed.
+const HashedKeysMarker = OwnPrefix + "hashed-keys"
+
 // hashedKeyLen is the length of every hashed key name: the prefix and 43
 // characters of base64url (256 bits).
 const hashedKeyLen = len(HashedKeyPrefix) + 43

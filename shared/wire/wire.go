@@ -33,6 +33,33 @@ const (
 	TrialMonthlyLimit = 10
 )
 
+// The email of a trial key's record is made up: TrialEmailPrefix,
+// TrialEmailChars letters or digits, '@' and TRIAL_EMAIL_DOMAIN. No one
+// reads that mailbox.
+const (
+	TrialEmailPrefix = "trial-"
+	TrialEmailChars  = 20
+)
+
+// IsTrialEmail reports whether email has the shape of a trial key's made-up
+// address, whatever its domain: trial-<20 letters or digits>@<domain>, as
+// this project and the old services write it. The shape alone says it, so
+// that a service that does not know TRIAL_EMAIL_DOMAIN (auth) knows it too;
+// a person whose own address has that shape is taken for a trial key.
+func IsTrialEmail(email string) bool {
+	local, domain, ok := strings.Cut(email, "@")
+	if !ok || domain == "" || strings.IndexByte(domain, '@') >= 0 ||
+		len(local) != len(TrialEmailPrefix)+TrialEmailChars || !strings.HasPrefix(local, TrialEmailPrefix) {
+		return false
+	}
+	for _, c := range []byte(local[len(TrialEmailPrefix):]) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
 // ErrCorrupt is returned (wrapped) for a value that is not a record of the
 // expected shape.
 var ErrCorrupt = errors.New("corrupt record")

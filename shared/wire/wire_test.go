@@ -275,3 +275,30 @@ func BenchmarkCounterKey(b *testing.B) {
 		_ = CounterKey(now, "johndoe@example.com")
 	}
 }
+
+// A trial key's made-up address is known by its shape alone, whatever the
+// domain; anything else is somebody's.
+func TestIsTrialEmail(t *testing.T) {
+	for _, c := range []struct {
+		email string
+		want  bool
+	}{
+		{"trial-AbCdEfGhIj0123456789@pesto.teknologiumum.com", true},
+		{"trial-abcdefghij0123456789@example.com", true},
+		{"trial-abcdefghij012345678@example.com", false},   // 19
+		{"trial-abcdefghij01234567890@example.com", false}, // 21
+		{"Trial-abcdefghij0123456789@example.com", false},
+		{"trial_abcdefghij0123456789@example.com", false},
+		{"trial-abcdefghij012345678-@example.com", false},
+		{"trial-abcdefghij0123456789@", false},
+		{"trial-abcdefghij0123456789", false},
+		{"trial-abcdefghij0123456789@a@b", false},
+		{"trial-x@pesto.teknologiumum.com", false},
+		{"jane@example.com", false},
+		{"", false},
+	} {
+		if got := IsTrialEmail(c.email); got != c.want {
+			t.Errorf("IsTrialEmail(%q) = %v, want %v", c.email, got, c.want)
+		}
+	}
+}

@@ -23,6 +23,7 @@ type apiError struct {
 	message    string
 	body       []byte
 	retryAfter string // Retry-After value, if any
+	challenge  string // X-Pesto-Challenge value, if any (a proof of work)
 }
 
 func (e *apiError) Error() string { return e.message }
@@ -37,10 +38,12 @@ func newAPIError(status int, message string) *apiError {
 // badRequest is a 400 whose message names the offending field.
 func badRequest(message string) *apiError { return newAPIError(fiber.StatusBadRequest, message) }
 
-// tooManyRequests is the 429 of a rate limit, retry after the given seconds.
-func tooManyRequests(retryAfter string) *apiError {
+// tooManyRequests is the 429 of a rate limit, retry after the given
+// seconds; challenge, when not empty, is a proof of work whose answer lets
+// the request pass the global cap now.
+func tooManyRequests(retryAfter, challenge string) *apiError {
 	e := *errRateLimited
-	e.retryAfter = retryAfter
+	e.retryAfter, e.challenge = retryAfter, challenge
 	return &e
 }
 
@@ -62,8 +65,9 @@ var (
 // The answers of an email address refused (address.Parse), which signup
 // and approve also give for an email that is missing or not a string.
 const (
-	msgEmail       = "email must be a single email address without a display name"
-	msgEmailLength = "email must be at most 254 bytes"
+	msgEmail          = "email must be a single email address without a display name"
+	msgEmailLength    = "email must be at most 254 bytes"
+	msgEmailLookalike = "email must be written in one script, without invisible or look-alike characters"
 )
 
 // listFullRetryAfter is the Retry-After of a full waiting list, in seconds:
@@ -89,6 +93,7 @@ var domainAnswers = []struct {
 	{rotation.ErrRevoked, badRequest("Token has been revoked")},
 	{address.ErrInvalid, badRequest(msgEmail)},
 	{address.ErrTooLong, badRequest(msgEmailLength)},
+	{address.ErrLookalike, badRequest(msgEmailLookalike)},
 }
 
 // answerOf is the answer of err: an *apiError as it is, an error of the
@@ -143,6 +148,9 @@ func errorHandler(log *slog.Logger, m *regMetrics, rep *sentry.Reporter) fiber.E
 		c.Response().Header.Del(fiber.HeaderAllow)
 		if ae.retryAfter != "" {
 			c.Set(fiber.HeaderRetryAfter, ae.retryAfter)
+		}
+		if ae.challenge != "" {
+			c.Set(headerChallenge, ae.challenge)
 		}
 		c.Status(ae.status)
 		if wantsResultPage(c) {

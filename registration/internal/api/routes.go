@@ -16,11 +16,13 @@ import (
 
 	"pesto/registration/internal/adminjwt"
 	"pesto/registration/internal/config"
+	"pesto/registration/internal/proof"
 	"pesto/registration/internal/rotation"
 	"pesto/registration/internal/waitlist"
 	"pesto/shared/apikey"
 	"pesto/shared/clientip"
 	"pesto/shared/metrics"
+	"pesto/shared/ratelimit"
 	"pesto/shared/redisconn"
 	"pesto/shared/sentry"
 	"pesto/shared/server"
@@ -48,24 +50,28 @@ func New(log *slog.Logger, cfg config.Config, conn *redisconn.Conn, reg *metrics
 	public := []string{"/api/register", "/api/trial"}
 	if len(cfg.CORSOrigins) > 0 {
 		app.Use(public, cors.New(cors.Config{
-			AllowOrigins: cfg.CORSOrigins,
-			AllowMethods: []string{fiber.MethodPost},
-			AllowHeaders: []string{fiber.HeaderContentType, fiber.HeaderAccept},
-			MaxAge:       3600,
+			AllowOrigins:  cfg.CORSOrigins,
+			AllowMethods:  []string{fiber.MethodPost},
+			AllowHeaders:  []string{fiber.HeaderContentType, fiber.HeaderAccept, headerProof},
+			ExposeHeaders: []string{headerChallenge, fiber.HeaderRetryAfter},
+			MaxAge:        3600,
 		}))
 	}
 
 	app.Get("/", handlePage)
 	crossSite := refuseCrossSite(ips, cfg.CORSOrigins)
+	proofs := proof.New(cfg.ServerSecret, proof.Bits, time.Now)
+	registerLimits := ratelimit.NewLimits("register", cfg.RegisterRate, cfg.IPv6RatePrefixes, cfg.RegisterGlobalRate)
+	trialLimits := ratelimit.NewLimits("trial", cfg.TrialRate, cfg.IPv6RatePrefixes, cfg.TrialGlobalRate)
 	app.Post("/api/register", crossSite, markResultPage,
-		handleRegister(log, conn, cfg.WaitingListMax, newRateLimiter(conn, ips, "register", cfg.RegisterRate, cfg.RegisterGlobalRate, cfg.IPv6RatePrefixes, m.limited[0]), m))
+		handleRegister(log, conn, cfg.WaitingListMax, newRateLimiter(conn, ips, "register", registerLimits, proofs, m.limited[0]), m))
 	app.Post("/api/trial", crossSite,
-		handleTrial(log, conn, cfg.KeyStorage, cfg.TrialDomain, newRateLimiter(conn, ips, "trial", cfg.TrialRate, cfg.TrialGlobalRate, cfg.IPv6RatePrefixes, m.limited[1]), m))
+		handleTrial(log, conn, cfg.KeyStorage, cfg.TrialDomain, newRateLimiter(conn, ips, "trial", trialLimits, proofs, m.limited[1]), m))
 
 	app.Get("/api/pending", guard, handlePending(admin))
 	app.Put("/api/approve", guard, handleApprove(log, admin, m))
 	app.Put("/api/revoke", guard, handleRevoke(log, conn, keys, m))
 	app.Put("/api/reject", guard, handleReject(log, admin, m))
-	app.Put("/api/rotate", guard, handleRotate(log, rotation.New(conn, keys), m))
+	app.Put("/api/rotate", guard, handleRotate(log, rotation.New(conn, keys, rotation.NewSeal(cfg.ServerSecret)), m))
 	return app
 }

@@ -68,10 +68,14 @@ func handleRegister(log *slog.Logger, conn *redisconn.Conn, listMax int, limit *
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
-		if err := limit.allow(ctx, c); err != nil {
+		grant, err := limit.allow(ctx, c)
+		if err != nil {
 			return err
 		}
 		created, err := waitlist.Register(ctx, conn, s, listMax)
+		if !created {
+			limit.giveBack(ctx, log, grant) // a duplicate, a full list or a failure: nothing stored
+		}
 		if err != nil {
 			return err
 		}

@@ -17,11 +17,13 @@ func handleTrial(log *slog.Logger, conn *redisconn.Conn, storage wire.KeyStorage
 	return func(c fiber.Ctx) error {
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
-		if err := limit.allow(ctx, c); err != nil {
+		grant, err := limit.allow(ctx, c)
+		if err != nil {
 			return err
 		}
 		token, err := trial.Create(ctx, conn, storage, domain)
 		if err != nil {
+			limit.giveBack(ctx, log, grant)
 			return err
 		}
 		m.trials.Inc()

@@ -6,6 +6,9 @@ package config
 
 import (
 	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -13,7 +16,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,16 +31,13 @@ import (
 // Defaults of SPEC §3–§5 that only registration has.
 const (
 	defaultTrialDomain  = "pesto.teknologiumum.com"
-	defaultRegisterRate = "10/m"
+	defaultRegisterRate = "10/h"
 	defaultTrialRate    = "5/h"
 	// The global caps of the two public POST routes, whatever the clients.
 	defaultRegisterGlobalRate = "100/h"
 	defaultTrialGlobalRate    = "200/h"
-	// An IPv6 client counts against its /64 at the route's rate, its /56 at
-	// twice and its /48 at four times that rate.
-	defaultIPv6RatePrefixes = "64:1,56:2,48:4"
-	defaultMaxBody          = 16 << 10
-	defaultWaitingList      = 10_000
+	defaultMaxBody            = 16 << 10
+	defaultWaitingList        = 10_000
 	// minAdminSecret is the shortest ADMIN_JWT_SECRET accepted (HS256 wants
 	// a key at least as long as its hash).
 	minAdminSecret = 32
@@ -50,14 +49,15 @@ type Config struct {
 	// TrialDomain is the domain of trial records' emails.
 	TrialDomain string
 	// RegisterRate and TrialRate are the per-client-IP limits of the two
-	// public POST routes.
+	// public POST routes: below their global caps, at every IPv6 multiple
+	// (config.Env.RateBelow).
 	RegisterRate, TrialRate shared.Rate
 	// RegisterGlobalRate and TrialGlobalRate cap each route over every
 	// client together.
 	RegisterGlobalRate, TrialGlobalRate shared.Rate
 	// IPv6RatePrefixes are the prefixes an IPv6 client is counted at, each
 	// with its multiple of the route's rate.
-	IPv6RatePrefixes []RatePrefix
+	IPv6RatePrefixes []shared.RatePrefix
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	// WaitingListMax is the most signups the waiting list holds; a new
@@ -72,7 +72,14 @@ type Config struct {
 	// with neither the admin API is off.
 	AdminSecret    []byte
 	AdminPublicKey ed25519.PublicKey
-	Mail           Mail
+	// ServerSecret is registration's own secret, never stored in Redis,
+	// from which each use derives its key: it seals the memory of
+	// rotations and signs proof-of-work challenges. SERVER_SECRET (at least 32 bytes); unset, derived from
+	// ADMIN_JWT_SECRET; neither, random for this process
+	// (ServerSecretRandom).
+	ServerSecret       []byte
+	ServerSecretRandom bool
+	Mail               Mail
 }
 
 // Load reads every variable through lookupEnv.
@@ -85,7 +92,7 @@ func Load(lookupEnv func(string) (string, bool)) (Config, error) {
 		TrialRate:          e.Rate("TRIAL_RATE", defaultTrialRate),
 		RegisterGlobalRate: e.Rate("REGISTER_GLOBAL_RATE", defaultRegisterGlobalRate),
 		TrialGlobalRate:    e.Rate("TRIAL_GLOBAL_RATE", defaultTrialGlobalRate),
-		IPv6RatePrefixes:   ipv6RatePrefixes(e),
+		IPv6RatePrefixes:   e.IPv6RatePrefixes(),
 		TrustedProxies:     e.TrustedProxies(),
 		MaxBody:            int(e.Int("MAX_BODY_BYTES", defaultMaxBody, 256, 64<<20)),
 		WaitingListMax:     int(e.Int("WAITING_LIST_MAX", defaultWaitingList, 1, 1_000_000)),
@@ -94,7 +101,34 @@ func Load(lookupEnv func(string) (string, bool)) (Config, error) {
 		AdminPublicKey:     adminPublicKey(e),
 		Mail:               loadMail(e),
 	}
+	c.ServerSecret, c.ServerSecretRandom = serverSecret(e, c.AdminSecret)
+	e.RateBelow("REGISTER_RATE", c.RegisterRate, c.IPv6RatePrefixes, "REGISTER_GLOBAL_RATE", c.RegisterGlobalRate)
+	e.RateBelow("TRIAL_RATE", c.TrialRate, c.IPv6RatePrefixes, "TRIAL_GLOBAL_RATE", c.TrialGlobalRate)
 	return c, e.Err()
+}
+
+// serverSecret reads SERVER_SECRET, at least 32 bytes. Unset, the secret is
+// derived from the admin JWT secret (HMAC-SHA256 of a label: another key
+// than the admin's), so that every replica configured alike has the same;
+// without either, it is random for this process (random true).
+func serverSecret(e *shared.Env, admin []byte) (secret []byte, random bool) {
+	if v, ok := e.Lookup("SERVER_SECRET"); ok {
+		if len(v) < minAdminSecret {
+			e.Fail("SERVER_SECRET", "want at least %d bytes, got %d", minAdminSecret, len(v))
+			return nil, false
+		}
+		return []byte(v), false
+	}
+	if len(admin) > 0 {
+		mac := hmac.New(sha256.New, admin)
+		mac.Write([]byte("pesto server secret"))
+		return mac.Sum(nil), false
+	}
+	secret = make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return secret, true
 }
 
 // trialDomain checks that trial-<x>@domain is an address net/mail accepts.
@@ -103,31 +137,6 @@ func trialDomain(e *shared.Env, d string) string {
 		e.Fail("TRIAL_EMAIL_DOMAIN", "want a domain such as example.com, got %q", d)
 	}
 	return d
-}
-
-// RatePrefix is an IPv6 prefix length a client is counted at, with its
-// multiple of the route's rate.
-type RatePrefix struct {
-	Bits, Times int
-}
-
-// ipv6RatePrefixes reads comma-separated <prefix length>:<multiple>, such
-// as 64:1,56:2,48:4: lengths 16–128, each once; multiples 1–1000.
-func ipv6RatePrefixes(e *shared.Env) []RatePrefix {
-	v := e.String("IPV6_RATE_PREFIXES", defaultIPv6RatePrefixes)
-	var out []RatePrefix
-	for _, f := range strings.Split(v, ",") {
-		b, m, ok := strings.Cut(strings.TrimSpace(f), ":")
-		bits, berr := strconv.Atoi(b)
-		times, merr := strconv.Atoi(m)
-		if !ok || berr != nil || merr != nil || bits < 16 || bits > 128 || times < 1 || times > 1000 ||
-			slices.ContainsFunc(out, func(p RatePrefix) bool { return p.Bits == bits }) {
-			e.Fail("IPV6_RATE_PREFIXES", "want comma-separated <prefix length>:<multiple of the rate> such as 64:1,56:2,48:4, got %q", v)
-			return nil
-		}
-		out = append(out, RatePrefix{Bits: bits, Times: times})
-	}
-	return out
 }
 
 // corsOrigins reads comma-separated origins (scheme://host[:port]), or "*".

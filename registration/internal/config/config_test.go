@@ -20,7 +20,7 @@ func TestConfigAccepts(t *testing.T) {
 	pubPEM := publicPEM(t)
 	env := map[string]string{
 		"TRIAL_EMAIL_DOMAIN":   "trial.example.org",
-		"REGISTER_RATE":        "100/s",
+		"REGISTER_RATE":        "4/m",
 		"TRIAL_RATE":           "7/h",
 		"REGISTER_GLOBAL_RATE": "50/m",
 		"TRIAL_GLOBAL_RATE":    "1000/h",
@@ -39,19 +39,28 @@ func TestConfigAccepts(t *testing.T) {
 	got := strings.Join([]string{cfg.TrialDomain, cfg.RegisterRate.String(), cfg.TrialRate.String(),
 		strings.Trim(strings.Join(strings.Fields(strings.Trim(strings.ReplaceAll(fmtPrefixes(cfg), ",", " "), "[]")), ","), ","),
 		strings.Join(cfg.CORSOrigins, ","), string(rune('0' + len(cfg.AdminPublicKey)/8))}, " | ")
-	want := "trial.example.org | 100/s | 7/h | 10.0.0.0/8,192.168.1.1/32,::1/128,fd00::/8 | https://pesto.example,http://localhost:5173 | 4"
+	want := "trial.example.org | 4/m | 7/h | 10.0.0.0/8,192.168.1.1/32,::1/128,fd00::/8 | https://pesto.example,http://localhost:5173 | 4"
 	if got != want || cfg.MaxBody != 1024 || cfg.WaitingListMax != 500 || cfg.RegisterGlobalRate.String() != "50/m" || cfg.TrialGlobalRate.String() != "1000/h" ||
 		fmt.Sprint(cfg.IPv6RatePrefixes) != "[{64 1} {48 10}]" {
 		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+
+	if cfg.ServerSecretRandom || len(cfg.ServerSecret) != 32 || string(cfg.ServerSecret) == string(cfg.AdminSecret) {
+		t.Fatalf("server secret %x (random %v): want one derived from ADMIN_JWT_SECRET, not it", cfg.ServerSecret, cfg.ServerSecretRandom)
+	}
+	own, err := Load(servicetest.Env(map[string]string{"SERVER_SECRET": strings.Repeat("k", 40), "ADMIN_JWT_SECRET": strings.Repeat("s", 32)}))
+	if err != nil || string(own.ServerSecret) != strings.Repeat("k", 40) || own.ServerSecretRandom {
+		t.Fatalf("SERVER_SECRET: %q %v", own.ServerSecret, err)
 	}
 
 	def, err := Load(func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if def.WaitingListMax != 10000 || def.TrialDomain != "pesto.teknologiumum.com" || def.RegisterRate.String() != "10/m" || def.TrialRate.String() != "5/h" ||
+	if def.WaitingListMax != 10000 || def.TrialDomain != "pesto.teknologiumum.com" || def.RegisterRate.String() != "10/h" || def.TrialRate.String() != "5/h" ||
 		def.MaxBody != 16384 || def.RegisterGlobalRate.String() != "100/h" || def.TrialGlobalRate.String() != "200/h" ||
-		fmt.Sprint(def.IPv6RatePrefixes) != "[{64 1} {56 2} {48 4}]" || def.CORSOrigins != nil || def.TrustedProxies != nil || def.AdminSecret != nil || def.AdminPublicKey != nil {
+		fmt.Sprint(def.IPv6RatePrefixes) != "[{64 1} {56 2} {48 4}]" || def.CORSOrigins != nil || def.TrustedProxies != nil || def.AdminSecret != nil || def.AdminPublicKey != nil ||
+		!def.ServerSecretRandom || len(def.ServerSecret) != 32 {
 		t.Fatalf("defaults: %+v", def)
 	}
 }

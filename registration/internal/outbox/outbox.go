@@ -361,6 +361,17 @@ func (q *queuedEmail) about() []any {
 	return []any{"kind", q.raw["kind"]}
 }
 
+// to is the recipient of a valid entry.
+func (q *queuedEmail) to() string {
+	switch {
+	case q.entry.Key != nil:
+		return q.entry.Key.To
+	case q.entry.Warning != nil:
+		return q.entry.Warning.To
+	}
+	return ""
+}
+
 func (o *Worker) queued(e rueidis.XRangeEntry) *queuedEmail {
 	entry, ok := wire.ParseOutboxEntry(e.FieldValues)
 	return &queuedEmail{id: e.ID, raw: e.FieldValues, entry: entry, valid: ok}
@@ -417,6 +428,16 @@ func (o *Worker) retry(ctx context.Context, c rueidis.Client, q *queuedEmail) er
 func (o *Worker) deliver(ctx context.Context, c rueidis.Client, q *queuedEmail) error {
 	if !q.valid {
 		return o.deadLetter(ctx, c, q, 0, "malformed outbox entry: want to, name, token and an integer limit, or a quota warning's kind, to, percent, used, limit and month")
+	}
+	if wire.IsTrialEmail(q.to()) {
+		// A trial key's made-up address: no one reads it, so nothing is
+		// sent there (auth queues no warning for it; an older auth, or an
+		// admin's rotation of a trial key, may have queued one). Dropped,
+		// not dead-lettered: there is nothing to replay.
+		delete(o.retries, q.id)
+		o.unacked = append(o.unacked, q.id)
+		o.log.Info("email to a made-up address dropped", append([]any{"id", q.id}, q.about()...)...)
+		return o.flushAcks(ctx, c)
 	}
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.SendTimeout)
 	err := o.send.Send(sendCtx, q.entry)

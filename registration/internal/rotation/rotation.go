@@ -9,12 +9,14 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -43,12 +45,14 @@ var ErrRevoked = errors.New("the key has been revoked")
 
 // MemoryPrefix starts the key that remembers a rotation:
 // pesto:{waiting-list}:rotating:<SHA-256 of the old key, hex>, a hash with
-// the new key sealed by the old one (token: sealRotation) and, once its
-// email is queued, done. The hash tag keeps it in the outbox's cluster
-// slot: queuing the email and marking the rotation done are one atomic
-// step. The old key is hashed so that no second copy of a live key is kept
-// in a key name, and the new key is sealed so that none is kept at rest:
-// only the holder of the old key (the admin's retry) can open it.
+// the new key sealed under the server's secret and the old key (token:
+// Seal) and, once its email is queued, done. The hash tag keeps it in the
+// outbox's cluster slot: queuing the email and marking the rotation done
+// are one atomic step. The old key is hashed so that no second copy of a
+// live key is kept in a key name, and the new key is sealed so that none is
+// kept at rest: only registration (the secret) asked by the holder of the
+// old key (the admin's retry) can open it; a reader of Redis who holds the
+// old key, leaked, learns nothing.
 const MemoryPrefix = wire.OwnPrefix + "{waiting-list}:rotating:"
 
 // MemoryKey is the key that remembers the rotation of old.
@@ -57,33 +61,65 @@ func MemoryKey(old string) string {
 	return MemoryPrefix + hex.EncodeToString(sum[:])
 }
 
-// rotationCipher is AES-256-GCM keyed by the SHA-256 of a domain label and
-// the old key: another key than the one MemoryKey names it by.
-func rotationCipher(old string) cipher.AEAD {
+// Seal seals the new key of a rotation under a secret of the server's,
+// which is never in Redis, and the old key: AES-256-GCM keyed by
+// HMAC-SHA256(secret, label ‖ old key). Either alone opens nothing.
+type Seal struct {
+	secret []byte
+}
+
+// NewSeal returns the Seal of secret (config.Config.ServerSecret).
+func NewSeal(secret []byte) Seal { return Seal{secret: secret} }
+
+// sealVersion starts every value Seal writes. A value without it was
+// sealed by a release before the secret, with the old key alone
+// (legacyCipher), and is still opened, so that a rotation remembered
+// across the upgrade can be retried.
+const sealVersion = "2."
+
+func (s Seal) cipher(old string) cipher.AEAD {
+	mac := hmac.New(sha256.New, s.secret)
+	mac.Write([]byte("pesto rotation seal\x00" + old))
+	return newGCM(mac.Sum(nil))
+}
+
+// legacyCipher is the cipher of the values sealed before sealVersion:
+// keyed by the SHA-256 of a label and the old key alone.
+func legacyCipher(old string) cipher.AEAD {
 	key := sha256.Sum256([]byte("pesto rotation seal\x00" + old))
-	block, _ := aes.NewCipher(key[:]) // a 32-byte key: no error
+	return newGCM(key[:])
+}
+
+func newGCM(key []byte) cipher.AEAD {
+	block, _ := aes.NewCipher(key) // a 32-byte key: no error
 	aead, _ := cipher.NewGCM(block)
 	return aead
 }
 
-// sealRotation seals the new key of a rotation with the old key:
-// base64url(nonce ‖ AES-256-GCM ciphertext and tag).
-func sealRotation(old, newToken string) string {
-	aead := rotationCipher(old)
+// seal seals newToken: sealVersion, then base64url(nonce ‖ ciphertext and
+// tag).
+func (s Seal) seal(old, newToken string) string {
+	aead := s.cipher(old)
 	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(newToken)+aead.Overhead())
 	if _, err := rand.Read(nonce); err != nil {
 		panic(err) // crypto/rand does not fail on Linux
 	}
-	return base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, []byte(newToken), nil))
+	return sealVersion + base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, []byte(newToken), nil))
 }
 
-// errSealBroken: a remembered rotation that the old key does not open.
-var errSealBroken = errors.New("rotation on record: its new key does not open with the old one")
+// errSealBroken: a remembered rotation that does not open with this
+// server's secret and the old key.
+var errSealBroken = errors.New("rotation on record: its new key does not open with the server's secret and the old key")
 
-// Open opens what sealRotation sealed with the same old key.
-func Open(old, sealed string) (string, error) {
+// Open opens what seal sealed with the same secret and old key (or, for a
+// value without sealVersion, what the release before sealed with the old
+// key).
+func (s Seal) Open(old, sealed string) (string, error) {
+	aead := legacyCipher(old)
+	if rest, ok := strings.CutPrefix(sealed, sealVersion); ok {
+		aead, sealed = s.cipher(old), rest
+	}
 	b, err := base64.RawURLEncoding.DecodeString(sealed)
-	aead := rotationCipher(old)
 	if err != nil || len(b) < aead.NonceSize() {
 		return "", errSealBroken
 	}
@@ -123,10 +159,13 @@ return 1
 type Store struct {
 	conn *redisconn.Conn
 	keys apikey.Keys // records, in either form; new ones in the configured form
+	seal Seal        // of the memory of a rotation
 }
 
-// New returns the rotations of keys on conn.
-func New(conn *redisconn.Conn, keys apikey.Keys) *Store { return &Store{conn: conn, keys: keys} }
+// New returns the rotations of keys on conn, remembered under seal.
+func New(conn *redisconn.Conn, keys apikey.Keys, seal Seal) *Store {
+	return &Store{conn: conn, keys: keys, seal: seal}
+}
 
 // Rotate gives the email and limit of the key old to a new key and winds
 // old down. Its steps, each safe to repeat, so that a retry after a crash
@@ -157,7 +196,7 @@ func (s *Store) Rotate(ctx context.Context, old string, grace time.Duration) (st
 	ongoing, _ := claim[0].ToString()
 	done, _ := claim[1].ToString() // "1" once its email is queued
 	if ongoing != "" {
-		if ongoing, err = Open(old, ongoing); err != nil {
+		if ongoing, err = s.seal.Open(old, ongoing); err != nil {
 			return "", err
 		}
 	}
@@ -183,7 +222,7 @@ func (s *Store) Rotate(ctx context.Context, old string, grace time.Duration) (st
 	if ongoing != "" {
 		newToken = ongoing
 	} else {
-		res, err := claimRotationScript.Exec(ctx, c, []string{remembered}, []string{sealRotation(old, keygen.Approved())}).ToArray()
+		res, err := claimRotationScript.Exec(ctx, c, []string{remembered}, []string{s.seal.seal(old, keygen.Approved())}).ToArray()
 		if err != nil {
 			return "", err
 		}
@@ -191,7 +230,7 @@ func (s *Store) Rotate(ctx context.Context, old string, grace time.Duration) (st
 		if err != nil {
 			return "", err
 		}
-		if newToken, err = Open(old, sealed); err != nil {
+		if newToken, err = s.seal.Open(old, sealed); err != nil {
 			return "", err
 		}
 	}

@@ -16,7 +16,6 @@ import (
 const (
 	prefix     = "TRIAL-"
 	tokenChars = 58
-	emailChars = 20
 )
 
 // Create stores a new trial key in storage's form: SET NX with a TTL
@@ -29,7 +28,7 @@ func Create(ctx context.Context, conn *redisconn.Conn, storage wire.KeyStorage, 
 	for range 3 {
 		token := prefix + keygen.Random(tokenChars)
 		rec := wire.TokenRecord{
-			UserEmail:    "trial-" + keygen.Random(emailChars) + "@" + domain,
+			UserEmail:    wire.TrialEmailPrefix + keygen.Random(wire.TrialEmailChars) + "@" + domain,
 			MonthlyLimit: wire.TrialMonthlyLimit,
 		}
 		created, err := apikey.Keys{Storage: storage}.Create(ctx, c, token, rec, apikey.In(wire.TrialTTL))
