@@ -107,7 +107,7 @@ func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entri
 	}
 	k.seenMu.Lock()
 	for i, e := range entries {
-		if used, ok := k.seen[names[i]]; ok && plainCount(used, e.n, e.limit) {
+		if used, ok := k.seen[names[i]]; ok && plainCount(used, e.n, e.pol.limit) {
 			plain = append(plain, i)
 		} else {
 			checked = append(checked, i)
@@ -180,7 +180,7 @@ func (k *redisCounter) countChecked(ctx context.Context, c rueidis.Client, deadl
 	}
 	for j, i := range idx {
 		keys[j] = entries[i].key
-		args = append(args, strconv.FormatInt(entries[i].limit, 10), strconv.FormatInt(entries[i].n, 10))
+		args = append(args, strconv.FormatInt(entries[i].pol.limit, 10), strconv.FormatInt(entries[i].n, 10))
 	}
 	reply, err := runCounterScript(ctx, c, keys, args)
 	if err != nil {
@@ -242,7 +242,7 @@ func (k *redisCounter) countPlain(ctx context.Context, c rueidis.Client, entries
 			continue
 		}
 		e.before = after - e.n
-		e.granted = min(e.n, max(e.limit-e.before, 0))
+		e.granted = min(e.n, max(e.pol.limit-e.before, 0))
 		if excess := e.n - e.granted; excess > 0 {
 			if err := k.refund(ctx, e.key, excess); err != nil && k.onLost != nil {
 				k.onLost(e.key, excess, err)

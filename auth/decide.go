@@ -53,11 +53,11 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 			m.outcome[outError].Inc()
 			return err
 		}
-		k, err := followRecord(token, raw, unmetered, now, func(t time.Time, email string, limit int64) (int64, bool, error) {
-			if limit <= 0 {
-				return 0, false, nil // a limit of 0 allows nothing
+		k, err := followRecord(token, raw, unmetered, now, func(t time.Time, email string, pol policy) (verdict, error) {
+			if pol.limit <= 0 {
+				return verdict{}, nil // a limit of 0 allows nothing
 			}
-			return store.Count(ctx, wire.CounterKey(t, email), limit)
+			return store.Count(ctx, wire.CounterKey(t, email), pol)
 		})
 		switch {
 		case err == eRevoked:
@@ -70,7 +70,7 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 			m.outcome[outUnmetered].Inc()
 			c.Status(fiber.StatusOK)
 			return nil
-		case !k.allowed:
+		case !k.verdict.allowed:
 			m.outcome[outOverQuota].Inc()
 			setRateHeaders(&c.Response().Header, k.state)
 			var num [20]byte
@@ -78,7 +78,7 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 			return eQuota
 		}
 		setRateHeaders(&c.Response().Header, k.state)
-		warn.after(k.rec.UserEmail, k.rec.MonthlyLimit, k.used, k.at) // a comparison, unless this call crosses a threshold
+		warn.after(k.rec.UserEmail, k.rec.MonthlyLimit, k.verdict.used, k.at) // a comparison, unless this call crosses a threshold
 		m.outcome[outAllowed].Inc()
 		c.Status(fiber.StatusOK) // and no body
 		return nil

@@ -41,17 +41,17 @@ func requestToken(c fiber.Ctx) (string, error) {
 }
 
 // counterStep is the counter step of the path: the calls counted on email's
-// counter of the month of t (the hook: after counting this call, which
-// allowed says it did), against limit.
-type counterStep func(t time.Time, email string, limit int64) (used int64, allowed bool, err error)
+// counter of the month of t, under the key's policy (the hook: after
+// counting this call, which the verdict says it did).
+type counterStep func(t time.Time, email string, pol policy) (verdict, error)
 
 // keyMonth is a live key's month, as followRecord finds it.
 type keyMonth struct {
 	rec       wire.TokenRecord
 	at        time.Time // when the record was found live (now)
 	unmetered bool      // UNMETERED_EMAILS: no count, no quota state
-	used      int64     // the counter step's
-	allowed   bool      // the counter step's
+	pol       policy    // what the key's calls are held to
+	verdict   verdict   // the counter step's
 	state     quotaState
 }
 
@@ -73,13 +73,14 @@ func followRecord(token, raw, unmetered string, now func() time.Time, count coun
 		k.unmetered = true
 		return k, nil
 	}
-	if k.used, k.allowed, err = count(k.at, rec.UserEmail, rec.MonthlyLimit); err != nil {
+	k.pol = policy{limit: rec.MonthlyLimit}
+	if k.verdict, err = count(k.at, rec.UserEmail, k.pol); err != nil {
 		return keyMonth{}, err
 	}
 	reset, window := monthOf(k.at)
 	k.state = quotaState{limit: max(rec.MonthlyLimit, 0), reset: reset, window: window}
-	if k.allowed {
-		k.state.remaining = max(k.state.limit-k.used, 0)
+	if k.verdict.allowed {
+		k.state.remaining = max(k.state.limit-k.verdict.used, 0)
 	}
 	return k, nil
 }

@@ -19,10 +19,10 @@ type tokenStore interface {
 	// Record returns the raw value stored under token, apikey.ErrNotFound
 	// when there is none, and whether it came from the client-side cache.
 	Record(ctx context.Context, token string) (raw string, cached bool, err error)
-	// Count counts one call against limit on the counter key in one atomic
-	// step: it returns the calls counted after this one and true, or false
-	// (and counts nothing) when limit calls were already counted.
-	Count(ctx context.Context, key string, limit int64) (used int64, allowed bool, err error)
+	// Count counts one call under pol on the counter key in one atomic
+	// step: allowed, with the calls counted after this one, or refused (and
+	// nothing counted) when the limit was reached.
+	Count(ctx context.Context, key string, pol policy) (verdict, error)
 	// Ping checks that Redis answers.
 	Ping(ctx context.Context) error
 }
@@ -56,8 +56,8 @@ func (s *redisStore) Record(ctx context.Context, token string) (string, bool, er
 }
 
 // Count counts one call; concurrent calls share a script call.
-func (s *redisStore) Count(ctx context.Context, key string, limit int64) (int64, bool, error) {
-	return s.counts.Count(ctx, key, limit)
+func (s *redisStore) Count(ctx context.Context, key string, pol policy) (verdict, error) {
+	return s.counts.Count(ctx, key, pol)
 }
 
 func (s *redisStore) Ping(ctx context.Context) error {

@@ -84,9 +84,9 @@ func handleUsage(acct accountStore, ips clientip.Resolver, rate config.Rate, unm
 		if err != nil {
 			return err
 		}
-		k, err := followRecord(token, raw, unmetered, now, func(t time.Time, email string, _ int64) (int64, bool, error) {
+		k, err := followRecord(token, raw, unmetered, now, func(t time.Time, email string, _ policy) (verdict, error) {
 			used, err := acct.Used(ctx, wire.CounterKey(t, email))
-			return used, true, err // asking counts no call
+			return verdict{used: used, allowed: true}, err // asking counts no call
 		})
 		if err != nil {
 			return err
@@ -97,7 +97,7 @@ func handleUsage(acct accountStore, ips clientip.Resolver, rate config.Rate, unm
 			u.Expires = &exp
 		}
 		if !k.unmetered {
-			u.Used, u.Limit, u.Remaining = k.used, k.state.limit, k.state.remaining
+			u.Used, u.Limit, u.Remaining = k.verdict.used, k.state.limit, k.state.remaining
 			setRateHeaders(&c.Response().Header, k.state)
 		}
 		c.Set(fiber.HeaderCacheControl, "no-store")
