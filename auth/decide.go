@@ -25,7 +25,7 @@ func timeNow() time.Time { return time.Now() }
 // handleDecide answers the auth hook (SPEC §2): 200 lets the request
 // through; every other answer is an errorCode, or an error that
 // errorCodeOf maps to one, for the error handler.
-func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *authMetrics, warn *warnings) fiber.Handler {
+func handleDecide(store tokenStore, mt metering, now func() time.Time, m *authMetrics, warn *warnings) fiber.Handler {
 	deadlines := newDeadlines(redisTimeout, deadlineStep)
 	return func(c fiber.Ctx) error {
 		token, err := requestToken(c)
@@ -53,7 +53,7 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 			m.outcome[outError].Inc()
 			return err
 		}
-		k, err := followRecord(token, raw, unmetered, now, func(t time.Time, email string, pol policy) (verdict, error) {
+		k, err := followRecord(token, raw, mt, now, func(t time.Time, email string, pol policy) (verdict, error) {
 			if pol.limit <= 0 {
 				return verdict{}, nil // a limit of 0 allows nothing
 			}

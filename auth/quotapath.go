@@ -55,12 +55,20 @@ type keyMonth struct {
 	state     quotaState
 }
 
+// metering is what the path holds every key to besides its record (from
+// the configuration).
+type metering struct {
+	// unmetered is a lower-case path.Match pattern of the emails allowed
+	// without counting; "" meters everyone.
+	unmetered string
+}
+
 // followRecord follows raw, the record found under token, to its month:
 // eRevoked for a revoked record; a corrupt record's error, naming the token
 // as logs may; the counter step's error. An unmetered record (its email
-// matches the pattern unmetered; "" meters everyone) skips the counter step.
-// The quota state has 0 remaining unless the counter step allowed the call.
-func followRecord(token, raw, unmetered string, now func() time.Time, count counterStep) (keyMonth, error) {
+// matches m.unmetered) skips the counter step. The quota state has 0
+// remaining unless the counter step allowed the call.
+func followRecord(token, raw string, m metering, now func() time.Time, count counterStep) (keyMonth, error) {
 	rec, err := wire.DecodeTokenRecord(raw)
 	if err != nil {
 		return keyMonth{}, fmt.Errorf("token %s: %w", logging.Token(token), err)
@@ -69,7 +77,7 @@ func followRecord(token, raw, unmetered string, now func() time.Time, count coun
 		return keyMonth{}, eRevoked
 	}
 	k := keyMonth{rec: rec, at: now()}
-	if unmetered != "" && isUnmetered(unmetered, rec.UserEmail) {
+	if m.unmetered != "" && isUnmetered(m.unmetered, rec.UserEmail) {
 		k.unmetered = true
 		return k, nil
 	}

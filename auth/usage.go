@@ -61,7 +61,7 @@ func (u usage) appendJSON(b []byte) []byte {
 // shared by every replica, well-formed key or not: 429 {"message":"Too
 // many requests"} with Retry-After beyond that, so that the route cannot
 // be used to try keys faster than that.
-func handleUsage(acct accountStore, ips clientip.Resolver, rate config.Rate, unmetered string, now func() time.Time) fiber.Handler {
+func handleUsage(acct accountStore, ips clientip.Resolver, rate config.Rate, mt metering, now func() time.Time) fiber.Handler {
 	rateArgs := ratelimit.Args(rate.Count, rate.Per)
 	return func(c fiber.Ctx) error {
 		token, err := requestToken(c)
@@ -84,7 +84,7 @@ func handleUsage(acct accountStore, ips clientip.Resolver, rate config.Rate, unm
 		if err != nil {
 			return err
 		}
-		k, err := followRecord(token, raw, unmetered, now, func(t time.Time, email string, _ policy) (verdict, error) {
+		k, err := followRecord(token, raw, mt, now, func(t time.Time, email string, _ policy) (verdict, error) {
 			used, err := acct.Used(ctx, wire.CounterKey(t, email))
 			return verdict{used: used, allowed: true}, err // asking counts no call
 		})
