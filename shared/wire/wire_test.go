@@ -81,10 +81,10 @@ func TestTokenRecordEncode(t *testing.T) {
 		rec  TokenRecord
 		want string
 	}{
-		{TokenRecord{"a@example.com", 0, true}, `{"UserEmail":"a@example.com","MonthlyLimit":0,"Revoked":true}`},
-		{TokenRecord{"a&b@example.com", -1, false}, `{"UserEmail":"a&b@example.com","MonthlyLimit":-1,"Revoked":false}`},
-		{TokenRecord{`q"\@example.com`, 9223372036854775807, false}, `{"UserEmail":"q\"\\@example.com","MonthlyLimit":9223372036854775807,"Revoked":false}`},
-		{TokenRecord{"ü@example.com", 1, false}, `{"UserEmail":"ü@example.com","MonthlyLimit":1,"Revoked":false}`},
+		{TokenRecord{UserEmail: "a@example.com", MonthlyLimit: 0, Revoked: true}, `{"UserEmail":"a@example.com","MonthlyLimit":0,"Revoked":true}`},
+		{TokenRecord{UserEmail: "a&b@example.com", MonthlyLimit: -1, Revoked: false}, `{"UserEmail":"a&b@example.com","MonthlyLimit":-1,"Revoked":false}`},
+		{TokenRecord{UserEmail: `q"\@example.com`, MonthlyLimit: 9223372036854775807, Revoked: false}, `{"UserEmail":"q\"\\@example.com","MonthlyLimit":9223372036854775807,"Revoked":false}`},
+		{TokenRecord{UserEmail: "ü@example.com", MonthlyLimit: 1, Revoked: false}, `{"UserEmail":"ü@example.com","MonthlyLimit":1,"Revoked":false}`},
 	} {
 		got := c.rec.Encode()
 		if string(got) != c.want {
