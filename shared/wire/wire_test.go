@@ -222,6 +222,7 @@ func TestWellFormedToken(t *testing.T) {
 func BenchmarkDecodeTokenRecord(b *testing.B) {
 	for _, c := range []struct{ name, raw string }{
 		{"canonical", `{"UserEmail":"johndoe@example.com","MonthlyLimit":100,"Revoked":false}`},
+		{"canonical with a rate", `{"UserEmail":"johndoe@example.com","MonthlyLimit":100,"Revoked":false,"Rate":"600/m;burst=100"}`},
 		{"legacy", `{"email":"johndoe@example.com","limit":100,"token":"abc"}`},
 	} {
 		b.Run(c.name, func(b *testing.B) {
