@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"pesto/shared/config"
+	"pesto/shared/wire"
 )
 
 // Defaults of SPEC §5 that only auth has.
@@ -18,6 +19,7 @@ const (
 	defaultCacheTTL  = 60 * time.Second
 	defaultUnmetered = "trial*@pesto.teknologiumum.com"
 	defaultUsageRate = "60/m"
+	defaultKeyRate   = "10/s"
 )
 
 type authConfig struct {
@@ -28,6 +30,9 @@ type authConfig struct {
 	// Unmetered is a lower-case path.Match pattern of emails allowed
 	// without counting; "" meters everyone.
 	Unmetered string
+	// KeyRate is the rate of a key whose record has none of its own; the
+	// zero Rate (KEY_RATE=off): none.
+	KeyRate wire.Rate
 	// UsageRate bounds GET /api/usage per client IP (an IPv4 address, an
 	// IPv6 /64).
 	UsageRate config.Rate
@@ -52,6 +57,7 @@ func loadConfig(lookupEnv func(string) (string, bool)) (authConfig, error) {
 		Common:         config.LoadCommon(e),
 		CacheTTL:       e.Duration("TOKEN_CACHE_TTL", defaultCacheTTL),
 		Unmetered:      defaultUnmetered,
+		KeyRate:        parseKeyRate(e),
 		UsageRate:      e.Rate("USAGE_RATE", defaultUsageRate),
 		TrustedProxies: e.TrustedProxies(),
 		QuotaWarnings:  parseQuotaWarnings(e),
@@ -126,6 +132,21 @@ func (c authConfig) counterOptions() rueidis.ClientOption {
 	opt.ConnWriteTimeout = counterConnTimeout
 	opt.Dialer.Control = setUserTimeout(counterUserTimeout)
 	return opt
+}
+
+// parseKeyRate reads KEY_RATE: a rate as a record's Rate field holds it
+// (wire.ParseRate); off: none.
+func parseKeyRate(e *config.Env) wire.Rate {
+	v := e.String("KEY_RATE", defaultKeyRate)
+	r, err := wire.ParseRate(v)
+	if err != nil {
+		e.Fail("KEY_RATE", "want <count>/<s|m>, count 1-1000000, then ;burst=<n> if fewer may come at once (10/s, 600/m;burst=100), or off; got %q", v)
+		return wire.Rate{}
+	}
+	if r.Off {
+		return wire.Rate{}
+	}
+	return r
 }
 
 // defaultQuotaWarnings are the thresholds, in percent of the monthly limit,

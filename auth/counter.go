@@ -42,38 +42,66 @@ func newRedisCounter(conn *redisconn.Conn, log *slog.Logger) *redisCounter {
 // nothing) when the limit is reached, so that a limit of N allows exactly N
 // calls whatever the number of racing callers and replicas. The TTL is set
 // when the counter is created, never pushed forward; the value stays the
-// decimal count the old services read. Past the deadline (Unix
-// microseconds by Redis's clock; 0: none) it counts nothing and returns an
-// empty array; otherwise {used before, granted} for each counter, in order.
-var counterScript = rueidis.NewLuaScript(`
+// decimal count the old services read. A counter whose calls carry a rate
+// (rate.go) grants no more than its window lets through now, and spends
+// the window only on calls it grants: a call refused by either limit
+// writes nothing. Past the deadline (Unix microseconds by Redis's clock; 0:
+// none) it counts nothing and returns an empty array.
+//
+// KEYS: the counters, then the windows of those whose calls carry a rate,
+// in order. ARGV: the deadline, the counters' TTL, then per counter its
+// limit, its calls, and its rate (rateArgs). Returns per counter {used
+// before, granted, the window's room before (-1: no rate), microseconds
+// until its room grows after}.
+var counterScript = rueidis.NewLuaScript(rateLua + `
 local deadline_us = tonumber(ARGV[1])
 local ttl_seconds = ARGV[2]
-local now = redis.call('TIME')
-if deadline_us > 0 and tonumber(now[1]) * 1000000 + tonumber(now[2]) > deadline_us then
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if deadline_us > 0 and now > deadline_us then
   return {}
 end
--- Every counter read in one MGET (in chunks: unpack has a stack limit).
-local counters = {}
+local counters_n = (#ARGV - 2) / 5
+-- Every counter and window read in one MGET (in chunks: unpack has a stack
+-- limit).
+local values = {}
 for first = 1, #KEYS, 200 do
-  local values = redis.call('MGET', unpack(KEYS, first, math.min(first + 199, #KEYS)))
-  for j, v in ipairs(values) do counters[first + j - 1] = v end
+  local got = redis.call('MGET', unpack(KEYS, first, math.min(first + 199, #KEYS)))
+  for j = 1, #got do values[first + j - 1] = got[j] end
 end
 local reply = {}
 local added = {} -- calls counted by this script so far, per counter
-for i, counter_key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[1 + 2 * i])
-  local n = tonumber(ARGV[2 + 2 * i])
-  local used = tonumber(counters[i] or '0') + (added[counter_key] or 0)
-  local granted = math.min(n, limit - used)
+local windows = {} -- windows written by this script so far
+local window_i = counters_n
+for i = 1, counters_n do
+  local counter_key = KEYS[i]
+  local a = 2 + 5 * (i - 1)
+  local limit, n = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local count, per, burst = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  local used = tonumber(values[i] or '0') + (added[counter_key] or 0)
+  local granted = math.max(math.min(n, limit - used), 0)
+  local room, wait = -1, 0
+  if count > 0 then
+    window_i = window_i + 1
+    local window_key = KEYS[window_i]
+    local state = windows[window_key]
+    if state == nil then state = values[window_i] end
+    local w = rate_open(state, now, per)
+    room = rate_room(w, count, per, burst)
+    granted = math.min(granted, room)
+    if granted > 0 then
+      windows[window_key] = rate_spend(w, granted, now, count, per, burst)
+      redis.call('SET', window_key, windows[window_key], 'PX', math.ceil(per * 1.01 / 1000) + 1)
+    end
+    wait = rate_wait(w, now, count, per, burst)
+  end
   if granted > 0 then
     local after = redis.call('INCRBY', counter_key, granted)
     if after == granted then redis.call('EXPIRE', counter_key, ttl_seconds) end
     added[counter_key] = (added[counter_key] or 0) + granted
-  else
-    granted = 0
   end
-  reply[2 * i - 1] = used
-  reply[2 * i] = granted
+  local r = 4 * (i - 1)
+  reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4] = used, granted, room, wait
 end
 return reply
 `)
@@ -91,9 +119,10 @@ return redis.call('DECRBY', counter_key, calls)
 var counterTTL = strconv.FormatInt(int64(wire.CounterTTL/time.Second), 10)
 
 // countBatch counts the entries of one batch, which share a hash slot, and
-// sets their before and granted (or their err). A counter this replica saw
-// well below its limit (plainCount) is counted with a plain INCRBY, the
-// others by counterScript; both go out together, in one round trip.
+// sets their results (or their err). A counter this replica saw well below
+// its limit (plainCount) is counted with a plain INCRBY unless its calls
+// carry a rate; the others by counterScript; both go out together, in one
+// round trip.
 func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entries []entry) error {
 	c, err := k.conn.Client()
 	if err != nil {
@@ -103,11 +132,13 @@ func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entri
 	checked := make([]int, 0, len(entries))
 	names := make([]uint64, len(entries)) // each counter's name in seen, hashed once
 	for i := range entries {
-		names[i] = k.seenHash(entries[i].key)
+		if !entries[i].pol.rate.On() {
+			names[i] = k.seenHash(entries[i].key)
+		}
 	}
 	k.seenMu.Lock()
 	for i, e := range entries {
-		if used, ok := k.seen[names[i]]; ok && plainCount(used, e.n, e.pol.limit) {
+		if used, ok := k.seen[names[i]]; ok && !e.pol.rate.On() && plainCount(used, e.n, e.pol.limit) {
 			plain = append(plain, i)
 		} else {
 			checked = append(checked, i)
@@ -141,7 +172,7 @@ func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entri
 		clear(k.seen) // a month's worth of counters at most; they are read again
 	}
 	for i := range entries {
-		if e := &entries[i]; e.err == nil {
+		if e := &entries[i]; e.err == nil && !e.pol.rate.On() {
 			k.seen[names[i]] = e.before + e.granted
 		}
 	}
@@ -172,35 +203,47 @@ func plainCount(used, n, limit int64) bool {
 
 // countChecked counts the entries at idx with counterScript.
 func (k *redisCounter) countChecked(ctx context.Context, c rueidis.Client, deadline time.Time, entries []entry, idx []int) error {
-	keys := make([]string, len(idx))
-	args := make([]string, 2, 2+2*len(idx))
+	keys := make([]string, len(idx), 2*len(idx))
+	args := make([]string, 2, 2+5*len(idx))
 	args[0], args[1] = "0", counterTTL
 	if !deadline.IsZero() {
 		args[0] = strconv.FormatInt(deadline.UnixMicro(), 10)
 	}
 	for j, i := range idx {
-		keys[j] = entries[i].key
-		args = append(args, strconv.FormatInt(entries[i].pol.limit, 10), strconv.FormatInt(entries[i].n, 10))
+		e := &entries[i]
+		keys[j] = e.key
+		count, per, burst := rateArgs(e.pol.rate)
+		args = append(args, strconv.FormatInt(e.pol.limit, 10), strconv.FormatInt(e.n, 10), count, per, burst)
+	}
+	for _, i := range idx {
+		if entries[i].pol.rate.On() {
+			keys = append(keys, rateKey(entries[i].key))
+		}
 	}
 	reply, err := runCounterScript(ctx, c, keys, args)
 	if err != nil {
 		return err
 	}
 	for j, i := range idx {
-		if entries[i].before, entries[i].granted, err = reply.at(j); err != nil {
+		if err := reply.at(j, &entries[i]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// counterReply is counterScript's answer: for each counter, in the order
-// of its keys, the calls counted before and the calls granted.
+// counterReply is counterScript's answer: for each counter, in order, the
+// calls counted before, the calls granted, the rate's room before and the
+// microseconds until it grows.
 type counterReply []rueidis.RedisMessage
 
+// counterReplyLen is the length of counterScript's answer per counter.
+const counterReplyLen = 4
+
 // runCounterScript runs counterScript on keys with args (a deadline, the
-// TTL, then a limit and a number of calls per key) and checks its answer's
-// shape: errLate when it ran past its deadline and counted nothing.
+// TTL, then a limit, a number of calls and a rate per counter) and checks
+// its answer's shape: errLate when it ran past its deadline and counted
+// nothing.
 func runCounterScript(ctx context.Context, c rueidis.Client, keys, args []string) (counterReply, error) {
 	reply, err := counterScript.Exec(ctx, c, keys, args).ToArray()
 	if err != nil {
@@ -209,19 +252,23 @@ func runCounterScript(ctx context.Context, c rueidis.Client, keys, args []string
 	if len(reply) == 0 {
 		return nil, errLate
 	}
-	if len(reply) != 2*len(keys) {
-		return nil, fmt.Errorf("counter script: %d values for %d counters", len(reply), len(keys))
+	if counters := (len(args) - 2) / 5; len(reply) != counterReplyLen*counters {
+		return nil, fmt.Errorf("counter script: %d values for %d counters", len(reply), counters)
 	}
 	return reply, nil
 }
 
-// at returns what the script did for the j-th counter.
-func (r counterReply) at(j int) (before, granted int64, err error) {
-	if before, err = r[2*j].AsInt64(); err != nil {
-		return 0, 0, err
+// at sets e's results from what the script did for the j-th counter.
+func (r counterReply) at(j int, e *entry) error {
+	var v [counterReplyLen]int64
+	for i := range v {
+		var err error
+		if v[i], err = r[counterReplyLen*j+i].AsInt64(); err != nil {
+			return err
+		}
 	}
-	granted, err = r[2*j+1].AsInt64()
-	return before, granted, err
+	e.before, e.granted, e.room, e.wait = v[0], v[1], v[2], time.Duration(v[3])*time.Microsecond
+	return nil
 }
 
 // countPlain counts the entries at idx with one INCRBY each. INCRBY's

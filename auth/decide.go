@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v3"
+	"github.com/valyala/fasthttp"
 
 	"pesto/shared/apikey"
 	"pesto/shared/wire"
@@ -70,17 +71,27 @@ func handleDecide(store tokenStore, mt metering, now func() time.Time, m *authMe
 			m.outcome[outUnmetered].Inc()
 			c.Status(fiber.StatusOK)
 			return nil
+		case k.verdict.limited:
+			m.outcome[outRateLimited].Inc()
+			setRateHeaders(&c.Response().Header, k.state, k.rate)
+			setRetryAfter(&c.Response().Header, max(k.rate.reset, 1))
+			return eRateLimited
 		case !k.verdict.allowed:
 			m.outcome[outOverQuota].Inc()
-			setRateHeaders(&c.Response().Header, k.state)
-			var num [20]byte
-			c.Response().Header.SetBytesV(fiber.HeaderRetryAfter, strconv.AppendInt(num[:0], k.state.reset, 10))
+			setRateHeaders(&c.Response().Header, k.state, k.rate)
+			setRetryAfter(&c.Response().Header, k.state.reset)
 			return eQuota
 		}
-		setRateHeaders(&c.Response().Header, k.state)
+		setRateHeaders(&c.Response().Header, k.state, k.rate)
 		warn.after(k.rec.UserEmail, k.rec.MonthlyLimit, k.verdict.used, k.at) // a comparison, unless this call crosses a threshold
 		m.outcome[outAllowed].Inc()
 		c.Status(fiber.StatusOK) // and no body
 		return nil
 	}
+}
+
+// setRetryAfter sets Retry-After to seconds.
+func setRetryAfter(h *fasthttp.ResponseHeader, seconds int64) {
+	var num [20]byte
+	h.SetBytesV(fiber.HeaderRetryAfter, strconv.AppendInt(num[:0], seconds, 10))
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"pesto/shared/wire"
 )
 
 // The quota path after the decision: calls are counted by group commit
@@ -59,15 +61,26 @@ type queue struct {
 	next *batch
 }
 
-// policy is what a call is held to: its month's limit.
+// policy is what a call is held to: its month's limit, and its key's rate.
 type policy struct {
-	limit int64 // the record's MonthlyLimit
+	limit int64     // the record's MonthlyLimit
+	rate  wire.Rate // the record's own or the default; the zero Rate: none
 }
 
 // verdict is the counter step's answer for one call.
 type verdict struct {
-	used    int64 // calls counted this month with this one, when allowed
-	allowed bool  // the call was counted
+	// used is the calls counted this month: with this one when it is
+	// allowed, else those counted when it was refused.
+	used    int64
+	allowed bool // the call was counted
+	// limited: refused by the rate, while the month had room for it.
+	limited bool
+	// rated: the policy has a rate, whose window was read: rateLeft is how
+	// many calls it lets through now, after this one, and rateWait the
+	// time until that grows (for a refused call: until the next may go).
+	rated    bool
+	rateLeft int64
+	rateWait time.Duration
 }
 
 // counterPolicy identifies an entry of a batch: a counter, and the policy
@@ -84,7 +97,11 @@ type entry struct {
 	n       int64 // calls
 	before  int64 // set by countFunc: calls counted before these
 	granted int64 // set by countFunc: how many of the n it counted
-	err     error // set by countFunc: this entry's own fault (nothing counted)
+	// set by countFunc when pol has a rate: calls its window let through
+	// before these, and the time until that grows after them
+	room int64
+	wait time.Duration
+	err  error // set by countFunc: this entry's own fault (nothing counted)
 }
 
 // batch is the calls counted by one script call.
@@ -197,10 +214,28 @@ func (q *groupCommit) wait(ctx context.Context, b *batch, m member) (verdict, er
 	if e.err != nil {
 		return verdict{}, e.err
 	}
-	if int64(m.i) >= e.granted {
-		return verdict{}, nil
+	return e.verdictOf(int64(m.i)), nil
+}
+
+// verdictOf is the verdict of the i-th call of e: the first e.granted are
+// allowed; a refused one was refused by the rate when the month had room
+// for it.
+func (e *entry) verdictOf(i int64) verdict {
+	v := verdict{used: e.before + e.granted}
+	if i < e.granted {
+		v.used, v.allowed = e.before+i+1, true
 	}
-	return verdict{used: e.before + int64(m.i) + 1, allowed: true}, nil
+	if !e.pol.rate.On() {
+		return v
+	}
+	v.rated, v.limited = true, !v.allowed && i < e.pol.limit-e.before
+	v.rateWait = e.wait
+	if v.allowed {
+		v.rateLeft = max(e.room-i-1, 0)
+	} else {
+		v.rateLeft = max(e.room-e.granted, 0)
+	}
+	return v
 }
 
 // send counts b and then each batch that filled behind it, until the

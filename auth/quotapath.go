@@ -53,6 +53,7 @@ type keyMonth struct {
 	pol       policy    // what the key's calls are held to
 	verdict   verdict   // the counter step's
 	state     quotaState
+	rate      rateState // when the key has a rate and the counter step read it
 }
 
 // metering is what the path holds every key to besides its record (from
@@ -61,13 +62,30 @@ type metering struct {
 	// unmetered is a lower-case path.Match pattern of the emails allowed
 	// without counting; "" meters everyone.
 	unmetered string
+	// rate is the rate of a key whose record has none of its own; the
+	// zero Rate: none.
+	rate wire.Rate
+}
+
+// policyOf is what rec's calls are held to: its monthly limit, and its own
+// rate, else the default; none when that is off.
+func (m metering) policyOf(rec wire.TokenRecord) policy {
+	p := policy{limit: rec.MonthlyLimit, rate: rec.Rate}
+	if p.rate == (wire.Rate{}) {
+		p.rate = m.rate
+	}
+	if !p.rate.On() {
+		p.rate = wire.Rate{}
+	}
+	return p
 }
 
 // followRecord follows raw, the record found under token, to its month:
 // eRevoked for a revoked record; a corrupt record's error, naming the token
 // as logs may; the counter step's error. An unmetered record (its email
 // matches m.unmetered) skips the counter step. The quota state has 0
-// remaining unless the counter step allowed the call.
+// remaining unless the counter step allowed the call or the rate refused
+// it (then it has what the month has left).
 func followRecord(token, raw string, m metering, now func() time.Time, count counterStep) (keyMonth, error) {
 	rec, err := wire.DecodeTokenRecord(raw)
 	if err != nil {
@@ -81,14 +99,17 @@ func followRecord(token, raw string, m metering, now func() time.Time, count cou
 		k.unmetered = true
 		return k, nil
 	}
-	k.pol = policy{limit: rec.MonthlyLimit}
+	k.pol = m.policyOf(rec)
 	if k.verdict, err = count(k.at, rec.UserEmail, k.pol); err != nil {
 		return keyMonth{}, err
 	}
 	reset, window := monthOf(k.at)
 	k.state = quotaState{limit: max(rec.MonthlyLimit, 0), reset: reset, window: window}
-	if k.verdict.allowed {
+	if k.verdict.allowed || k.verdict.limited {
 		k.state.remaining = max(k.state.limit-k.verdict.used, 0)
+	}
+	if k.verdict.rated {
+		k.rate = rateStateOf(k.pol.rate, k.verdict.rateLeft, k.verdict.rateWait)
 	}
 	return k, nil
 }

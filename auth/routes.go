@@ -26,7 +26,7 @@ func newApp(log *slog.Logger, cfg authConfig, store tokenStore, acct accountStor
 		AnyMethod:    true, // the hook answers whatever method the proxy preserves
 	})
 	warn := newWarnings(cfg.QuotaWarnings, acct.QueueWarning, log, reg)
-	mt := metering{unmetered: cfg.Unmetered}
+	mt := metering{unmetered: cfg.Unmetered, rate: cfg.KeyRate}
 	app.All("/", handleDecide(store, mt, now, m, warn))
 	app.Get("/api/usage", handleUsage(acct, clientip.Resolver{Trusted: cfg.TrustedProxies}, cfg.UsageRate, mt, now))
 	return app

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
@@ -74,6 +75,9 @@ type accountStore interface {
 	// Used returns the calls counted on the counter key (0 when it does
 	// not exist). It counts nothing.
 	Used(ctx context.Context, key string) (int64, error)
+	// RateLeft returns how many calls rate lets through now on the counter
+	// key's window, and the time until that grows. It spends nothing.
+	RateLeft(ctx context.Context, key string, rate wire.Rate) (left int64, wait time.Duration, err error)
 	// Allow counts one request against the rate limit buckets of keys
 	// (ratelimit.Allow) and returns 0, or the milliseconds to wait.
 	Allow(ctx context.Context, keys, args []string) (int64, error)
@@ -107,6 +111,23 @@ func (s *redisStore) Used(ctx context.Context, key string) (int64, error) {
 		return 0, nil
 	}
 	return n, err
+}
+
+// RateLeft reads the counter's rate window (rateInfoScript).
+func (s *redisStore) RateLeft(ctx context.Context, key string, rate wire.Rate) (int64, time.Duration, error) {
+	c, err := s.conn.Client()
+	if err != nil {
+		return 0, 0, err
+	}
+	count, per, burst := rateArgs(rate)
+	v, err := rateInfoScript.Exec(ctx, c, []string{rateKey(key)}, []string{count, per, burst}).AsIntSlice()
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(v) != 2 {
+		return 0, 0, fmt.Errorf("rate info script: %d values, want 2", len(v))
+	}
+	return v[0], time.Duration(v[1]) * time.Microsecond, nil
 }
 
 // Allow runs the shared rate limit script.
