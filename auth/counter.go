@@ -48,52 +48,65 @@ func newRedisCounter(conn *redisconn.Conn, log *slog.Logger) *redisCounter {
 // writes nothing. Past the deadline (Unix microseconds by Redis's clock; 0:
 // none) it counts nothing and returns an empty array.
 //
-// KEYS: the counters, then the windows of those whose calls carry a rate,
-// in order. ARGV: the deadline, the counters' TTL, then per counter its
-// limit, its calls, and its rate (rateArgs). Returns per counter {used
-// before, granted, the window's room before (-1: no rate), microseconds
-// until its room grows after}.
+// KEYS: the counters, then, when any of their calls carry a rate, the hash
+// of their windows (rateWindowsKey). ARGV: the deadline, the counters'
+// TTL, the hash's, then per counter its limit, its calls, and its rate
+// (rateArgs). Returns per counter {used before, granted, the window's room
+// before (-1: no rate), microseconds until its room grows after}.
 var counterScript = rueidis.NewLuaScript(rateLua + `
 local deadline_us = tonumber(ARGV[1])
-local ttl_seconds = ARGV[2]
+local ttl_seconds, windows_ttl = ARGV[2], ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if deadline_us > 0 and now > deadline_us then
   return {}
 end
-local counters_n = (#ARGV - 2) / 5
--- Every counter and window read in one MGET (in chunks: unpack has a stack
--- limit).
+local counters_n = (#ARGV - 3) / 5
+local windows_key = KEYS[counters_n + 1]
+-- Every counter read in one MGET, every window in one HMGET (in chunks:
+-- unpack has a stack limit).
 local values = {}
-for first = 1, #KEYS, 200 do
-  local got = redis.call('MGET', unpack(KEYS, first, math.min(first + 199, #KEYS)))
+for first = 1, counters_n, 200 do
+  local got = redis.call('MGET', unpack(KEYS, first, math.min(first + 199, counters_n)))
   for j = 1, #got do values[first + j - 1] = got[j] end
+end
+local states = {}
+if windows_key then
+  local rated = {}
+  for i = 1, counters_n do
+    if tonumber(ARGV[6 + 5 * (i - 1)]) > 0 then rated[#rated + 1] = i end
+  end
+  for first = 1, #rated, 200 do
+    local fields = {}
+    for j = first, math.min(first + 199, #rated) do fields[#fields + 1] = KEYS[rated[j]] end
+    local got = redis.call('HMGET', windows_key, unpack(fields))
+    for j = 1, #got do states[rated[first + j - 1]] = got[j] end
+  end
 end
 local reply = {}
 local added = {} -- calls counted by this script so far, per counter
-local windows = {} -- windows written by this script so far
-local window_i = counters_n
+local windows = {} -- windows spent by this script so far, per counter
+local spent = {} -- their names, in order
 for i = 1, counters_n do
   local counter_key = KEYS[i]
-  local a = 2 + 5 * (i - 1)
+  local a = 3 + 5 * (i - 1)
   local limit, n = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local count, per, burst = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local used = tonumber(values[i] or '0') + (added[counter_key] or 0)
   local granted = math.max(math.min(n, limit - used), 0)
   local room, wait = -1, 0
   if count > 0 then
-    window_i = window_i + 1
-    local window_key = KEYS[window_i]
-    local state = windows[window_key]
-    if state == nil then state = values[window_i] end
-    local w = rate_open(state, now, per)
-    room = rate_room(w, count, per, burst)
-    granted = math.min(granted, room)
+    local state = windows[counter_key]
+    if state == nil then state = states[i] end
+    local debt, total, runs, first_t, first_c, last_t = rate_open(state, now, per)
+    room = rate_room(debt, total, count, per, burst)
+    if room < granted then granted = room end
     if granted > 0 then
-      windows[window_key] = rate_spend(w, granted, now, count, per, burst)
-      redis.call('SET', window_key, windows[window_key], 'PX', math.ceil(per * 1.01 / 1000) + 1)
+      if windows[counter_key] == nil then spent[#spent + 1] = counter_key end
+      state, debt, total, runs, first_t, first_c = rate_spend(debt, total, runs, first_t, first_c, last_t, granted, now, count, per, burst)
+      windows[counter_key] = state
     end
-    wait = rate_wait(w, now, count, per, burst)
+    wait = rate_wait(debt, total, runs, first_t, first_c, now, count, per, burst)
   end
   if granted > 0 then
     local after = redis.call('INCRBY', counter_key, granted)
@@ -102,6 +115,25 @@ for i = 1, counters_n do
   end
   local r = 4 * (i - 1)
   reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4] = used, granted, room, wait
+end
+if #spent > 0 then
+  for first = 1, #spent, 200 do
+    local set = {}
+    for j = first, math.min(first + 199, #spent) do
+      set[#set + 1] = spent[j]
+      set[#set + 1] = windows[spent[j]]
+    end
+    redis.call('HSET', windows_key, unpack(set))
+  end
+  redis.call('PEXPIRE', windows_key, windows_ttl)
+  if now % 16 == 0 then -- one script in 16, by Redis's clock
+    local drawn = redis.call('HRANDFIELD', windows_key, 2, 'WITHVALUES')
+    for j = 1, #drawn, 2 do
+      if windows[drawn[j]] == nil and (#drawn[j + 1] < 16 or rate_stale(drawn[j + 1], now)) then
+        redis.call('HDEL', windows_key, drawn[j])
+      end
+    end
+  end
 end
 return reply
 `)
@@ -203,22 +235,22 @@ func plainCount(used, n, limit int64) bool {
 
 // countChecked counts the entries at idx with counterScript.
 func (k *redisCounter) countChecked(ctx context.Context, c rueidis.Client, deadline time.Time, entries []entry, idx []int) error {
-	keys := make([]string, len(idx), 2*len(idx))
-	args := make([]string, 2, 2+5*len(idx))
-	args[0], args[1] = "0", counterTTL
+	keys := make([]string, len(idx), len(idx)+1)
+	args := make([]string, 3, 3+5*len(idx))
+	args[0], args[1], args[2] = "0", counterTTL, windowsTTL
 	if !deadline.IsZero() {
 		args[0] = strconv.FormatInt(deadline.UnixMicro(), 10)
 	}
+	rated := false
 	for j, i := range idx {
 		e := &entries[i]
 		keys[j] = e.key
 		count, per, burst := rateArgs(e.pol.rate)
 		args = append(args, strconv.FormatInt(e.pol.limit, 10), strconv.FormatInt(e.n, 10), count, per, burst)
+		rated = rated || e.pol.rate.On()
 	}
-	for _, i := range idx {
-		if entries[i].pol.rate.On() {
-			keys = append(keys, rateKey(entries[i].key))
-		}
+	if rated {
+		keys = append(keys, rateWindowsKey(k.groupOf(keys[0])))
 	}
 	reply, err := runCounterScript(ctx, c, keys, args)
 	if err != nil {
@@ -241,7 +273,7 @@ type counterReply []rueidis.RedisMessage
 const counterReplyLen = 4
 
 // runCounterScript runs counterScript on keys with args (a deadline, the
-// TTL, then a limit, a number of calls and a rate per counter) and checks
+// TTLs, then a limit, a number of calls and a rate per counter) and checks
 // its answer's shape: errLate when it ran past its deadline and counted
 // nothing.
 func runCounterScript(ctx context.Context, c rueidis.Client, keys, args []string) (counterReply, error) {
@@ -252,7 +284,7 @@ func runCounterScript(ctx context.Context, c rueidis.Client, keys, args []string
 	if len(reply) == 0 {
 		return nil, errLate
 	}
-	if counters := (len(args) - 2) / 5; len(reply) != counterReplyLen*counters {
+	if counters := (len(args) - 3) / 5; len(reply) != counterReplyLen*counters {
 		return nil, fmt.Errorf("counter script: %d values for %d counters", len(reply), counters)
 	}
 	return reply, nil

@@ -2,7 +2,6 @@ package main
 
 import (
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -17,64 +16,50 @@ import (
 // round trip as the monthly count (counterScript), so that it is exact
 // across replicas and a call it refuses spends no monthly quota.
 //
-// The window of an email's calls in a month lives under rateKey of its
-// monthly counter: one string, written only by a call that is let through,
-// that expires once the window is empty. It holds the calls let through in
-// the last window as runs, at most one per hundredth of the window, each
-// with the time of its latest call: a call counts until that time plus the
-// window, never less than its own, so within any window of Per at most
-// Count calls are let through, exactly; a call may be refused at most a
-// hundredth of the window (10 ms of a second) before a log of every call
-// would let it in, and Retry-After says when it is. The burst is a generic
-// cell rate: a debt of Per/Count a call, paid back as time passes, at most
-// Burst calls deep.
+// The window of an email's calls in a month is a field of a hash, named by
+// its monthly counter's key; the windows of a batch's counters share one
+// hash (rateWindowsKey), read with one HMGET and written with one HSET by
+// the script that counts them: a field a command is far cheaper than a key
+// a command (make bench). A window is written only by a call let through.
+// It holds the calls let through in the last window as runs, at most one
+// per twentieth of the window, each with the time of its latest call: a
+// call counts until that time plus the window, never less than its own, so
+// within any window of Per at most Count calls are let through, exactly; a
+// call may be refused at most a twentieth of the window (50 ms of a
+// second) before a log of every call would let it in, and Retry-After says
+// when it is. The burst is a generic cell rate: a debt of Per/Count a call, paid
+// back as time passes, at most Burst calls deep. A window whose calls have
+// all left it is stale: one in 16 of the scripts that write a hash deletes
+// the stale windows among two of its fields drawn at random, and the hash
+// expires a minute after its last write.
 
-// rateKeyPrefix starts the key of an email's rate window.
-const rateKeyPrefix = wire.OwnPrefix + "rate:"
+// rateWindowsKey is the hash of the rate windows of a group of the group
+// commit (groupCommit, redisCounter.groupOf): pesto:rate:{<tag>}, the tag a
+// string in the group's Redis Cluster slot (a script's keys must share
+// one); on a single Redis, one hash for all.
+func rateWindowsKey(group uint16) string { return windowsKeys.of(group) }
 
-// rateKey is the key of the rate window of the calls counted on the monthly
-// counter counterKey: pesto:rate:{<counter key>}, in the counter's Redis
-// Cluster slot (a script's keys must share one). A counter key whose
-// hashed part holds a '}' (an email with braces) cannot be a hash tag: its
-// window is pesto:rate:{<a tag of the same slot>}<counter key>.
-func rateKey(counterKey string) string {
-	tag := hashTagOf(counterKey)
-	if strings.IndexByte(tag, '}') < 0 {
-		return rateKeyPrefix + "{" + tag + "}"
-	}
-	return rateKeyPrefix + "{" + slotTags.of(hashSlot(tag)) + "}" + counterKey
-}
+// windowsKeys finds, for a slot, the first of "0", "1", … (base 36) that
+// Redis Cluster hashes to it, the same on every replica, and keeps the
+// hash's name: at most one per slot, 16384.
+var windowsKeys = &windowsKeyCache{keys: map[uint16]string{}}
 
-// hashTagOf is the part of key that Redis Cluster hashes: its hash tag when
-// it has a non-empty one, else the whole key.
-func hashTagOf(key string) string {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			return key[i+1 : i+1+j]
-		}
-	}
-	return key
-}
-
-// slotTags finds, for a slot, the first of "0", "1", … (base 36) that Redis
-// Cluster hashes to it; the same on every replica. Found once per slot.
-var slotTags = &slotTagCache{tags: map[uint16]string{}}
-
-type slotTagCache struct {
+type windowsKeyCache struct {
 	mu   sync.Mutex
-	tags map[uint16]string // at most one per slot: 16384
+	keys map[uint16]string
 }
 
-func (c *slotTagCache) of(slot uint16) string {
+func (c *windowsKeyCache) of(slot uint16) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if tag, ok := c.tags[slot]; ok {
-		return tag
+	if key, ok := c.keys[slot]; ok {
+		return key
 	}
 	for n := int64(0); ; n++ {
 		if tag := strconv.FormatInt(n, 36); hashSlot(tag) == slot {
-			c.tags[slot] = tag
-			return tag
+			key := wire.OwnPrefix + "rate:{" + tag + "}"
+			c.keys[slot] = key
+			return key
 		}
 	}
 }
@@ -110,86 +95,110 @@ const maxRateArgsKept = 256
 // use it (counterScript checks and spends it, rateInfoScript reads it).
 // Times are microseconds of Redis's clock. A window's state is
 //
-//	struct '>ddd': the time it was written, the burst's debt then (µs), the calls in its runs
+//	struct '>ddddd': the time it was written, its window, the burst's debt then, the calls in its runs, the time of its last run
 //	then runs of '>dd', oldest first: the time of the run's latest call, the calls in it
 //
-// rate_open drops the runs that have left the window; rate_room is how many
-// calls may go now; rate_spend lets n through and returns the new state;
-// rate_wait is the time until rate_room grows (when it is 0: until the next
-// call may go).
+// rate_open drops the runs that have left the window and returns what is
+// left (the debt now, the calls, the runs, the first run's time and calls,
+// the last run's time); rate_room is how many calls may go now; rate_spend
+// lets n through and returns the new state and what changed; rate_wait is
+// the time until rate_room grows (when it is 0: until the next call may
+// go); rate_stale tells a state whose calls have all left it. Each costs a
+// few struct calls at most: this runs for every call with a rate.
 const rateLua = `
 local function rate_open(state, now, per)
-  local w = {debt = 0, total = 0, runs = ''}
-  if not state then return w end
-  local written, debt, total = struct.unpack('>ddd', state)
-  local pos = 25
-  while pos <= #state do
-    local t, c = struct.unpack('>dd', state, pos)
-    if t > now - per then break end
+  if not state or #state < 56 then return 0, 0, '', 0, 0, 0 end
+  local written, _, debt, total, last_t, t, c = struct.unpack('>ddddddd', state)
+  local pos, horizon = 41, now - per
+  while t <= horizon do
     total = total - c
     pos = pos + 16
+    if pos > #state then return 0, 0, '', 0, 0, 0 end
+    t, c = struct.unpack('>dd', state, pos)
   end
-  w.debt = math.max(debt - (now - written), 0)
-  w.total = total
-  w.runs = string.sub(state, pos)
-  return w
+  debt = debt - (now - written)
+  if debt < 0 then debt = 0 end
+  return debt, total, string.sub(state, pos), t, c, last_t
 end
 
-local function rate_tokens(w, count, per, burst)
+local function rate_tokens(debt, count, per, burst)
   if burst >= count then return count end
-  return math.max(math.floor(burst - w.debt * count / per + 1e-9), 0)
+  local tokens = math.floor(burst - debt * count / per + 1e-9)
+  if tokens < 0 then return 0 end
+  return tokens
 end
 
-local function rate_room(w, count, per, burst)
-  return math.max(math.min(count - w.total, rate_tokens(w, count, per, burst)), 0)
+local function rate_room(debt, total, count, per, burst)
+  local room = count - total
+  if burst < count then room = math.min(room, rate_tokens(debt, count, per, burst)) end
+  if room < 0 then return 0 end
+  return room
 end
 
-local function rate_spend(w, n, now, count, per, burst)
-  local hundredth = per / 100
-  local last = #w.runs - 15
-  local lt, lc = 0, 0
-  if last >= 1 then lt, lc = struct.unpack('>dd', w.runs, last) end
-  if last >= 1 and math.floor(lt / hundredth) >= math.floor(now / hundredth) then
-    w.runs = string.sub(w.runs, 1, last - 1) .. struct.pack('>dd', math.max(lt, now), lc + n)
+local function rate_spend(debt, total, runs, first_t, first_c, last_t, n, now, count, per, burst)
+  local step = per / 20
+  if runs ~= '' and math.floor(last_t / step) >= math.floor(now / step) then
+    local t, c = struct.unpack('>dd', runs, #runs - 15)
+    if now > t then t = now end
+    if #runs == 16 then first_t, first_c = t, c + n end
+    runs = string.sub(runs, 1, #runs - 16) .. struct.pack('>dd', t, c + n)
+    last_t = t
   else
-    w.runs = w.runs .. struct.pack('>dd', now, n)
+    if runs == '' then first_t, first_c = now, n end
+    runs = runs .. struct.pack('>dd', now, n)
+    last_t = now
   end
-  w.total = w.total + n
-  if burst < count then w.debt = w.debt + n * per / count end
-  return struct.pack('>ddd', now, w.debt, w.total) .. w.runs
+  total = total + n
+  if burst < count then debt = debt + n * per / count end
+  return struct.pack('>ddddd', now, per, debt, total, last_t) .. runs, debt, total, runs, first_t, first_c
 end
 
-local function rate_wait(w, now, count, per, burst)
+local function rate_stale(state, now)
+  local written, per = struct.unpack('>dd', state)
+  return now > written + per
+end
+
+local function rate_wait(debt, total, runs, first_t, first_c, now, count, per, burst)
   local window = 0
-  local need = math.max(w.total - count + 1, 1)
-  local leaving, pos = 0, 1
-  while pos <= #w.runs do
-    local t, c = struct.unpack('>dd', w.runs, pos)
-    leaving = leaving + c
-    if leaving >= need then
-      window = t + per - now
-      break
+  local need = total - count + 1
+  if total > 0 then
+    if need <= first_c then
+      window = first_t + per - now
+    else
+      local leaving, pos = 0, 1
+      while pos <= #runs do
+        local t, c = struct.unpack('>dd', runs, pos)
+        leaving = leaving + c
+        if leaving >= need then
+          window = t + per - now
+          break
+        end
+        pos = pos + 16
+      end
     end
-    pos = pos + 16
   end
   if burst >= count then return math.ceil(window) end
-  local tokens = rate_tokens(w, count, per, burst)
+  local tokens = rate_tokens(debt, count, per, burst)
   local cell = 0
-  if tokens < burst then cell = w.debt - (burst - tokens - 1) * per / count end
-  local by_window, by_cell = count - w.total, tokens
-  if by_window < by_cell then return math.ceil(window) end
-  if by_cell < by_window then return math.ceil(cell) end
+  if tokens < burst then cell = debt - (burst - tokens - 1) * per / count end
+  local by_window = count - total
+  if by_window < tokens then return math.ceil(window) end
+  if tokens < by_window then return math.ceil(cell) end
   return math.ceil(math.max(window, cell))
 end
 `
 
-// rateInfoScript reads a rate's window without spending it: KEYS the
-// window; ARGV the rate (rateArgs). Returns {room, microseconds until room
-// grows}.
+// rateInfoScript reads a rate's window without spending it: KEYS the hash
+// of windows; ARGV the window's field (the counter's key), then the rate
+// (rateArgs). Returns {room, microseconds until room grows}.
 var rateInfoScript = rueidis.NewLuaScript(rateLua + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local count, per, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local w = rate_open(redis.call('GET', KEYS[1]), now, per)
-return {rate_room(w, count, per, burst), rate_wait(w, now, count, per, burst)}
+local count, per, burst = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local debt, total, runs, first_t, first_c = rate_open(redis.call('HGET', KEYS[1], ARGV[1]), now, per)
+return {rate_room(debt, total, count, per, burst), rate_wait(debt, total, runs, first_t, first_c, now, count, per, burst)}
 `)
+
+// windowsTTL is how long, in milliseconds, a hash of windows outlives its
+// last write: the longest window (a minute) and a little more.
+const windowsTTL = "61000"

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/rueidis"
 
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
@@ -94,8 +97,9 @@ func TestRateExactAcrossReplicas(t *testing.T) {
 
 	// Many calls at once, once the window is empty again: exactly n let
 	// through when they are all answered within the second.
-	window := rateKey(wire.CounterKey(time.Now(), email))
-	servicetest.Poll(t, 5*time.Second, "the window empty again", func() bool { return rs.Do("EXISTS", window) == "0" })
+	servicetest.Poll(t, 5*time.Second, "the window empty again", func() bool {
+		return rateRoom(t, rs, wire.CounterKey(time.Now(), email), wire.Rate{Count: n, Per: time.Second}) == n
+	})
 	var burst []timedAnswer
 	var wg sync.WaitGroup
 	for i := range 40 {
@@ -232,7 +236,7 @@ func TestRateAnswers(t *testing.T) {
 		}
 	}
 	for _, email := range []string{"off@example.com", "zero@example.com"} {
-		if rs.Do("EXISTS", rateKey(counterNov+email)) != "0" {
+		if hasWindow(rs, counterNov+email) {
 			t.Errorf("a window for %s, whose key has no rate or had no call let through", email)
 		}
 	}
@@ -298,20 +302,18 @@ func TestRateRefusalWritesNothing(t *testing.T) {
 	}
 }
 
-// A key's window shares its counter's Redis Cluster slot, whatever the
-// email (one with braces too), so that one script holds both; and such a
-// key is counted and limited on a Cluster.
+// The windows of a counter's calls are in a hash of its Redis Cluster slot,
+// whatever the email (one with braces too), so that one script holds both;
+// and such a key is counted and limited on a Cluster.
 func TestRateWindowSharesTheCounterSlot(t *testing.T) {
 	rs := redistest.StartCluster(t)
 	for _, email := range []string{"jane@example.com", "a{b}@example.com", "a}b@example.com", "a{}b@example.com",
 		"{x}@example.com", "a{b@example.com", "}{@example.com"} {
 		counter := counterNov + email
 		want := rs.Do("CLUSTER", "KEYSLOT", counter)
-		if got := rs.Do("CLUSTER", "KEYSLOT", rateKey(counter)); got != want {
-			t.Errorf("%s: window %q in slot %s, counter in %s", email, rateKey(counter), got, want)
-		}
-		if rateKey(counter) == rateKey(counterNov+"other@example.com") {
-			t.Errorf("%s: the window of another email", email)
+		slot, _ := strconv.Atoi(want)
+		if got := rs.Do("CLUSTER", "KEYSLOT", rateWindowsKey(uint16(slot))); got != want || hashSlot(counter) != uint16(slot) {
+			t.Errorf("%s: windows %q in slot %s, counter in %s", email, rateWindowsKey(uint16(slot)), got, want)
 		}
 	}
 	rs.Do("SET", "tok-braces", `{"UserEmail":"a}b@example.com","MonthlyLimit":100,"Revoked":false,"Rate":"1/m"}`)
@@ -322,6 +324,59 @@ func TestRateWindowSharesTheCounterSlot(t *testing.T) {
 	if got := testCall(t, app, "GET", tokenHeader("tok-braces")); got.Status != 429 || got.Body != tooManyRequests {
 		t.Fatalf("second call: %d %q, want the rate's 429", got.Status, got.Body)
 	}
+	if !hasWindow(rs, counterNov+"a}b@example.com") {
+		t.Error("no window in the counter's slot's hash")
+	}
+}
+
+// A window whose calls have all left it is deleted by a later script that
+// writes its hash and draws it; the hash expires a minute after its last
+// write.
+func TestStaleWindowsAreDeleted(t *testing.T) {
+	rs := redistest.StartStandalone(t)
+	windows := rateWindowsKey(0)
+	rs.Do("HSET", windows, "counter/2026-11/gone@example.com", "short", "counter/2026-11/old@example.com",
+		string([]byte{0x42, 0, 0, 0, 0, 0, 0, 0})+strings.Repeat("\x00", 24)) // written at the epoch: stale
+	rs.Do("SET", "tok", `{"UserEmail":"live@example.com","MonthlyLimit":100,"Revoked":false,"Rate":"1000/s"}`)
+	app, _ := newTestApp(t, rs, nil, endOfMonth)
+	servicetest.Poll(t, 5*time.Second, "the stale windows deleted", func() bool {
+		if got := testCall(t, app, "GET", tokenHeader("tok")); got.Status != 200 {
+			t.Fatalf("call: %d %q", got.Status, got.Body)
+		}
+		return rs.Do("HLEN", windows) == "1"
+	})
+	if !hasWindow(rs, counterNov+"live@example.com") {
+		t.Error("the live window was deleted")
+	}
+	if ttl, _ := strconv.Atoi(rs.Do("PTTL", windows)); ttl < 59000 || ttl > 61000 {
+		t.Errorf("PTTL = %d, want about a minute", ttl)
+	}
+}
+
+// rateRoom is how many calls rate lets through now on the window of the
+// counter counterKey.
+func rateRoom(t *testing.T, rs *redistest.Server, counterKey string, rate wire.Rate) int64 {
+	t.Helper()
+	count, per, burst := rateArgs(rate)
+	v, err := rateInfoScript.Exec(context.Background(), rs.Client(), []string{rateWindowsKey(testGroupOf(rs, counterKey))},
+		[]string{counterKey, count, per, burst}).AsIntSlice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v[0]
+}
+
+// hasWindow reports whether the counter counterKey has a window.
+func hasWindow(rs *redistest.Server, counterKey string) bool {
+	return rs.Do("HEXISTS", rateWindowsKey(testGroupOf(rs, counterKey)), counterKey) == "1"
+}
+
+// testGroupOf is the group commit's group of a counter on rs.
+func testGroupOf(rs *redistest.Server, counterKey string) uint16 {
+	if rs.Client().Mode() == rueidis.ClientModeCluster {
+		return hashSlot(counterKey)
+	}
+	return 0
 }
 
 // Unmetered keys are not held to a rate either: nothing is counted for them.

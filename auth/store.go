@@ -38,12 +38,13 @@ type redisStore struct {
 	cacheTTL time.Duration
 	keys     apikey.Keys // records, in either form
 	counts   *groupCommit
+	groupOf  func(counterKey string) uint16 // the group commit's group of a counter
 }
 
 func newRedisStore(conn, counters *redisconn.Conn, cacheTTL time.Duration, storage wire.KeyStorage, log *slog.Logger) *redisStore {
 	k := newRedisCounter(counters, log)
 	return &redisStore{conn: conn, cacheTTL: cacheTTL, keys: apikey.Keys{Storage: storage, Log: log},
-		counts: newGroupCommit(k.countBatch, k.refund, k.groupOf, k.onLost)}
+		counts: newGroupCommit(k.countBatch, k.refund, k.groupOf, k.onLost), groupOf: k.groupOf}
 }
 
 // Record finds token's record in either form, through the client-side
@@ -120,7 +121,7 @@ func (s *redisStore) RateLeft(ctx context.Context, key string, rate wire.Rate) (
 		return 0, 0, err
 	}
 	count, per, burst := rateArgs(rate)
-	v, err := rateInfoScript.Exec(ctx, c, []string{rateKey(key)}, []string{count, per, burst}).AsIntSlice()
+	v, err := rateInfoScript.Exec(ctx, c, []string{rateWindowsKey(s.groupOf(key))}, []string{key, count, per, burst}).AsIntSlice()
 	if err != nil {
 		return 0, 0, err
 	}

@@ -144,7 +144,7 @@ func TestUsageShowsTheRate(t *testing.T) {
 			}
 		}
 	}
-	if rs.Do("EXISTS", rateKey(counterNov+"default@example.com")) != "0" {
+	if hasWindow(rs, counterNov+"default@example.com") {
 		t.Error("asking wrote a window")
 	}
 }
