@@ -176,6 +176,7 @@ func TestTargets(t *testing.T) {
 			manyRuns:     []wrkResult{run(55, 1500)},
 			refManyRuns:  []wrkResult{run(100, 1000)},
 			exact:        exactResult{limit: 10, allowed: 10, counter: 10, overQuota: 5, requests: 15},
+			rateExact:    rateExactResult{count: 100, run: 5 * time.Second, allowed: 550, counter: 550, limited: 9000, requests: 9550},
 		}
 		return r
 	}
@@ -201,6 +202,11 @@ func TestTargets(t *testing.T) {
 		{"Redis CPU above 1.5× the hot key's", func(r *report) {
 			r.authRuns[0].RedisCPU, r.manyRuns[0].RedisCPU = 700*2*time.Millisecond, 550*3*time.Millisecond+time.Millisecond
 		}, "Redis CPU per allowed call", "**not met**"},
+		{"rate exact", func(*report) {}, "a key's rate exact", "met"},
+		{"rate: one more than its seconds allow", func(r *report) { r.rateExact.allowed, r.rateExact.counter = 601, 601 }, "a key's rate exact", "**not met**"},
+		{"rate: a second without its calls", func(r *report) { r.rateExact.allowed, r.rateExact.counter = 399, 399 }, "a key's rate exact", "**not met**"},
+		{"rate: a refused call counted", func(r *report) { r.rateExact.counter = 551 }, "a key's rate exact", "**not met**"},
+		{"rate never reached", func(r *report) { r.rateExact.limited = 0 }, "a key's rate exact", "**not met**"},
 		{"exact", func(*report) {}, "zero lost", "met"},
 		{"one extra", func(r *report) { r.exact.allowed, r.exact.counter = 11, 11 }, "zero lost", "**not met**"},
 		{"one lost", func(r *report) { r.exact.counter = 9 }, "zero lost", "**not met**"},
