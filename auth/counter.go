@@ -51,8 +51,9 @@ func newRedisCounter(conn *redisconn.Conn, log *slog.Logger) *redisCounter {
 // KEYS: the counters, then, when any of their calls carry a rate, the hash
 // of their windows (rateWindowsKey). ARGV: the deadline, the counters'
 // TTL, the hash's, then per counter its limit, its calls, and its rate
-// (rateArgs). Returns per counter {used before, granted, the window's room
-// before (-1: no rate), microseconds until its room grows after}.
+// (rateArg). Returns per counter {used before, granted, the window's room
+// before (-1: no rate), microseconds until its room grows after}. Numbers
+// that repeat (limits, calls) are read once a script.
 var counterScript = rueidis.NewLuaScript(rateLua + `
 local deadline_us = tonumber(ARGV[1])
 local ttl_seconds, windows_ttl = ARGV[2], ARGV[3]
@@ -61,7 +62,16 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if deadline_us > 0 and now > deadline_us then
   return {}
 end
-local counters_n = (#ARGV - 3) / 5
+local counters_n = (#ARGV - 3) / 3
+local numbers = {}
+local function number(s)
+  local v = numbers[s]
+  if v == nil then
+    v = tonumber(s)
+    numbers[s] = v
+  end
+  return v
+end
 local windows_key = KEYS[counters_n + 1]
 -- Every counter read in one MGET, every window in one HMGET (in chunks:
 -- unpack has a stack limit).
@@ -74,7 +84,7 @@ local states = {}
 if windows_key then
   local rated = {}
   for i = 1, counters_n do
-    if tonumber(ARGV[6 + 5 * (i - 1)]) > 0 then rated[#rated + 1] = i end
+    if ARGV[3 + 3 * i] ~= '' then rated[#rated + 1] = i end
   end
   for first = 1, #rated, 200 do
     local fields = {}
@@ -89,24 +99,24 @@ local windows = {} -- windows spent by this script so far, per counter
 local spent = {} -- their names, in order
 for i = 1, counters_n do
   local counter_key = KEYS[i]
-  local a = 3 + 5 * (i - 1)
-  local limit, n = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local count, per, burst = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  local a = 3 * i
+  local limit, n, rate = number(ARGV[a + 1]), number(ARGV[a + 2]), rate_of(ARGV[a + 3])
   local used = tonumber(values[i] or '0') + (added[counter_key] or 0)
   local granted = math.max(math.min(n, limit - used), 0)
   local room, wait = -1, 0
-  if count > 0 then
+  if rate then
+    local count, per, burst = rate[1], rate[2], rate[3]
     local state = windows[counter_key]
     if state == nil then state = states[i] end
-    local debt, total, runs, first_t, first_c, last_t = rate_open(state, now, per)
+    local w, first, debt, total = rate_open(state, now, per)
     room = rate_room(debt, total, count, per, burst)
     if room < granted then granted = room end
     if granted > 0 then
       if windows[counter_key] == nil then spent[#spent + 1] = counter_key end
-      state, debt, total, runs, first_t, first_c = rate_spend(debt, total, runs, first_t, first_c, last_t, granted, now, count, per, burst)
+      state, debt, total = rate_spend(w, first, debt, total, granted, now, count, per, burst)
       windows[counter_key] = state
     end
-    wait = rate_wait(debt, total, runs, first_t, first_c, now, count, per, burst)
+    wait = rate_wait(w, first, debt, total, now, count, per, burst)
   end
   if granted > 0 then
     local after = redis.call('INCRBY', counter_key, granted)
@@ -236,7 +246,7 @@ func plainCount(used, n, limit int64) bool {
 // countChecked counts the entries at idx with counterScript.
 func (k *redisCounter) countChecked(ctx context.Context, c rueidis.Client, deadline time.Time, entries []entry, idx []int) error {
 	keys := make([]string, len(idx), len(idx)+1)
-	args := make([]string, 3, 3+5*len(idx))
+	args := make([]string, 3, 3+3*len(idx))
 	args[0], args[1], args[2] = "0", counterTTL, windowsTTL
 	if !deadline.IsZero() {
 		args[0] = strconv.FormatInt(deadline.UnixMicro(), 10)
@@ -245,8 +255,7 @@ func (k *redisCounter) countChecked(ctx context.Context, c rueidis.Client, deadl
 	for j, i := range idx {
 		e := &entries[i]
 		keys[j] = e.key
-		count, per, burst := rateArgs(e.pol.rate)
-		args = append(args, strconv.FormatInt(e.pol.limit, 10), strconv.FormatInt(e.n, 10), count, per, burst)
+		args = append(args, strconv.FormatInt(e.pol.limit, 10), strconv.FormatInt(e.n, 10), rateArg(e.pol.rate))
 		rated = rated || e.pol.rate.On()
 	}
 	if rated {
@@ -284,7 +293,7 @@ func runCounterScript(ctx context.Context, c rueidis.Client, keys, args []string
 	if len(reply) == 0 {
 		return nil, errLate
 	}
-	if counters := (len(args) - 3) / 5; len(reply) != counterReplyLen*counters {
+	if counters := (len(args) - 3) / 3; len(reply) != counterReplyLen*counters {
 		return nil, fmt.Errorf("counter script: %d values for %d counters", len(reply), counters)
 	}
 	return reply, nil

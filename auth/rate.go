@@ -64,26 +64,26 @@ func (c *windowsKeyCache) of(slot uint16) string {
 	}
 }
 
-// rateArgs are the script's arguments of a rate: its count, its window in
-// microseconds and its burst; three zeros for none. Those of the first
-// rateArgsKept rates asked for are kept, so that a call formats none.
-func rateArgs(r wire.Rate) (count, per, burst string) {
+// rateArg is the script's argument of a rate: "<count>:<window in
+// microseconds>:<burst>", "" for none (rate_of reads it). Those of the
+// first maxRateArgsKept rates asked for are kept, so that a call formats
+// none.
+func rateArg(r wire.Rate) string {
 	if !r.On() {
-		return "0", "0", "0"
+		return ""
 	}
 	if a, ok := rateArgsKept.Load(r); ok {
-		a := a.(*[3]string)
-		return a[0], a[1], a[2]
+		return a.(string)
 	}
-	a := [3]string{strconv.FormatInt(r.Count, 10), strconv.FormatInt(r.Per.Microseconds(), 10), strconv.FormatInt(r.BurstOrCount(), 10)}
+	a := strconv.FormatInt(r.Count, 10) + ":" + strconv.FormatInt(r.Per.Microseconds(), 10) + ":" + strconv.FormatInt(r.BurstOrCount(), 10)
 	if rateArgsKeptN.Add(1) <= maxRateArgsKept {
-		rateArgsKept.Store(r, &a)
+		rateArgsKept.Store(r, a)
 	}
-	return a[0], a[1], a[2]
+	return a
 }
 
 // The arguments of the rates in use: the default and the records' own, a
-// few (wire.Rate → *[3]string), at most maxRateArgsKept.
+// few (wire.Rate → string), at most maxRateArgsKept.
 var (
 	rateArgsKept  sync.Map
 	rateArgsKeptN atomic.Int64
@@ -98,27 +98,55 @@ const maxRateArgsKept = 256
 //	struct '>ddddd': the time it was written, its window, the burst's debt then, the calls in its runs, the time of its last run
 //	then runs of '>dd', oldest first: the time of the run's latest call, the calls in it
 //
-// rate_open drops the runs that have left the window and returns what is
-// left (the debt now, the calls, the runs, the first run's time and calls,
-// the last run's time); rate_room is how many calls may go now; rate_spend
-// lets n through and returns the new state and what changed; rate_wait is
-// the time until rate_room grows (when it is 0: until the next call may
-// go); rate_stale tells a state whose calls have all left it. Each costs a
-// few struct calls at most: this runs for every call with a rate.
+// rate_of reads a rate's argument (rateArg), once per script and argument:
+// {count, window, burst}, or false for none. rate_open reads a state into
+// an array of its numbers w (one struct call) and returns it with the
+// index of its first run still in the window, the debt now and the calls
+// in the window; rate_room is how many calls may go now; rate_spend lets
+// n through and returns the new state (one struct call), the debt and the
+// calls; rate_wait is the time until rate_room grows (when it is 0: until
+// the next call may go); rate_stale tells a state whose calls have all
+// left it. A state is read and written whole, with as few strings made as
+// can be: this runs for every call with a rate.
 const rateLua = `
-local function rate_open(state, now, per)
-  if not state or #state < 56 then return 0, 0, '', 0, 0, 0 end
-  local written, _, debt, total, last_t, t, c = struct.unpack('>ddddddd', state)
-  local pos, horizon = 41, now - per
-  while t <= horizon do
-    total = total - c
-    pos = pos + 16
-    if pos > #state then return 0, 0, '', 0, 0, 0 end
-    t, c = struct.unpack('>dd', state, pos)
+local rate_args = {}
+local function rate_of(arg)
+  local r = rate_args[arg]
+  if r == nil then
+    r = false
+    local count, per, burst = string.match(arg, '^(%d+):(%d+):(%d+)$')
+    if count then r = {tonumber(count), tonumber(per), tonumber(burst)} end
+    rate_args[arg] = r
   end
-  debt = debt - (now - written)
+  return r
+end
+
+local rate_formats = {}
+local function rate_format(runs)
+  local f = rate_formats[runs]
+  if not f then
+    f = '>ddddd' .. string.rep('dd', runs)
+    rate_formats[runs] = f
+  end
+  return f
+end
+
+local function rate_open(state, now, per)
+  local w
+  if state and #state >= 56 and (#state - 40) % 16 == 0 then
+    w = {struct.unpack(rate_format((#state - 40) / 16), state)}
+    w[#w] = nil -- struct.unpack's next position
+  else
+    w = {now, per, 0, 0, 0}
+  end
+  local first, total, horizon, last = 6, w[4], now - per, #w - 1
+  while first <= last and w[first] <= horizon do
+    total = total - w[first + 1]
+    first = first + 2
+  end
+  local debt = w[3] - (now - w[1])
   if debt < 0 then debt = 0 end
-  return debt, total, string.sub(state, pos), t, c, last_t
+  return w, first, debt, total
 end
 
 local function rate_tokens(debt, count, per, burst)
@@ -135,22 +163,18 @@ local function rate_room(debt, total, count, per, burst)
   return room
 end
 
-local function rate_spend(debt, total, runs, first_t, first_c, last_t, n, now, count, per, burst)
-  local step = per / 20
-  if runs ~= '' and math.floor(last_t / step) >= math.floor(now / step) then
-    local t, c = struct.unpack('>dd', runs, #runs - 15)
-    if now > t then t = now end
-    if #runs == 16 then first_t, first_c = t, c + n end
-    runs = string.sub(runs, 1, #runs - 16) .. struct.pack('>dd', t, c + n)
-    last_t = t
+local function rate_spend(w, first, debt, total, n, now, count, per, burst)
+  local last = #w - 1
+  if last >= first and math.floor(w[last] * 20 / per) >= math.floor(now * 20 / per) then
+    if now > w[last] then w[last] = now end
+    w[last + 1] = w[last + 1] + n
   else
-    if runs == '' then first_t, first_c = now, n end
-    runs = runs .. struct.pack('>dd', now, n)
-    last_t = now
+    last = math.max(last + 2, first)
+    w[last], w[last + 1] = now, n
   end
   total = total + n
   if burst < count then debt = debt + n * per / count end
-  return struct.pack('>ddddd', now, per, debt, total, last_t) .. runs, debt, total, runs, first_t, first_c
+  return struct.pack(rate_format((last - first) / 2 + 1), now, per, debt, total, w[last], unpack(w, first, last + 1)), debt, total
 end
 
 local function rate_stale(state, now)
@@ -158,22 +182,15 @@ local function rate_stale(state, now)
   return now > written + per
 end
 
-local function rate_wait(debt, total, runs, first_t, first_c, now, count, per, burst)
+local function rate_wait(w, first, debt, total, now, count, per, burst)
   local window = 0
-  local need = total - count + 1
   if total > 0 then
-    if need <= first_c then
-      window = first_t + per - now
-    else
-      local leaving, pos = 0, 1
-      while pos <= #runs do
-        local t, c = struct.unpack('>dd', runs, pos)
-        leaving = leaving + c
-        if leaving >= need then
-          window = t + per - now
-          break
-        end
-        pos = pos + 16
+    local need, leaving = total - count + 1, 0
+    for i = first, #w - 1, 2 do
+      leaving = leaving + w[i + 1]
+      if leaving >= need then
+        window = w[i] + per - now
+        break
       end
     end
   end
@@ -190,13 +207,13 @@ end
 
 // rateInfoScript reads a rate's window without spending it: KEYS the hash
 // of windows; ARGV the window's field (the counter's key), then the rate
-// (rateArgs). Returns {room, microseconds until room grows}.
+// (rateArg). Returns {room, microseconds until room grows}.
 var rateInfoScript = rueidis.NewLuaScript(rateLua + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local count, per, burst = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local debt, total, runs, first_t, first_c = rate_open(redis.call('HGET', KEYS[1], ARGV[1]), now, per)
-return {rate_room(debt, total, count, per, burst), rate_wait(debt, total, runs, first_t, first_c, now, count, per, burst)}
+local count, per, burst = unpack(rate_of(ARGV[2]))
+local w, first, debt, total = rate_open(redis.call('HGET', KEYS[1], ARGV[1]), now, per)
+return {rate_room(debt, total, count, per, burst), rate_wait(w, first, debt, total, now, count, per, burst)}
 `)
 
 // windowsTTL is how long, in milliseconds, a hash of windows outlives its

@@ -357,9 +357,8 @@ func TestStaleWindowsAreDeleted(t *testing.T) {
 // counter counterKey.
 func rateRoom(t *testing.T, rs *redistest.Server, counterKey string, rate wire.Rate) int64 {
 	t.Helper()
-	count, per, burst := rateArgs(rate)
 	v, err := rateInfoScript.Exec(context.Background(), rs.Client(), []string{rateWindowsKey(testGroupOf(rs, counterKey))},
-		[]string{counterKey, count, per, burst}).AsIntSlice()
+		[]string{counterKey, rateArg(rate)}).AsIntSlice()
 	if err != nil {
 		t.Fatal(err)
 	}

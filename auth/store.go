@@ -120,8 +120,7 @@ func (s *redisStore) RateLeft(ctx context.Context, key string, rate wire.Rate) (
 	if err != nil {
 		return 0, 0, err
 	}
-	count, per, burst := rateArgs(rate)
-	v, err := rateInfoScript.Exec(ctx, c, []string{rateWindowsKey(s.groupOf(key))}, []string{key, count, per, burst}).AsIntSlice()
+	v, err := rateInfoScript.Exec(ctx, c, []string{rateWindowsKey(s.groupOf(key))}, []string{key, rateArg(rate)}).AsIntSlice()
 	if err != nil {
 		return 0, 0, err
 	}
