@@ -546,20 +546,9 @@ func (b *bench) exactness(ctx context.Context, authEnv func(int) []string, authB
 		return err
 	}
 	b.progress("quota exactness: limit %d, auth ×2, wrk -t1 -c%d -d%s on each", limit, b.o.conns/2, exactRun)
-	e := &rep.exact
-	results, counter, err := b.hammer(ctx, authEnv, authBin, auth, token, exactEmail, exactRun)
-	if err != nil {
-		return err
-	}
-	e.counter = counter
-	for _, r := range results {
-		e.requests += r.Requests
-		e.allowed += r.Code(http.StatusOK)
-		e.overQuota += r.Code(http.StatusTooManyRequests)
-		e.socketErrors += r.SocketErrors()
-	}
-	e.other = e.requests - e.allowed - e.overQuota
-	return nil
+	var err error
+	rep.exact.hammered, err = b.hammer(ctx, authEnv, authBin, auth, token, exactEmail, exactRun)
+	return err
 }
 
 // rateExactness hammers a key with a rate of rateExactCount a second (and
@@ -572,45 +561,35 @@ func (b *bench) rateExactness(ctx context.Context, authEnv func(int) []string, a
 		return err
 	}
 	b.progress("rate exactness: %s, auth ×2, wrk -t1 -c%d -d%s on each", rate, b.o.conns/2, rateRun)
-	e := &rep.rateExact
-	e.count, e.run = rateExactCount, rateRun
-	results, counter, err := b.hammer(ctx, authEnv, authBin, auth, token, rateEmail, rateRun)
-	if err != nil {
-		return err
-	}
-	e.counter = counter
-	for _, r := range results {
-		e.requests += r.Requests
-		e.allowed += r.Code(http.StatusOK)
-		e.limited += r.Code(http.StatusTooManyRequests)
-		e.socketErrors += r.SocketErrors()
-	}
-	e.other = e.requests - e.allowed - e.limited
-	return nil
+	rep.rateExact.count, rep.rateExact.run = rateExactCount, rateRun
+	var err error
+	rep.rateExact.hammered, err = b.hammer(ctx, authEnv, authBin, auth, token, rateEmail, rateRun)
+	return err
 }
 
 // hammer calls token through auth and a second replica at once (wrk -t1
-// on each, half the connections each) for d, and returns wrk's counts and
-// the calls counted meanwhile on email's counter.
-func (b *bench) hammer(ctx context.Context, authEnv func(int) []string, authBin string, auth *proc, token, email string, d time.Duration) ([2]wrkResult, int64, error) {
-	var results [2]wrkResult
+// on each, half the connections each) for d, and returns what wrk counted
+// and the calls counted meanwhile on email's counter.
+func (b *bench) hammer(ctx context.Context, authEnv func(int) []string, authBin string, auth *proc, token, email string, d time.Duration) (hammered, error) {
+	var h hammered
 	port, err := freePort()
 	if err != nil {
-		return results, 0, err
+		return h, err
 	}
 	auth2, err := b.sup.start("auth-2", authBin, port, authEnv(port))
 	if err != nil {
-		return results, 0, err
+		return h, err
 	}
 	defer b.sup.stop(auth2)
 	if _, err := waitReady(ctx, auth2); err != nil {
-		return results, 0, err
+		return h, err
 	}
 
 	keyBefore := wire.CounterKey(time.Now(), email)
 	var (
-		wg   sync.WaitGroup
-		errs [2]error
+		wg      sync.WaitGroup
+		results [2]wrkResult
+		errs    [2]error
 	)
 	for i, p := range []*proc{auth, auth2} {
 		wg.Go(func() {
@@ -620,21 +599,27 @@ func (b *bench) hammer(ctx context.Context, authEnv func(int) []string, authBin 
 	}
 	wg.Wait()
 	if err := errors.Join(errs[:]...); err != nil {
-		return results, 0, err
+		return h, err
 	}
 	keys := []string{keyBefore}
 	if k := wire.CounterKey(time.Now(), email); k != keyBefore {
 		keys = append(keys, k) // the month turned during the run
 	}
-	var counter int64
 	for _, k := range keys {
 		n, err := b.do(ctx, b.rdb.B().Get().Key(k).Build()).AsInt64()
 		if err != nil && !rueidis.IsRedisNil(err) {
-			return results, 0, fmt.Errorf("GET %s: %w", k, err)
+			return h, fmt.Errorf("GET %s: %w", k, err)
 		}
-		counter += n
+		h.counter += n
 	}
-	return results, counter, nil
+	for _, r := range results {
+		h.requests += r.Requests
+		h.allowed += r.Code(http.StatusOK)
+		h.refused += r.Code(http.StatusTooManyRequests)
+		h.socketErrors += r.SocketErrors()
+	}
+	h.other = h.requests - h.allowed - h.refused
+	return h, nil
 }
 
 // registrationLoad measures POST /api/register (unique emails, the

@@ -64,6 +64,20 @@ func (r Rate) appendTo(b []byte) []byte {
 	return b
 }
 
+// MarshalText is String's text.
+func (r Rate) MarshalText() ([]byte, error) { return r.appendTo(nil), nil }
+
+// UnmarshalText reads a rate as ParseRate does; empty text is the zero Rate.
+func (r *Rate) UnmarshalText(text []byte) error {
+	if len(text) == 0 {
+		*r = Rate{}
+		return nil
+	}
+	var err error
+	*r, err = ParseRate(string(text))
+	return err
+}
+
 // ParseRate reads a rate as String writes it: <count>/<s|m>, count 1 to
 // MaxRateCount, then optionally ;burst=<n>, n 1 to count (a burst of count
 // is the window alone, and reads as none); or off. Anything else is ErrRate.

@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -10,14 +9,9 @@ import (
 type rateFixtures struct {
 	Written []struct {
 		Record TokenRecord `json:"record"`
-		Rate   string      `json:"rate"`
 		Bytes  string      `json:"bytes"`
 	} `json:"written"`
-	Cases []struct {
-		Name string          `json:"name"`
-		Raw  string          `json:"raw"`
-		Want json.RawMessage `json:"want"`
-	} `json:"cases"`
+	Cases []decodeCase `json:"cases"`
 }
 
 // A record with a rate of its own is written exactly as the golden bytes,
@@ -30,12 +24,6 @@ func TestRateRecordEncode(t *testing.T) {
 	}
 	for _, w := range f.Written {
 		rec := w.Record
-		if w.Rate != "" {
-			var err error
-			if rec.Rate, err = ParseRate(w.Rate); err != nil {
-				t.Fatalf("fixture rate %q: %v", w.Rate, err)
-			}
-		}
 		if got := string(rec.Encode()); got != w.Bytes {
 			t.Errorf("got  %s\nwant %s", got, w.Bytes)
 		}
@@ -53,36 +41,7 @@ func TestRateRecordEncode(t *testing.T) {
 func TestRateRecordDecode(t *testing.T) {
 	var f rateFixtures
 	load(t, "rate-records.json", &f)
-	if len(f.Cases) == 0 {
-		t.Fatal("no cases in fixture")
-	}
-	for _, c := range f.Cases {
-		t.Run(c.Name, func(t *testing.T) {
-			got, err := DecodeTokenRecord(c.Raw)
-			if string(c.Want) == `"corrupt"` {
-				if !errors.Is(err, ErrCorrupt) {
-					t.Fatalf("got %+v, %v; want ErrCorrupt", got, err)
-				}
-				return
-			}
-			var want struct {
-				UserEmail    string
-				MonthlyLimit int64
-				Revoked      bool
-				Rate         string
-			}
-			if err := json.Unmarshal(c.Want, &want); err != nil {
-				t.Fatal(err)
-			}
-			if err != nil || got.UserEmail != want.UserEmail || got.MonthlyLimit != want.MonthlyLimit ||
-				got.Revoked != want.Revoked || got.Rate.String() != want.Rate {
-				t.Fatalf("got %+v (rate %q), %v; want %+v", got, got.Rate, err, want)
-			}
-			if fast, ok := decodeCanonical(c.Raw); ok && fast != got {
-				t.Fatalf("fast path %+v, full decoder %+v", fast, got)
-			}
-		})
-	}
+	checkDecodeCases(t, f.Cases)
 }
 
 func TestParseRate(t *testing.T) {
@@ -119,6 +78,13 @@ func TestParseRate(t *testing.T) {
 		if got := r.BurstOrCount(); got != want {
 			t.Errorf("%v.BurstOrCount() = %d, want %d", r, got, want)
 		}
+	}
+	var r Rate
+	if err := r.UnmarshalText([]byte("10/h")); !errors.Is(err, ErrRate) {
+		t.Errorf("UnmarshalText(10/h): %v, want ErrRate", err)
+	}
+	if err := r.UnmarshalText([]byte("")); err != nil || r != (Rate{}) {
+		t.Errorf("UnmarshalText(\"\"): %+v %v, want the zero Rate", r, err)
 	}
 	if (Rate{}).String() != "" || (Rate{}).On() || (Rate{Off: true}).On() {
 		t.Error("the zero Rate and off limit nothing and read as \"\" and \"off\"")

@@ -9,12 +9,47 @@ import (
 	"time"
 )
 
+// decodeCase is a value found under a token key and what a reader must
+// make of it: a record (a TokenRecord's JSON, its Rate as text), or
+// "corrupt".
+type decodeCase struct {
+	Name string          `json:"name"`
+	Raw  string          `json:"raw"`
+	Want json.RawMessage `json:"want"`
+}
+
+// checkDecodeCases decodes each case, and wants its record or ErrCorrupt;
+// the fast path, where it reads a case, must agree.
+func checkDecodeCases(t *testing.T, cases []decodeCase) {
+	t.Helper()
+	if len(cases) == 0 {
+		t.Fatal("no cases in fixture")
+	}
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			got, err := DecodeTokenRecord(c.Raw)
+			if string(c.Want) == `"corrupt"` {
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("got %+v, %v; want ErrCorrupt", got, err)
+				}
+				return
+			}
+			var want TokenRecord
+			if err := json.Unmarshal(c.Want, &want); err != nil {
+				t.Fatal(err)
+			}
+			if err != nil || got != want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, want)
+			}
+			if fast, ok := decodeCanonical(c.Raw); ok && fast != got {
+				t.Fatalf("fast path %+v, full decoder %+v", fast, got)
+			}
+		})
+	}
+}
+
 type tokenFixtures struct {
-	Cases []struct {
-		Name string          `json:"name"`
-		Raw  string          `json:"raw"`
-		Want json.RawMessage `json:"want"`
-	} `json:"cases"`
+	Cases   []decodeCase `json:"cases"`
 	Written struct {
 		Record TokenRecord `json:"record"`
 		Bytes  string      `json:"bytes"`
@@ -48,27 +83,7 @@ func load(t testing.TB, name string, v any) {
 func TestDecodeTokenRecordFixtures(t *testing.T) {
 	var f tokenFixtures
 	load(t, "token-records.json", &f)
-	if len(f.Cases) == 0 {
-		t.Fatal("no cases in fixture")
-	}
-	for _, c := range f.Cases {
-		t.Run(c.Name, func(t *testing.T) {
-			got, err := DecodeTokenRecord(c.Raw)
-			if string(c.Want) == `"corrupt"` {
-				if !errors.Is(err, ErrCorrupt) {
-					t.Fatalf("got %+v, %v; want ErrCorrupt", got, err)
-				}
-				return
-			}
-			var want TokenRecord
-			if err := json.Unmarshal(c.Want, &want); err != nil {
-				t.Fatal(err)
-			}
-			if err != nil || got != want {
-				t.Fatalf("got %+v, %v; want %+v", got, err, want)
-			}
-		})
-	}
+	checkDecodeCases(t, f.Cases)
 }
 
 func TestTokenRecordEncode(t *testing.T) {
