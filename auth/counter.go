@@ -6,7 +6,6 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -371,26 +370,4 @@ func (k *redisCounter) groupOf(key string) uint16 {
 		return hashSlot(key)
 	}
 	return 0
-}
-
-// hashSlot is Redis Cluster's slot of key: CRC16 (XMODEM) of the key, or of
-// its hash tag ({…}) when it has a non-empty one, modulo 16384.
-func hashSlot(key string) uint16 {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
-	for k := 0; k < len(key); k++ {
-		crc ^= uint16(key[k]) << 8
-		for b := 0; b < 8; b++ {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc & 16383
 }

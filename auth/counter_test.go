@@ -39,17 +39,6 @@ func TestCounterScriptDeadline(t *testing.T) {
 	}
 }
 
-// hashSlot agrees with Redis Cluster's CLUSTER KEYSLOT.
-func TestHashSlot(t *testing.T) {
-	rs := redistest.StartCluster(t)
-	for _, key := range []string{"foo", "{user1000}.following", "a{}b", "a{b", "{", "", counterNov + "jane@example.com", "é"} {
-		want, _ := strconv.Atoi(rs.Do("CLUSTER", "KEYSLOT", key))
-		if got := hashSlot(key); int(got) != want {
-			t.Errorf("hashSlot(%q) = %d, want %d", key, got, want)
-		}
-	}
-}
-
 // A flood of calls refused over quota writes nothing to Redis: the AOF does
 // not grow and the counter stays at the limit.
 func TestOverQuotaFloodWritesNothing(t *testing.T) {

@@ -8,7 +8,8 @@
 // its month's quota state; store.go is auth's Redis (records through
 // shared/apikey and the client-side cache, tokencache.go); groupcommit.go
 // counts calls together and counter.go in Redis (its scripts), where
-// rate.go keeps a key's rate window in the same script call;
+// rate.go keeps a key's rate window in the same script call, each group in
+// the Redis Cluster slot of its counters (slot.go);
 // quotaheaders.go writes the quota headers, warnings.go the quota warnings,
 // metrics.go the metrics; errors.go is the one table of answers.
 package main

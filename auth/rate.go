@@ -39,9 +39,8 @@ import (
 // one); on a single Redis, one hash for all.
 func rateWindowsKey(group uint16) string { return windowsKeys.of(group) }
 
-// windowsKeys finds, for a slot, the first of "0", "1", … (base 36) that
-// Redis Cluster hashes to it, the same on every replica, and keeps the
-// hash's name: at most one per slot, 16384.
+// windowsKeys keeps the name of each group's hash of windows: at most one
+// per slot, 16384.
 var windowsKeys = &windowsKeyCache{keys: map[uint16]string{}}
 
 type windowsKeyCache struct {
@@ -52,16 +51,12 @@ type windowsKeyCache struct {
 func (c *windowsKeyCache) of(slot uint16) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if key, ok := c.keys[slot]; ok {
-		return key
+	key, ok := c.keys[slot]
+	if !ok {
+		key = wire.OwnPrefix + "rate:{" + slotTag(slot) + "}"
+		c.keys[slot] = key
 	}
-	for n := int64(0); ; n++ {
-		if tag := strconv.FormatInt(n, 36); hashSlot(tag) == slot {
-			key := wire.OwnPrefix + "rate:{" + tag + "}"
-			c.keys[slot] = key
-			return key
-		}
-	}
+	return key
 }
 
 // rateArg is the script's argument of a rate: "<count>:<window in
