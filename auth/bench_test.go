@@ -81,6 +81,8 @@ func BenchmarkDecideParallel(b *testing.B) {
 const (
 	benchAllowed = "bench-allowed-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
 	benchOver    = "bench-over-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS"
+	benchNoRate  = "bench-norate-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
+	benchRated   = "bench-rated-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQR"
 	benchMissing = "bench-missing-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP"
 	overEmail    = "over@example.com"
 )
@@ -95,14 +97,18 @@ type benchCase struct {
 
 var benchCases = []benchCase{
 	{"allowed cache hit", benchAllowed, 200, true},
+	{"allowed, no rate", benchNoRate, 200, true},
 	{"over quota", benchOver, 429, true},
+	{"over the rate", benchRated, 429, true},
 	{"not registered", benchMissing, 401, true},
 	{"malformed", "counter/2026-11/someone@example.com", 401, false},
 	{"no token", "", 401, false},
 }
 
 // newBenchApp is the app as run() builds it, on a real Redis seeded with
-// the keys above, metering everyone.
+// the keys above, metering everyone, with a default rate never reached
+// (every call is checked against it) that two keys do without: one has
+// none, one a rate used up.
 func newBenchApp(b *testing.B) (*fiber.App, tokenStore) {
 	b.Helper()
 	rs := redistest.Start(b)
@@ -110,7 +116,9 @@ func newBenchApp(b *testing.B) (*fiber.App, tokenStore) {
 	rs.Do("SET", benchAllowed, string(wire.TokenRecord{UserEmail: "allowed@example.com", MonthlyLimit: 1 << 60}.Encode()))
 	rs.Do("SET", benchOver, string(wire.TokenRecord{UserEmail: overEmail, MonthlyLimit: 5}.Encode()))
 	rs.Do("SET", wire.CounterKey(now, overEmail), "5")
-	env := map[string]string{"REDIS_URL": rs.URL, "UNMETERED_EMAILS": "", "LOG_LEVEL": "error"}
+	rs.Do("SET", benchNoRate, string(wire.TokenRecord{UserEmail: "norate@example.com", MonthlyLimit: 1 << 60, Rate: wire.Rate{Off: true}}.Encode()))
+	rs.Do("SET", benchRated, string(wire.TokenRecord{UserEmail: "rated@example.com", MonthlyLimit: 1 << 60, Rate: wire.Rate{Count: 1, Per: time.Minute}}.Encode()))
+	env := map[string]string{"REDIS_URL": rs.URL, "UNMETERED_EMAILS": "", "LOG_LEVEL": "error", "KEY_RATE": "1000000/s"}
 	cfg, err := loadConfig(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		b.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"pesto/shared/config"
+	"pesto/shared/wire"
 )
 
 // Defaults of SPEC §5 that only auth has.
@@ -21,6 +22,7 @@ const (
 	// defaultUsageGlobalRate caps GET /api/usage over every client: 100 a
 	// second, and 6,000 at once.
 	defaultUsageGlobalRate = "6000/m"
+	defaultKeyRate         = "10/s"
 )
 
 type authConfig struct {
@@ -38,6 +40,9 @@ type authConfig struct {
 	// IPv6RatePrefixes are the prefixes an IPv6 client is counted at, each
 	// with its multiple of UsageRate.
 	IPv6RatePrefixes []config.RatePrefix
+	// KeyRate is the rate of a key whose record has none of its own; the
+	// zero Rate (KEY_RATE=off): none.
+	KeyRate wire.Rate
 	// TrustedProxies are the proxies whose X-Forwarded-For names the
 	// client of /api/usage.
 	TrustedProxies []netip.Prefix
@@ -59,6 +64,7 @@ func loadConfig(lookupEnv func(string) (string, bool)) (authConfig, error) {
 		Common:           config.LoadCommon(e),
 		CacheTTL:         e.Duration("TOKEN_CACHE_TTL", defaultCacheTTL),
 		Unmetered:        defaultUnmetered,
+		KeyRate:          parseKeyRate(e),
 		UsageRate:        e.Rate("USAGE_RATE", defaultUsageRate),
 		UsageGlobalRate:  e.Rate("USAGE_GLOBAL_RATE", defaultUsageGlobalRate),
 		IPv6RatePrefixes: e.IPv6RatePrefixes(),
@@ -136,6 +142,21 @@ func (c authConfig) counterOptions() rueidis.ClientOption {
 	opt.ConnWriteTimeout = counterConnTimeout
 	opt.Dialer.Control = setUserTimeout(counterUserTimeout)
 	return opt
+}
+
+// parseKeyRate reads KEY_RATE: a rate as a record's Rate field holds it
+// (wire.ParseRate); off: none.
+func parseKeyRate(e *config.Env) wire.Rate {
+	v := e.String("KEY_RATE", defaultKeyRate)
+	r, err := wire.ParseRate(v)
+	if err != nil {
+		e.Fail("KEY_RATE", "want <count>/<s|m>, count 1-1000000, then ;burst=<n> if fewer may come at once (10/s, 600/m;burst=100), or off; got %q", v)
+		return wire.Rate{}
+	}
+	if r.Off {
+		return wire.Rate{}
+	}
+	return r
 }
 
 // defaultQuotaWarnings are the thresholds, in percent of the monthly limit,

@@ -7,8 +7,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"pesto/shared/servicetest"
+	"pesto/shared/wire"
 )
 
 func TestConfigErrorsExit2(t *testing.T) {
@@ -34,6 +36,10 @@ func TestConfigErrorsExit2(t *testing.T) {
 		{"QUOTA_WARNINGS", "101"},
 		{"QUOTA_WARNINGS", "80,80"},
 		{"QUOTA_WARNINGS", "80,,100"},
+		{"KEY_RATE", "10"},
+		{"KEY_RATE", "10/h"},
+		{"KEY_RATE", "0/s"},
+		{"KEY_RATE", "10/s;burst=11"},
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			var stderr bytes.Buffer
@@ -60,6 +66,24 @@ func TestConfigErrorsExit2(t *testing.T) {
 			t.Fatalf("exit: %v", err)
 		}
 	})
+}
+
+// KEY_RATE: the default rate of a key, 10/s unless set; off: none.
+func TestParseKeyRate(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want wire.Rate
+	}{
+		{nil, wire.Rate{Count: 10, Per: time.Second}},
+		{map[string]string{"KEY_RATE": ""}, wire.Rate{Count: 10, Per: time.Second}},
+		{map[string]string{"KEY_RATE": " 600/m;burst=100 "}, wire.Rate{Count: 600, Per: time.Minute, Burst: 100}},
+		{map[string]string{"KEY_RATE": "off"}, wire.Rate{}},
+	} {
+		cfg, err := loadConfig(servicetest.Env(c.env))
+		if err != nil || cfg.KeyRate != c.want {
+			t.Errorf("%v: %+v, %v; want %+v", c.env, cfg.KeyRate, err, c.want)
+		}
+	}
 }
 
 func TestParseQuotaWarnings(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -42,38 +41,108 @@ func newRedisCounter(conn *redisconn.Conn, log *slog.Logger) *redisCounter {
 // nothing) when the limit is reached, so that a limit of N allows exactly N
 // calls whatever the number of racing callers and replicas. The TTL is set
 // when the counter is created, never pushed forward; the value stays the
-// decimal count the old services read. Past the deadline (Unix
-// microseconds by Redis's clock; 0: none) it counts nothing and returns an
-// empty array; otherwise {used before, granted} for each counter, in order.
-var counterScript = rueidis.NewLuaScript(`
+// decimal count the old services read. A counter whose calls carry a rate
+// (rate.go) grants no more than its window lets through now, and spends
+// the window only on calls it grants: a call refused by either limit
+// writes nothing. Past the deadline (Unix microseconds by Redis's clock; 0:
+// none) it counts nothing and returns an empty array.
+//
+// KEYS: the counters, then, when any of their calls carry a rate, the hash
+// of their windows (rateWindowsKey). ARGV: the deadline, the counters'
+// TTL, the hash's, then per counter its limit, its calls, and its rate
+// (rateArg). Returns per counter {used before, granted, the window's room
+// before (-1: no rate), microseconds until its room grows after}. Numbers
+// that repeat (limits, calls) are read once a script.
+var counterScript = rueidis.NewLuaScript(rateLua + `
 local deadline_us = tonumber(ARGV[1])
-local ttl_seconds = ARGV[2]
-local now = redis.call('TIME')
-if deadline_us > 0 and tonumber(now[1]) * 1000000 + tonumber(now[2]) > deadline_us then
+local ttl_seconds, windows_ttl = ARGV[2], ARGV[3]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if deadline_us > 0 and now > deadline_us then
   return {}
 end
--- Every counter read in one MGET (in chunks: unpack has a stack limit).
-local counters = {}
-for first = 1, #KEYS, 200 do
-  local values = redis.call('MGET', unpack(KEYS, first, math.min(first + 199, #KEYS)))
-  for j, v in ipairs(values) do counters[first + j - 1] = v end
+local counters_n = (#ARGV - 3) / 3
+local numbers = {}
+local function number(s)
+  local v = numbers[s]
+  if v == nil then
+    v = tonumber(s)
+    numbers[s] = v
+  end
+  return v
+end
+local windows_key = KEYS[counters_n + 1]
+-- Every counter read in one MGET, every window in one HMGET (in chunks:
+-- unpack has a stack limit).
+local values = {}
+for first = 1, counters_n, 200 do
+  local got = redis.call('MGET', unpack(KEYS, first, math.min(first + 199, counters_n)))
+  for j = 1, #got do values[first + j - 1] = got[j] end
+end
+local states = {}
+if windows_key then
+  local rated = {}
+  for i = 1, counters_n do
+    if ARGV[3 + 3 * i] ~= '' then rated[#rated + 1] = i end
+  end
+  for first = 1, #rated, 200 do
+    local fields = {}
+    for j = first, math.min(first + 199, #rated) do fields[#fields + 1] = KEYS[rated[j]] end
+    local got = redis.call('HMGET', windows_key, unpack(fields))
+    for j = 1, #got do states[rated[first + j - 1]] = got[j] end
+  end
 end
 local reply = {}
 local added = {} -- calls counted by this script so far, per counter
-for i, counter_key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[1 + 2 * i])
-  local n = tonumber(ARGV[2 + 2 * i])
-  local used = tonumber(counters[i] or '0') + (added[counter_key] or 0)
-  local granted = math.min(n, limit - used)
+local windows = {} -- windows spent by this script so far, per counter
+local spent = {} -- their names, in order
+for i = 1, counters_n do
+  local counter_key = KEYS[i]
+  local a = 3 * i
+  local limit, n, rate = number(ARGV[a + 1]), number(ARGV[a + 2]), rate_of(ARGV[a + 3])
+  local used = tonumber(values[i] or '0') + (added[counter_key] or 0)
+  local granted = math.max(math.min(n, limit - used), 0)
+  local room, wait = -1, 0
+  if rate then
+    local count, per, burst = rate[1], rate[2], rate[3]
+    local state = windows[counter_key]
+    if state == nil then state = states[i] end
+    local w, first, debt, total = rate_open(state, now, per)
+    room = rate_room(debt, total, count, per, burst)
+    if room < granted then granted = room end
+    if granted > 0 then
+      if windows[counter_key] == nil then spent[#spent + 1] = counter_key end
+      state, debt, total = rate_spend(w, first, debt, total, granted, now, count, per, burst)
+      windows[counter_key] = state
+    end
+    wait = rate_wait(w, first, debt, total, now, count, per, burst)
+  end
   if granted > 0 then
     local after = redis.call('INCRBY', counter_key, granted)
     if after == granted then redis.call('EXPIRE', counter_key, ttl_seconds) end
     added[counter_key] = (added[counter_key] or 0) + granted
-  else
-    granted = 0
   end
-  reply[2 * i - 1] = used
-  reply[2 * i] = granted
+  local r = 4 * (i - 1)
+  reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4] = used, granted, room, wait
+end
+if #spent > 0 then
+  for first = 1, #spent, 200 do
+    local set = {}
+    for j = first, math.min(first + 199, #spent) do
+      set[#set + 1] = spent[j]
+      set[#set + 1] = windows[spent[j]]
+    end
+    redis.call('HSET', windows_key, unpack(set))
+  end
+  redis.call('PEXPIRE', windows_key, windows_ttl)
+  if now % 16 == 0 then -- one script in 16, by Redis's clock
+    local drawn = redis.call('HRANDFIELD', windows_key, 2, 'WITHVALUES')
+    for j = 1, #drawn, 2 do
+      if windows[drawn[j]] == nil and (#drawn[j + 1] < 16 or rate_stale(drawn[j + 1], now)) then
+        redis.call('HDEL', windows_key, drawn[j])
+      end
+    end
+  end
 end
 return reply
 `)
@@ -91,9 +160,10 @@ return redis.call('DECRBY', counter_key, calls)
 var counterTTL = strconv.FormatInt(int64(wire.CounterTTL/time.Second), 10)
 
 // countBatch counts the entries of one batch, which share a hash slot, and
-// sets their before and granted (or their err). A counter this replica saw
-// well below its limit (plainCount) is counted with a plain INCRBY, the
-// others by counterScript; both go out together, in one round trip.
+// sets their results (or their err). A counter this replica saw well below
+// its limit (plainCount) is counted with a plain INCRBY unless its calls
+// carry a rate; the others by counterScript; both go out together, in one
+// round trip.
 func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entries []entry) error {
 	c, err := k.conn.Client()
 	if err != nil {
@@ -103,11 +173,13 @@ func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entri
 	checked := make([]int, 0, len(entries))
 	names := make([]uint64, len(entries)) // each counter's name in seen, hashed once
 	for i := range entries {
-		names[i] = k.seenHash(entries[i].key)
+		if !entries[i].pol.rate.On() {
+			names[i] = k.seenHash(entries[i].key)
+		}
 	}
 	k.seenMu.Lock()
 	for i, e := range entries {
-		if used, ok := k.seen[names[i]]; ok && plainCount(used, e.n, e.limit) {
+		if used, ok := k.seen[names[i]]; ok && !e.pol.rate.On() && plainCount(used, e.n, e.pol.limit) {
 			plain = append(plain, i)
 		} else {
 			checked = append(checked, i)
@@ -141,7 +213,7 @@ func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entri
 		clear(k.seen) // a month's worth of counters at most; they are read again
 	}
 	for i := range entries {
-		if e := &entries[i]; e.err == nil {
+		if e := &entries[i]; e.err == nil && !e.pol.rate.On() {
 			k.seen[names[i]] = e.before + e.granted
 		}
 	}
@@ -172,35 +244,46 @@ func plainCount(used, n, limit int64) bool {
 
 // countChecked counts the entries at idx with counterScript.
 func (k *redisCounter) countChecked(ctx context.Context, c rueidis.Client, deadline time.Time, entries []entry, idx []int) error {
-	keys := make([]string, len(idx))
-	args := make([]string, 2, 2+2*len(idx))
-	args[0], args[1] = "0", counterTTL
+	keys := make([]string, len(idx), len(idx)+1)
+	args := make([]string, 3, 3+3*len(idx))
+	args[0], args[1], args[2] = "0", counterTTL, windowsTTL
 	if !deadline.IsZero() {
 		args[0] = strconv.FormatInt(deadline.UnixMicro(), 10)
 	}
+	rated := false
 	for j, i := range idx {
-		keys[j] = entries[i].key
-		args = append(args, strconv.FormatInt(entries[i].limit, 10), strconv.FormatInt(entries[i].n, 10))
+		e := &entries[i]
+		keys[j] = e.key
+		args = append(args, strconv.FormatInt(e.pol.limit, 10), strconv.FormatInt(e.n, 10), rateArg(e.pol.rate))
+		rated = rated || e.pol.rate.On()
+	}
+	if rated {
+		keys = append(keys, rateWindowsKey(k.groupOf(keys[0])))
 	}
 	reply, err := runCounterScript(ctx, c, keys, args)
 	if err != nil {
 		return err
 	}
 	for j, i := range idx {
-		if entries[i].before, entries[i].granted, err = reply.at(j); err != nil {
+		if err := reply.at(j, &entries[i]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// counterReply is counterScript's answer: for each counter, in the order
-// of its keys, the calls counted before and the calls granted.
+// counterReply is counterScript's answer: for each counter, in order, the
+// calls counted before, the calls granted, the rate's room before and the
+// microseconds until it grows.
 type counterReply []rueidis.RedisMessage
 
+// counterReplyLen is the length of counterScript's answer per counter.
+const counterReplyLen = 4
+
 // runCounterScript runs counterScript on keys with args (a deadline, the
-// TTL, then a limit and a number of calls per key) and checks its answer's
-// shape: errLate when it ran past its deadline and counted nothing.
+// TTLs, then a limit, a number of calls and a rate per counter) and checks
+// its answer's shape: errLate when it ran past its deadline and counted
+// nothing.
 func runCounterScript(ctx context.Context, c rueidis.Client, keys, args []string) (counterReply, error) {
 	reply, err := counterScript.Exec(ctx, c, keys, args).ToArray()
 	if err != nil {
@@ -209,19 +292,23 @@ func runCounterScript(ctx context.Context, c rueidis.Client, keys, args []string
 	if len(reply) == 0 {
 		return nil, errLate
 	}
-	if len(reply) != 2*len(keys) {
-		return nil, fmt.Errorf("counter script: %d values for %d counters", len(reply), len(keys))
+	if counters := (len(args) - 3) / 3; len(reply) != counterReplyLen*counters {
+		return nil, fmt.Errorf("counter script: %d values for %d counters", len(reply), counters)
 	}
 	return reply, nil
 }
 
-// at returns what the script did for the j-th counter.
-func (r counterReply) at(j int) (before, granted int64, err error) {
-	if before, err = r[2*j].AsInt64(); err != nil {
-		return 0, 0, err
+// at sets e's results from what the script did for the j-th counter.
+func (r counterReply) at(j int, e *entry) error {
+	var v [counterReplyLen]int64
+	for i := range v {
+		var err error
+		if v[i], err = r[counterReplyLen*j+i].AsInt64(); err != nil {
+			return err
+		}
 	}
-	granted, err = r[2*j+1].AsInt64()
-	return before, granted, err
+	e.before, e.granted, e.room, e.wait = v[0], v[1], v[2], time.Duration(v[3])*time.Microsecond
+	return nil
 }
 
 // countPlain counts the entries at idx with one INCRBY each. INCRBY's
@@ -242,7 +329,7 @@ func (k *redisCounter) countPlain(ctx context.Context, c rueidis.Client, entries
 			continue
 		}
 		e.before = after - e.n
-		e.granted = min(e.n, max(e.limit-e.before, 0))
+		e.granted = min(e.n, max(e.pol.limit-e.before, 0))
 		if excess := e.n - e.granted; excess > 0 {
 			if err := k.refund(ctx, e.key, excess); err != nil && k.onLost != nil {
 				k.onLost(e.key, excess, err)
@@ -283,26 +370,4 @@ func (k *redisCounter) groupOf(key string) uint16 {
 		return hashSlot(key)
 	}
 	return 0
-}
-
-// hashSlot is Redis Cluster's slot of key: CRC16 (XMODEM) of the key, or of
-// its hash tag ({…}) when it has a non-empty one, modulo 16384.
-func hashSlot(key string) uint16 {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
-	for k := 0; k < len(key); k++ {
-		crc ^= uint16(key[k]) << 8
-		for b := 0; b < 8; b++ {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc & 16383
 }

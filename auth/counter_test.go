@@ -22,31 +22,20 @@ func TestCounterScriptDeadline(t *testing.T) {
 	ctx := context.Background()
 	key := counterNov + "late@example.com"
 	past := strconv.FormatInt(time.Now().Add(-time.Second).UnixMicro(), 10)
-	reply, err := counterScript.Exec(ctx, c, []string{key}, []string{past, counterTTL, "10", "1"}).ToArray()
+	reply, err := counterScript.Exec(ctx, c, []string{key}, []string{past, counterTTL, windowsTTL, "10", "1", ""}).ToArray()
 	if err != nil || len(reply) != 0 || rs.Do("EXISTS", key) != "0" {
 		t.Fatalf("past the deadline: %v %v, counter exists: %s", reply, err, rs.Do("EXISTS", key))
 	}
 	future := strconv.FormatInt(time.Now().Add(time.Minute).UnixMicro(), 10)
-	reply, err = counterScript.Exec(ctx, c, []string{key}, []string{future, counterTTL, "10", "3"}).ToArray()
-	if err != nil || len(reply) != 2 || rs.Do("GET", key) != "3" {
+	reply, err = counterScript.Exec(ctx, c, []string{key}, []string{future, counterTTL, windowsTTL, "10", "3", ""}).ToArray()
+	if err != nil || len(reply) != counterReplyLen || rs.Do("GET", key) != "3" {
 		t.Fatalf("before the deadline: %v %v, counter %s", reply, err, rs.Do("GET", key))
 	}
 	// One counter twice in a batch (its record changed in between): the
 	// second entry sees what the first counted.
-	got, err := counterScript.Exec(ctx, c, []string{key, key}, []string{future, counterTTL, "6", "4", "10", "4"}).AsIntSlice()
-	if err != nil || !slices.Equal(got, []int64{3, 3, 6, 4}) || rs.Do("GET", key) != "10" {
+	got, err := counterScript.Exec(ctx, c, []string{key, key}, []string{future, counterTTL, windowsTTL, "6", "4", "", "10", "4", ""}).AsIntSlice()
+	if err != nil || !slices.Equal(got, []int64{3, 3, -1, 0, 6, 4, -1, 0}) || rs.Do("GET", key) != "10" {
 		t.Fatalf("one counter twice: %v %v, counter %s", got, err, rs.Do("GET", key))
-	}
-}
-
-// hashSlot agrees with Redis Cluster's CLUSTER KEYSLOT.
-func TestHashSlot(t *testing.T) {
-	rs := redistest.StartCluster(t)
-	for _, key := range []string{"foo", "{user1000}.following", "a{}b", "a{b", "{", "", counterNov + "jane@example.com", "é"} {
-		want, _ := strconv.Atoi(rs.Do("CLUSTER", "KEYSLOT", key))
-		if got := hashSlot(key); int(got) != want {
-			t.Errorf("hashSlot(%q) = %d, want %d", key, got, want)
-		}
 	}
 }
 
@@ -63,6 +52,18 @@ func TestOverQuotaFloodWritesNothing(t *testing.T) {
 	}
 	// The third call reached the limit: its quota warning is written first.
 	servicetest.Poll(t, 5*time.Second, "the quota warning queued", func() bool { return rs.Do("XLEN", wire.OutboxStream) == "1" })
+	refusedFloodWritesNothing(t, rs, a.URL, "tok-full", `{"message":"Monthly limit exceeded"}`)
+	key := "counter/" + time.Now().UTC().Format("2006-01") + "/full@example.com"
+	if got := rs.Do("GET", key); got != "3" {
+		t.Fatalf("counter %s, want 3", got)
+	}
+}
+
+// refusedFloodWritesNothing sends 200 calls of token, 8 at a time, each of
+// which must be refused with a 429 and body, and wants Redis's AOF not to
+// grow meanwhile.
+func refusedFloodWritesNothing(t *testing.T, rs *redistest.Server, url, token, body string) {
+	t.Helper()
 	aofSize := func() string {
 		for _, line := range strings.Split(rs.Do("INFO", "persistence"), "\n") {
 			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "aof_current_size:"); ok {
@@ -74,22 +75,19 @@ func TestOverQuotaFloodWritesNothing(t *testing.T) {
 	}
 	before := aofSize()
 	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 25; i++ {
-				if got := call(t, "GET", a.URL, "tok-full"); got.Status != 429 {
-					t.Errorf("over quota: %+v", got)
+	for range 8 {
+		wg.Go(func() {
+			for range 25 {
+				if got := call(t, "GET", url, token); got.Status != 429 || got.Body != body {
+					t.Errorf("got %d %q, want 429 %s", got.Status, got.Body, body)
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	key := "counter/" + time.Now().UTC().Format("2006-01") + "/full@example.com"
-	if after := aofSize(); after != before || rs.Do("GET", key) != "3" {
-		t.Fatalf("AOF %s → %s bytes, counter %s: want no write", before, after, rs.Do("GET", key))
+	if after := aofSize(); after != before {
+		t.Fatalf("AOF %s → %s bytes under refused calls: want no write", before, after)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v3"
+	"github.com/valyala/fasthttp"
 
 	"pesto/shared/apikey"
 	"pesto/shared/wire"
@@ -25,7 +26,7 @@ func timeNow() time.Time { return time.Now() }
 // handleDecide answers the auth hook (SPEC §2): 200 lets the request
 // through; every other answer is an errorCode, or an error that
 // errorCodeOf maps to one, for the error handler.
-func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *authMetrics, warn *warnings) fiber.Handler {
+func handleDecide(store tokenStore, mt metering, now func() time.Time, m *authMetrics, warn *warnings) fiber.Handler {
 	deadlines := newDeadlines(redisTimeout, deadlineStep)
 	return func(c fiber.Ctx) error {
 		token, err := requestToken(c)
@@ -53,11 +54,11 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 			m.outcome[outError].Inc()
 			return err
 		}
-		k, err := followRecord(token, raw, unmetered, now, func(t time.Time, email string, limit int64) (int64, bool, error) {
-			if limit <= 0 {
-				return 0, false, nil // a limit of 0 allows nothing
+		k, err := followRecord(token, raw, mt, now, func(t time.Time, email string, pol policy) (verdict, error) {
+			if pol.limit <= 0 {
+				return verdict{}, nil // a limit of 0 allows nothing
 			}
-			return store.Count(ctx, wire.CounterKey(t, email), limit)
+			return store.Count(ctx, wire.CounterKey(t, email), pol)
 		})
 		switch {
 		case err == eRevoked:
@@ -70,17 +71,27 @@ func handleDecide(store tokenStore, unmetered string, now func() time.Time, m *a
 			m.outcome[outUnmetered].Inc()
 			c.Status(fiber.StatusOK)
 			return nil
-		case !k.allowed:
+		case k.verdict.limited:
+			m.outcome[outRateLimited].Inc()
+			setRateHeaders(&c.Response().Header, k.state, k.rate)
+			setRetryAfter(&c.Response().Header, max(k.rate.reset, 1))
+			return eRateLimited
+		case !k.verdict.allowed:
 			m.outcome[outOverQuota].Inc()
-			setRateHeaders(&c.Response().Header, k.state)
-			var num [20]byte
-			c.Response().Header.SetBytesV(fiber.HeaderRetryAfter, strconv.AppendInt(num[:0], k.state.reset, 10))
+			setRateHeaders(&c.Response().Header, k.state, k.rate)
+			setRetryAfter(&c.Response().Header, k.state.reset)
 			return eQuota
 		}
-		setRateHeaders(&c.Response().Header, k.state)
-		warn.after(k.rec.UserEmail, k.rec.MonthlyLimit, k.used, k.at) // a comparison, unless this call crosses a threshold
+		setRateHeaders(&c.Response().Header, k.state, k.rate)
+		warn.after(k.rec.UserEmail, k.rec.MonthlyLimit, k.verdict.used, k.at) // a comparison, unless this call crosses a threshold
 		m.outcome[outAllowed].Inc()
 		c.Status(fiber.StatusOK) // and no body
 		return nil
 	}
+}
+
+// setRetryAfter sets Retry-After to seconds.
+func setRetryAfter(h *fasthttp.ResponseHeader, seconds int64) {
+	var num [20]byte
+	h.SetBytesV(fiber.HeaderRetryAfter, strconv.AppendInt(num[:0], seconds, 10))
 }

@@ -24,6 +24,7 @@ const (
 	eNotRegistered                  // malformed or unknown key
 	eRevoked                        // revoked key
 	eQuota                          // monthly quota used up
+	eRateLimited                    // over the key's rate
 	eBadRequest                     // rejected by the HTTP layer
 	eNotFound                       // a route other than the hook's
 	eTooMany                        // /api/usage asked too often by one client
@@ -37,7 +38,7 @@ func (c errorCode) Error() string { return errorAnswers[c].message }
 type errorAnswer struct {
 	status     int
 	message    string
-	retryAfter string // Retry-After value, if any; eQuota's and eTooMany's vary: the handler sets them
+	retryAfter string // Retry-After value, if any; eQuota's, eRateLimited's and eTooMany's vary: the handler sets them
 	body       []byte
 }
 
@@ -50,6 +51,7 @@ var errorAnswers = func() [numCodes]errorAnswer {
 		eNotRegistered: {status: fiber.StatusUnauthorized, message: "Token not registered"},
 		eRevoked:       {status: fiber.StatusUnauthorized, message: "Token has been revoked"},
 		eQuota:         {status: fiber.StatusTooManyRequests, message: "Monthly limit exceeded"},
+		eRateLimited:   {status: fiber.StatusTooManyRequests, message: "Too many requests"},
 		eBadRequest:    {status: fiber.StatusBadRequest, message: "Bad request"},
 		eNotFound:      {status: fiber.StatusNotFound, message: "Not found"},
 		eTooMany:       {status: fiber.StatusTooManyRequests, message: "Too many requests"},

@@ -200,7 +200,7 @@ func TestSentinelFailoverUnderTraffic(t *testing.T) {
 func TestSlowClients(t *testing.T) {
 	rs := redistest.Start(t)
 	rs.Do("SET", "tok", validRecord)
-	cfg, err := loadConfig(servicetest.Env(map[string]string{"REDIS_URL": rs.URL}))
+	cfg, err := loadConfig(servicetest.Env(map[string]string{"REDIS_URL": rs.URL, "KEY_RATE": "off"}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"pesto/shared/wire"
 )
 
 // The quota path after the decision: calls are counted by group commit
@@ -59,31 +61,57 @@ type queue struct {
 	next *batch
 }
 
-// counterLimit identifies an entry of a batch: a counter, and the limit its
-// calls carry (a record changed meanwhile makes another entry).
-type counterLimit struct {
-	key   string
-	limit int64
+// policy is what a call is held to: its month's limit, and its key's rate.
+type policy struct {
+	limit int64     // the record's MonthlyLimit
+	rate  wire.Rate // the record's own or the default; the zero Rate: none
 }
 
-// entry is the calls of one counter and limit in a batch.
+// verdict is the counter step's answer for one call.
+type verdict struct {
+	// used is the calls counted this month: with this one when it is
+	// allowed, else those counted when it was refused.
+	used    int64
+	allowed bool // the call was counted
+	// limited: refused by the rate, while the month had room for it.
+	limited bool
+	// rated: the policy has a rate, whose window was read: rateLeft is how
+	// many calls it lets through now, after this one, and rateWait the
+	// time until that grows (for a refused call: until the next may go).
+	rated    bool
+	rateLeft int64
+	rateWait time.Duration
+}
+
+// counterPolicy identifies an entry of a batch: a counter, and the policy
+// its calls carry (a record changed meanwhile makes another entry).
+type counterPolicy struct {
+	key string
+	pol policy
+}
+
+// entry is the calls of one counter and policy in a batch.
 type entry struct {
 	key     string
-	limit   int64
+	pol     policy
 	n       int64 // calls
 	before  int64 // set by countFunc: calls counted before these
 	granted int64 // set by countFunc: how many of the n it counted
-	err     error // set by countFunc: this entry's own fault (nothing counted)
+	// set by countFunc when pol has a rate: calls its window let through
+	// before these, and the time until that grows after them
+	room int64
+	wait time.Duration
+	err  error // set by countFunc: this entry's own fault (nothing counted)
 }
 
 // batch is the calls counted by one script call.
 type batch struct {
 	entries  []entry
-	index    map[counterLimit]int // entry of each counter, once there are many
-	deadline time.Time            // the earliest of its calls' script deadlines
-	done     chan struct{}        // closed when the entries' results or err are set
-	answered bool                 // the reply is in (under groupCommit.mu)
-	gaveUp   []member             // calls answered 500 before the reply (under groupCommit.mu)
+	index    map[counterPolicy]int // entry of each counter, once there are many
+	deadline time.Time             // the earliest of its calls' script deadlines
+	done     chan struct{}         // closed when the entries' results or err are set
+	answered bool                  // the reply is in (under groupCommit.mu)
+	gaveUp   []member              // calls answered 500 before the reply (under groupCommit.mu)
 	err      error
 }
 
@@ -99,18 +127,18 @@ func newGroupCommit(count countFunc, refund refundFunc, groupOf func(string) uin
 }
 
 // add joins a call to b and returns its place.
-func (b *batch) add(key string, limit int64, deadline time.Time) member {
+func (b *batch) add(key string, pol policy, deadline time.Time) member {
 	if !deadline.IsZero() && (b.deadline.IsZero() || deadline.Before(b.deadline)) {
 		b.deadline = deadline
 	}
 	e := -1
 	if b.index != nil {
-		if i, ok := b.index[counterLimit{key, limit}]; ok {
+		if i, ok := b.index[counterPolicy{key, pol}]; ok {
 			e = i
 		}
 	} else {
 		for i := range b.entries {
-			if b.entries[i].key == key && b.entries[i].limit == limit {
+			if b.entries[i].key == key && b.entries[i].pol == pol {
 				e = i
 				break
 			}
@@ -118,13 +146,13 @@ func (b *batch) add(key string, limit int64, deadline time.Time) member {
 	}
 	if e < 0 {
 		e = len(b.entries)
-		b.entries = append(b.entries, entry{key: key, limit: limit})
+		b.entries = append(b.entries, entry{key: key, pol: pol})
 		if b.index != nil {
-			b.index[counterLimit{key, limit}] = e
+			b.index[counterPolicy{key, pol}] = e
 		} else if len(b.entries) == batchIndexFrom {
-			b.index = make(map[counterLimit]int, 2*batchIndexFrom)
+			b.index = make(map[counterPolicy]int, 2*batchIndexFrom)
 			for i := range b.entries {
-				b.index[counterLimit{b.entries[i].key, b.entries[i].limit}] = i
+				b.index[counterPolicy{b.entries[i].key, b.entries[i].pol}] = i
 			}
 		}
 	}
@@ -133,12 +161,12 @@ func (b *batch) add(key string, limit int64, deadline time.Time) member {
 	return m
 }
 
-// Count counts one call against limit on key: it returns the calls counted
-// after this one and true, or false when the limit was reached before it.
-// The call is counted only if Count returns true; it gives up, counting
-// nothing, when ctx is done (ctx's deadline less countGrace is the
+// Count counts one call under pol on the counter key: allowed, with the
+// calls counted after this one, or refused when the limit was reached
+// before it. The call is counted only if it is allowed; Count gives up,
+// counting nothing, when ctx is done (ctx's deadline less countGrace is the
 // script's deadline).
-func (q *groupCommit) Count(ctx context.Context, key string, limit int64) (int64, bool, error) {
+func (q *groupCommit) Count(ctx context.Context, key string, pol policy) (verdict, error) {
 	var deadline time.Time
 	if d, ok := ctx.Deadline(); ok {
 		deadline = d.Add(-countGrace)
@@ -156,7 +184,7 @@ func (q *groupCommit) Count(ctx context.Context, key string, limit int64) (int64
 		b = &batch{done: make(chan struct{})}
 		qu.next = b
 	}
-	m := b.add(key, limit, deadline)
+	m := b.add(key, pol, deadline)
 	q.mu.Unlock()
 	if !busy {
 		go q.send(g, qu, b)
@@ -166,7 +194,7 @@ func (q *groupCommit) Count(ctx context.Context, key string, limit int64) (int64
 
 // wait is the answer of member m of b, or ctx's error when the reply has not
 // come in by then; a grant that comes later is refunded by send.
-func (q *groupCommit) wait(ctx context.Context, b *batch, m member) (int64, bool, error) {
+func (q *groupCommit) wait(ctx context.Context, b *batch, m member) (verdict, error) {
 	select {
 	case <-b.done:
 	case <-ctx.Done():
@@ -174,22 +202,40 @@ func (q *groupCommit) wait(ctx context.Context, b *batch, m member) (int64, bool
 		if !b.answered {
 			b.gaveUp = append(b.gaveUp, m)
 			q.mu.Unlock()
-			return 0, false, ctx.Err()
+			return verdict{}, ctx.Err()
 		}
 		q.mu.Unlock()
 		<-b.done
 	}
 	if b.err != nil {
-		return 0, false, b.err
+		return verdict{}, b.err
 	}
 	e := &b.entries[m.e]
 	if e.err != nil {
-		return 0, false, e.err
+		return verdict{}, e.err
 	}
-	if int64(m.i) >= e.granted {
-		return 0, false, nil
+	return e.verdictOf(int64(m.i)), nil
+}
+
+// verdictOf is the verdict of the i-th call of e: the first e.granted are
+// allowed; a refused one was refused by the rate when the month had room
+// for it.
+func (e *entry) verdictOf(i int64) verdict {
+	v := verdict{used: e.before + e.granted}
+	if i < e.granted {
+		v.used, v.allowed = e.before+i+1, true
 	}
-	return e.before + int64(m.i) + 1, true, nil
+	if !e.pol.rate.On() {
+		return v
+	}
+	v.rated, v.limited = true, !v.allowed && i < e.pol.limit-e.before
+	v.rateWait = e.wait
+	if v.allowed {
+		v.rateLeft = max(e.room-i-1, 0)
+	} else {
+		v.rateLeft = max(e.room-e.granted, 0)
+	}
+	return v
 }
 
 // send counts b and then each batch that filled behind it, until the

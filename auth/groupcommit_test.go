@@ -39,7 +39,7 @@ func (m *counterModel) count(ctx context.Context, deadline time.Time, entries []
 	for i := range entries {
 		e := &entries[i]
 		e.before = m.used[e.key]
-		e.granted = max(0, min(e.n, e.limit-e.before))
+		e.granted = max(0, min(e.n, e.pol.limit-e.before))
 		m.used[e.key] = e.before + e.granted
 	}
 	return nil
@@ -79,8 +79,8 @@ func TestQuotaBatchesBehindACallInFlight(t *testing.T) {
 	}
 	first := make(chan answer)
 	go func() {
-		used, ok, _ := q.Count(ctx, "a", limit)
-		first <- answer{"a", used, ok}
+		v, _ := q.Count(ctx, "a", policy{limit: limit})
+		first <- answer{"a", v.used, v.allowed}
 	}()
 	// Wait until the first call is on its way, then line up the others:
 	// waiting calls of "a" and waiting of "b".
@@ -89,11 +89,11 @@ func TestQuotaBatchesBehindACallInFlight(t *testing.T) {
 	for i := 0; i < 2*waiting; i++ {
 		key := []string{"a", "b"}[i%2]
 		go func() {
-			used, ok, err := q.Count(ctx, key, limit)
+			v, err := q.Count(ctx, key, policy{limit: limit})
 			if err != nil {
 				t.Error(err)
 			}
-			answers <- answer{key, used, ok}
+			answers <- answer{key, v.used, v.allowed}
 		}()
 	}
 	servicetest.Poll(t, 5*time.Second, "the others lined up behind it", func() bool {
@@ -142,11 +142,11 @@ func TestQuotaExactUnderRaces(t *testing.T) {
 		key := strconv.Itoa(i % keys)
 		go func() {
 			defer wg.Done()
-			used, ok, err := q.Count(context.Background(), key, limit)
+			v, err := q.Count(context.Background(), key, policy{limit: limit})
 			if err != nil {
 				t.Error(err)
 			}
-			if ok {
+			if used := v.used; v.allowed {
 				mu.Lock()
 				if allowed[key] == nil {
 					allowed[key] = map[int64]bool{}
@@ -172,8 +172,8 @@ func TestQuotaExactUnderRaces(t *testing.T) {
 func TestQuotaErrorReachesTheBatch(t *testing.T) {
 	boom := errors.New("redis down")
 	q := newGroupCommit(func(context.Context, time.Time, []entry) error { return boom }, nil, func(string) uint16 { return 0 }, nil)
-	if _, ok, err := q.Count(context.Background(), "k", 5); ok || !errors.Is(err, boom) {
-		t.Fatalf("got %v %v", ok, err)
+	if v, err := q.Count(context.Background(), "k", policy{limit: 5}); v.allowed || !errors.Is(err, boom) {
+		t.Fatalf("got %+v %v", v, err)
 	}
 	servicetest.Poll(t, 5*time.Second, "queue retired after an error", q.idle)
 }
@@ -190,7 +190,7 @@ func TestQuotaRefundsALateGrant(t *testing.T) {
 	gaveUp, giveUp := context.WithCancel(ctx)
 	errc := make(chan error, 1)
 	go func() {
-		_, _, err := q.Count(gaveUp, "k", 10)
+		_, err := q.Count(gaveUp, "k", policy{limit: 10})
 		errc <- err
 	}()
 	servicetest.Poll(t, 5*time.Second, "call on its way", func() bool { return !q.idle() })
@@ -204,8 +204,8 @@ func TestQuotaRefundsALateGrant(t *testing.T) {
 		defer m.mu.Unlock()
 		return m.refunds["k"] == 1 && m.used["k"] == 0
 	})
-	if used, ok, err := q.Count(ctx, "k", 10); used != 1 || !ok || err != nil {
-		t.Fatalf("next call: %d %v %v, want the first of the month", used, ok, err)
+	if v, err := q.Count(ctx, "k", policy{limit: 10}); v != (verdict{used: 1, allowed: true}) || err != nil {
+		t.Fatalf("next call: %+v %v, want the first of the month", v, err)
 	}
 }
 
@@ -216,8 +216,8 @@ func TestQuotaPastDeadlineSendsNothing(t *testing.T) {
 	q := m.newGroupCommit()
 	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(countGrace/2))
 	defer cancel()
-	if _, ok, err := q.Count(ctx, "k", 10); ok || !errors.Is(err, errLate) {
-		t.Fatalf("got %v %v, want errLate", ok, err)
+	if v, err := q.Count(ctx, "k", policy{limit: 10}); v.allowed || !errors.Is(err, errLate) {
+		t.Fatalf("got %+v %v, want errLate", v, err)
 	}
 	if len(m.calls) != 0 || m.used["k"] != 0 {
 		t.Fatalf("sent %v, counter %d", m.calls, m.used["k"])

@@ -7,12 +7,15 @@
 // usage.go /api/usage, which share quotapath.go, the one path from a key to
 // its month's quota state; store.go is auth's Redis (records through
 // shared/apikey and the client-side cache, tokencache.go); groupcommit.go
-// counts calls together and counter.go in Redis (its scripts);
+// counts calls together and counter.go in Redis (its scripts), where
+// rate.go keeps a key's rate window in the same script call, each group in
+// the Redis Cluster slot of its counters (slot.go);
 // quotaheaders.go writes the quota headers, warnings.go the quota warnings,
 // metrics.go the metrics; errors.go is the one table of answers.
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -87,7 +90,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 
 	log := logging.New(stdout, cfg.LogLevel, "auth", cfg.Environment)
-	log.Info("starting", "version", version, "redis", cfg.RedisURL, "token_cache_ttl", cfg.CacheTTL.String(), "key_storage", cfg.KeyStorage.String())
+	log.Info("starting", "version", version, "redis", cfg.RedisURL, "token_cache_ttl", cfg.CacheTTL.String(), "key_storage", cfg.KeyStorage.String(),
+		"key_rate", cmp.Or(cfg.KeyRate.String(), "off"))
 	conn := redisconn.Dial(cfg.redisOptions(), log)
 	defer conn.Close()
 	counters := redisconn.Dial(cfg.counterOptions(), log)

@@ -72,9 +72,10 @@ func startAuth(t *testing.T, env map[string]string) *authInstance {
 
 // testEnv is the environment every test instance starts from. GOMAXPROCS
 // keeps the test process's own (run would halve it; TestGOMAXPROCS checks
-// that).
+// that). KEY_RATE is off: most tests are of the monthly quota and call a
+// key faster than the default rate; the rate's tests set their own.
 var testEnv = map[string]string{"PORT": "0", "LOG_LEVEL": "debug", "SHUTDOWN_TIMEOUT": "2s",
-	"GOMAXPROCS": strconv.Itoa(runtime.GOMAXPROCS(0))}
+	"GOMAXPROCS": strconv.Itoa(runtime.GOMAXPROCS(0)), "KEY_RATE": "off"}
 
 func withDefaults(env map[string]string) map[string]string { return servicetest.Merge(testEnv, env) }
 

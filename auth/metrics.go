@@ -11,11 +11,12 @@ const (
 	outNotRegistered
 	outRevoked
 	outOverQuota
+	outRateLimited
 	outError
 	numOutcomes
 )
 
-var outcomeNames = [numOutcomes]string{"allowed", "unmetered", "no_token", "malformed", "not_registered", "revoked", "over_quota", "error"}
+var outcomeNames = [numOutcomes]string{"allowed", "unmetered", "no_token", "malformed", "not_registered", "revoked", "over_quota", "rate_limited", "error"}
 
 type authMetrics struct {
 	outcome     [numOutcomes]*metrics.Counter

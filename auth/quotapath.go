@@ -41,26 +41,52 @@ func requestToken(c fiber.Ctx) (string, error) {
 }
 
 // counterStep is the counter step of the path: the calls counted on email's
-// counter of the month of t (the hook: after counting this call, which
-// allowed says it did), against limit.
-type counterStep func(t time.Time, email string, limit int64) (used int64, allowed bool, err error)
+// counter of the month of t, under the key's policy (the hook: after
+// counting this call, which the verdict says it did).
+type counterStep func(t time.Time, email string, pol policy) (verdict, error)
 
 // keyMonth is a live key's month, as followRecord finds it.
 type keyMonth struct {
 	rec       wire.TokenRecord
 	at        time.Time // when the record was found live (now)
 	unmetered bool      // UNMETERED_EMAILS: no count, no quota state
-	used      int64     // the counter step's
-	allowed   bool      // the counter step's
+	pol       policy    // what the key's calls are held to
+	verdict   verdict   // the counter step's
 	state     quotaState
+	rate      rateState // when the key has a rate and the counter step read it
+}
+
+// metering is what the path holds every key to besides its record (from
+// the configuration).
+type metering struct {
+	// unmetered is a lower-case path.Match pattern of the emails allowed
+	// without counting; "" meters everyone.
+	unmetered string
+	// rate is the rate of a key whose record has none of its own; the
+	// zero Rate: none.
+	rate wire.Rate
+}
+
+// policyOf is what rec's calls are held to: its monthly limit, and its own
+// rate, else the default; none when that is off.
+func (m metering) policyOf(rec wire.TokenRecord) policy {
+	p := policy{limit: rec.MonthlyLimit, rate: rec.Rate}
+	if p.rate == (wire.Rate{}) {
+		p.rate = m.rate
+	}
+	if !p.rate.On() {
+		p.rate = wire.Rate{}
+	}
+	return p
 }
 
 // followRecord follows raw, the record found under token, to its month:
 // eRevoked for a revoked record; a corrupt record's error, naming the token
 // as logs may; the counter step's error. An unmetered record (its email
-// matches the pattern unmetered; "" meters everyone) skips the counter step.
-// The quota state has 0 remaining unless the counter step allowed the call.
-func followRecord(token, raw, unmetered string, now func() time.Time, count counterStep) (keyMonth, error) {
+// matches m.unmetered) skips the counter step. The quota state has 0
+// remaining unless the counter step allowed the call or the rate refused
+// it (then it has what the month has left).
+func followRecord(token, raw string, m metering, now func() time.Time, count counterStep) (keyMonth, error) {
 	rec, err := wire.DecodeTokenRecord(raw)
 	if err != nil {
 		return keyMonth{}, fmt.Errorf("token %s: %w", logging.Token(token), err)
@@ -69,17 +95,21 @@ func followRecord(token, raw, unmetered string, now func() time.Time, count coun
 		return keyMonth{}, eRevoked
 	}
 	k := keyMonth{rec: rec, at: now()}
-	if unmetered != "" && isUnmetered(unmetered, rec.UserEmail) {
+	if m.unmetered != "" && isUnmetered(m.unmetered, rec.UserEmail) {
 		k.unmetered = true
 		return k, nil
 	}
-	if k.used, k.allowed, err = count(k.at, rec.UserEmail, rec.MonthlyLimit); err != nil {
+	k.pol = m.policyOf(rec)
+	if k.verdict, err = count(k.at, rec.UserEmail, k.pol); err != nil {
 		return keyMonth{}, err
 	}
 	reset, window := monthOf(k.at)
 	k.state = quotaState{limit: max(rec.MonthlyLimit, 0), reset: reset, window: window}
-	if k.allowed {
-		k.state.remaining = max(k.state.limit-k.used, 0)
+	if k.verdict.allowed || k.verdict.limited {
+		k.state.remaining = max(k.state.limit-k.verdict.used, 0)
+	}
+	if k.verdict.rated {
+		k.rate = rateStateOf(k.pol.rate, k.verdict.rateLeft, k.verdict.rateWait)
 	}
 	return k, nil
 }

@@ -27,8 +27,9 @@ func newApp(log *slog.Logger, cfg authConfig, store tokenStore, acct accountStor
 		AnyMethod:    true, // the hook answers whatever method the proxy preserves
 	})
 	warn := newWarnings(cfg.QuotaWarnings, acct.QueueWarning, log, reg)
-	app.All("/", handleDecide(store, cfg.Unmetered, now, m, warn))
+	mt := metering{unmetered: cfg.Unmetered, rate: cfg.KeyRate}
+	app.All("/", handleDecide(store, mt, now, m, warn))
 	usageLimits := ratelimit.NewLimits(usageRoute, cfg.UsageRate, cfg.IPv6RatePrefixes, cfg.UsageGlobalRate)
-	app.Get("/api/usage", handleUsage(acct, clientip.Resolver{Trusted: cfg.TrustedProxies}, usageLimits, cfg.Unmetered, now))
+	app.Get("/api/usage", handleUsage(acct, clientip.Resolver{Trusted: cfg.TrustedProxies}, usageLimits, mt, now))
 	return app
 }

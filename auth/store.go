@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
@@ -19,10 +20,10 @@ type tokenStore interface {
 	// Record returns the raw value stored under token, apikey.ErrNotFound
 	// when there is none, and whether it came from the client-side cache.
 	Record(ctx context.Context, token string) (raw string, cached bool, err error)
-	// Count counts one call against limit on the counter key in one atomic
-	// step: it returns the calls counted after this one and true, or false
-	// (and counts nothing) when limit calls were already counted.
-	Count(ctx context.Context, key string, limit int64) (used int64, allowed bool, err error)
+	// Count counts one call under pol on the counter key in one atomic
+	// step: allowed, with the calls counted after this one, or refused (and
+	// nothing counted) when the limit was reached.
+	Count(ctx context.Context, key string, pol policy) (verdict, error)
 	// Ping checks that Redis answers.
 	Ping(ctx context.Context) error
 }
@@ -37,12 +38,13 @@ type redisStore struct {
 	cacheTTL time.Duration
 	keys     apikey.Keys // records, in either form
 	counts   *groupCommit
+	groupOf  func(counterKey string) uint16 // the group commit's group of a counter
 }
 
 func newRedisStore(conn, counters *redisconn.Conn, cacheTTL time.Duration, storage wire.KeyStorage, log *slog.Logger) *redisStore {
 	k := newRedisCounter(counters, log)
 	return &redisStore{conn: conn, cacheTTL: cacheTTL, keys: apikey.Keys{Storage: storage, Log: log},
-		counts: newGroupCommit(k.countBatch, k.refund, k.groupOf, k.onLost)}
+		counts: newGroupCommit(k.countBatch, k.refund, k.groupOf, k.onLost), groupOf: k.groupOf}
 }
 
 // Record finds token's record in either form, through the client-side
@@ -56,8 +58,8 @@ func (s *redisStore) Record(ctx context.Context, token string) (string, bool, er
 }
 
 // Count counts one call; concurrent calls share a script call.
-func (s *redisStore) Count(ctx context.Context, key string, limit int64) (int64, bool, error) {
-	return s.counts.Count(ctx, key, limit)
+func (s *redisStore) Count(ctx context.Context, key string, pol policy) (verdict, error) {
+	return s.counts.Count(ctx, key, pol)
 }
 
 func (s *redisStore) Ping(ctx context.Context) error {
@@ -74,6 +76,9 @@ type accountStore interface {
 	// Used returns the calls counted on the counter key (0 when it does
 	// not exist). It counts nothing.
 	Used(ctx context.Context, key string) (int64, error)
+	// RateLeft returns how many calls rate lets through now on the counter
+	// key's window, and the time until that grows. It spends nothing.
+	RateLeft(ctx context.Context, key string, rate wire.Rate) (left int64, wait time.Duration, err error)
 	// Allow counts one request against the rate limit buckets of keys
 	// (ratelimit.Allow) and returns 0, or the milliseconds to wait.
 	Allow(ctx context.Context, keys, args []string) (int64, error)
@@ -107,6 +112,22 @@ func (s *redisStore) Used(ctx context.Context, key string) (int64, error) {
 		return 0, nil
 	}
 	return n, err
+}
+
+// RateLeft reads the counter's rate window (rateInfoScript).
+func (s *redisStore) RateLeft(ctx context.Context, key string, rate wire.Rate) (int64, time.Duration, error) {
+	c, err := s.conn.Client()
+	if err != nil {
+		return 0, 0, err
+	}
+	v, err := rateInfoScript.Exec(ctx, c, []string{rateWindowsKey(s.groupOf(key))}, []string{key, rateArg(rate)}).AsIntSlice()
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(v) != 2 {
+		return 0, 0, fmt.Errorf("rate info script: %d values, want 2", len(v))
+	}
+	return v[0], time.Duration(v[1]) * time.Microsecond, nil
 }
 
 // Allow runs the shared rate limit script.

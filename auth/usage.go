@@ -24,12 +24,15 @@ type usage struct {
 	Used      int64      // calls counted this UTC month
 	Remaining int64      // Limit - Used, at least 0
 	Reset     time.Time  // the start of the next UTC month
+	Rate      rateState  // the key's rate, if it has one
 	Expires   *time.Time // when the key expires, if it does
 }
 
 // appendJSON writes u as
-// {"limit":N,"used":N,"remaining":N,"reset":"<RFC 3339>"[,"expires":"<RFC 3339>"]},
-// or {"unmetered":true,"reset":…[,"expires":…]} for an unmetered key.
+// {"limit":N,"used":N,"remaining":N,"reset":"<RFC 3339>"[,"rate":{…}][,"expires":"<RFC 3339>"]},
+// or {"unmetered":true,"reset":…[,"expires":…]} for an unmetered key; the
+// rate is {"limit":N,"window":<seconds>[,"burst":N],"remaining":N,"reset":<seconds>}:
+// calls in any window, how many may go now, and the seconds until more may.
 func (u usage) appendJSON(b []byte) []byte {
 	if u.Unmetered {
 		b = append(b, `{"unmetered":true`...)
@@ -44,6 +47,21 @@ func (u usage) appendJSON(b []byte) []byte {
 	b = append(b, `,"reset":"`...)
 	b = u.Reset.UTC().AppendFormat(b, time.RFC3339)
 	b = append(b, '"')
+	if r := u.Rate; r.on {
+		b = append(b, `,"rate":{"limit":`...)
+		b = strconv.AppendInt(b, r.limit, 10)
+		b = append(b, `,"window":`...)
+		b = strconv.AppendInt(b, r.window, 10)
+		if r.burst > 0 {
+			b = append(b, `,"burst":`...)
+			b = strconv.AppendInt(b, r.burst, 10)
+		}
+		b = append(b, `,"remaining":`...)
+		b = strconv.AppendInt(b, r.remaining, 10)
+		b = append(b, `,"reset":`...)
+		b = strconv.AppendInt(b, r.reset, 10)
+		b = append(b, '}')
+	}
 	if u.Expires != nil {
 		b = append(b, `,"expires":"`...)
 		b = u.Expires.UTC().AppendFormat(b, time.RFC3339)
@@ -60,7 +78,7 @@ func (u usage) appendJSON(b []byte) []byte {
 // the global one (limits), shared by every replica, well-formed key or not:
 // 429 {"message":"Too many requests"} with Retry-After beyond that, so that
 // no number of addresses can use the route to try keys faster than that.
-func handleUsage(acct accountStore, ips clientip.Resolver, limits ratelimit.Limits, unmetered string, now func() time.Time) fiber.Handler {
+func handleUsage(acct accountStore, ips clientip.Resolver, limits ratelimit.Limits, mt metering, now func() time.Time) fiber.Handler {
 	return func(c fiber.Ctx) error {
 		token, err := requestToken(c)
 		if err != nil {
@@ -83,9 +101,15 @@ func handleUsage(acct accountStore, ips clientip.Resolver, limits ratelimit.Limi
 		if err != nil {
 			return err
 		}
-		k, err := followRecord(token, raw, unmetered, now, func(t time.Time, email string, _ int64) (int64, bool, error) {
-			used, err := acct.Used(ctx, wire.CounterKey(t, email))
-			return used, true, err // asking counts no call
+		k, err := followRecord(token, raw, mt, now, func(t time.Time, email string, pol policy) (verdict, error) {
+			// Asking counts no call and spends no rate.
+			key := wire.CounterKey(t, email)
+			used, err := acct.Used(ctx, key)
+			if err != nil || !pol.rate.On() {
+				return verdict{used: used, allowed: true}, err
+			}
+			left, wait, err := acct.RateLeft(ctx, key, pol.rate)
+			return verdict{used: used, allowed: true, rated: true, rateLeft: left, rateWait: wait}, err
 		})
 		if err != nil {
 			return err
@@ -96,8 +120,8 @@ func handleUsage(acct accountStore, ips clientip.Resolver, limits ratelimit.Limi
 			u.Expires = &exp
 		}
 		if !k.unmetered {
-			u.Used, u.Limit, u.Remaining = k.used, k.state.limit, k.state.remaining
-			setRateHeaders(&c.Response().Header, k.state)
+			u.Used, u.Limit, u.Remaining, u.Rate = k.verdict.used, k.state.limit, k.state.remaining, k.rate
+			setRateHeaders(&c.Response().Header, k.state, k.rate)
 		}
 		c.Set(fiber.HeaderCacheControl, "no-store")
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)

@@ -108,6 +108,48 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+// /api/usage shows the key's rate and what is left of it, in the body and
+// in both policies' fields, and asking spends none of it.
+func TestUsageShowsTheRate(t *testing.T) {
+	rs := redistest.Start(t)
+	rs.Do("SET", "tok-rate", `{"UserEmail":"rate@example.com","MonthlyLimit":100,"Revoked":false,"Rate":"5/s"}`)
+	rs.Do("SET", "tok-burst", `{"UserEmail":"burst@example.com","MonthlyLimit":100,"Revoked":false,"Rate":"60/m;burst=2"}`)
+	rs.Do("SET", "tok-default", `{"UserEmail":"default@example.com","MonthlyLimit":100,"Revoked":false}`)
+	rs.Do("SET", "tok-off", `{"UserEmail":"off@example.com","MonthlyLimit":100,"Revoked":false,"Rate":"off"}`)
+	app, _ := newTestApp(t, rs, map[string]string{"USAGE_RATE": "1000/s", "KEY_RATE": "7/m"}, endOfMonth)
+	for range 2 {
+		testCall(t, app, "GET", tokenHeader("tok-rate"))
+	}
+	testCall(t, app, "GET", tokenHeader("tok-burst"))
+
+	const reset = `"reset":"2026-12-01T00:00:00Z"`
+	for _, c := range []struct {
+		name, token, body, policy, fields string
+	}{
+		{"two calls of five", "tok-rate", `{"limit":100,"used":2,"remaining":98,` + reset + `,"rate":{"limit":5,"window":1,"remaining":3,"reset":1}}`,
+			`"rate";q=5;w=1, "monthly";q=100;w=2592000`, `"rate";r=3;t=1, "monthly";r=98;t=60`},
+		{"burst", "tok-burst", `{"limit":100,"used":1,"remaining":99,` + reset + `,"rate":{"limit":60,"window":60,"burst":2,"remaining":1,"reset":1}}`,
+			`"rate";q=60;w=60;pesto-burst=2, "monthly";q=100;w=2592000`, `"rate";r=1;t=1, "monthly";r=99;t=60`},
+		{"the default, nothing spent", "tok-default", `{"limit":100,"used":0,"remaining":100,` + reset + `,"rate":{"limit":7,"window":60,"remaining":7,"reset":0}}`,
+			`"rate";q=7;w=60, "monthly";q=100;w=2592000`, `"rate";r=7;t=0, "monthly";r=100;t=60`},
+		{"off", "tok-off", `{"limit":100,"used":0,"remaining":100,` + reset + `}`,
+			`"monthly";q=100;w=2592000`, `"monthly";r=100;t=60`},
+	} {
+		for range 2 { // asking spends nothing
+			got := usageCall(t, app, "GET", tokenHeader(c.token))
+			if got.Status != 200 || got.Body != c.body {
+				t.Fatalf("%s: got %d %s\nwant 200 %s", c.name, got.Status, got.Body, c.body)
+			}
+			if p, f := got.Header.Get("RateLimit-Policy"), got.Header.Get("RateLimit"); p != c.policy || f != c.fields {
+				t.Errorf("%s: RateLimit-Policy %q, RateLimit %q\nwant %q, %q", c.name, p, f, c.policy, c.fields)
+			}
+		}
+	}
+	if hasWindow(rs, counterNov+"default@example.com") {
+		t.Error("asking wrote a window")
+	}
+}
+
 // /api/usage is bounded per client IP (USAGE_RATE), whatever the key and
 // whichever replica answers; clients behind a trusted proxy are told apart
 // by X-Forwarded-For, and a refused request reads nothing.

@@ -58,8 +58,10 @@ const (
 	corruptKey = "corrupt-key-00000000000000000000000000000000000000000000000000000"
 )
 
+// The valid key has no rate (the admission test holds 32 of its calls at
+// once); the others have the default, KEY_RATE's 10/s.
 var seeded = map[string]string{
-	validKey:   `{"UserEmail":"valid@example.com","MonthlyLimit":1000,"Revoked":false}`,
+	validKey:   `{"UserEmail":"valid@example.com","MonthlyLimit":1000,"Revoked":false,"Rate":"off"}`,
 	revokedKey: `{"UserEmail":"revoked@example.com","MonthlyLimit":1000,"Revoked":true}`,
 	corruptKey: `{"UserEmail":`,
 }
@@ -99,6 +101,8 @@ func TestProxies(t *testing.T) {
 		redis.Do("SET", quotaKey(f), fmt.Sprintf(`{"UserEmail":"quota-%d@example.com","MonthlyLimit":1,"Revoked":false}`, i))
 		// Seven of fifty calls used this month.
 		redis.Do("SET", usageKey(f), fmt.Sprintf(`{"UserEmail":"usage-%d@example.com","MonthlyLimit":50,"Revoked":false}`, i))
+		// Two calls a minute.
+		redis.Do("SET", rateKey(f), fmt.Sprintf(`{"UserEmail":"rate-%d@example.com","MonthlyLimit":1000,"Revoked":false,"Rate":"2/m"}`, i))
 		redis.Do("SET", wire.CounterKey(time.Now(), fmt.Sprintf("usage-%d@example.com", i)), "7")
 	}
 
@@ -140,12 +144,17 @@ func TestProxies(t *testing.T) {
 				if got, want := got.header.Get("RateLimit-Remaining"), "0"; got != want {
 					t.Errorf("RateLimit-Remaining = %q, want %q", got, want)
 				}
-				if got, want := got.header.Get("RateLimit-Policy"), `"monthly";q=1;w=`+monthSeconds(); got != want {
+				// The default rate beside it, farther from refusing.
+				if got, want := got.header.Get("RateLimit-Policy"), `"monthly";q=1;w=`+monthSeconds()+`, "rate";q=10;w=1`; got != want {
 					t.Errorf("RateLimit-Policy = %q, want %q", got, want)
 				}
-				if got := got.header.Get("RateLimit"); !regexp.MustCompile(`^"monthly";r=0;t=[1-9][0-9]*$`).MatchString(got) {
-					t.Errorf("RateLimit = %q, want \"monthly\";r=0;t=<seconds>", got)
+				if got := got.header.Get("RateLimit"); !regexp.MustCompile(`^"monthly";r=0;t=[1-9][0-9]*, "rate";r=(9;t=1|10;t=0)$`).MatchString(got) {
+					t.Errorf("RateLimit = %q, want \"monthly\";r=0;t=<seconds>, \"rate\";r=<9 or 10>;t=<1 or 0>", got)
 				}
+			})
+
+			t.Run("key rate", func(t *testing.T) {
+				checkKeyRate(t, f)
 			})
 
 			if f.viaProxy {
@@ -228,14 +237,15 @@ func usageKey(f front) string {
 // is, whatever the proxy, and asking counts no call.
 func checkUsage(t *testing.T, f front) {
 	reset := wire.NextMonth(time.Now()).Format(time.RFC3339)
-	want := answer{status: 200, body: `{"limit":50,"used":7,"remaining":43,"reset":"` + reset + `"}`}
-	for i := 0; i < 2; i++ { // asking twice: still 7 used
+	want := answer{status: 200, body: `{"limit":50,"used":7,"remaining":43,"reset":"` + reset +
+		`","rate":{"limit":10,"window":1,"remaining":10,"reset":0}}`}
+	for i := 0; i < 2; i++ { // asking twice: still 7 used, the rate whole
 		got := do(t, "GET", f.url+"/api/usage", ptr(usageKey(f)))
 		want.check(t, got)
-		if got, want := got.header.Get("RateLimit-Policy"), `"monthly";q=50;w=`+monthSeconds(); got != want {
+		if got, want := got.header.Get("RateLimit-Policy"), `"rate";q=10;w=1, "monthly";q=50;w=`+monthSeconds(); got != want {
 			t.Errorf("RateLimit-Policy = %q, want %q", got, want)
 		}
-		if got := got.header.Get("RateLimit"); !regexp.MustCompile(`^"monthly";r=43;t=[1-9][0-9]*$`).MatchString(got) {
+		if got := got.header.Get("RateLimit"); !regexp.MustCompile(`^"rate";r=10;t=0, "monthly";r=43;t=[1-9][0-9]*$`).MatchString(got) {
 			t.Errorf("RateLimit = %q", got)
 		}
 		if got := got.header.Get("Content-Type"); got != "application/json" {
@@ -251,6 +261,55 @@ func checkUsage(t *testing.T, f front) {
 		{ptr(revokedKey), denied(401, "Token has been revoked")},
 	} {
 		tt.want.check(t, do(t, "GET", f.url+"/api/usage", tt.token))
+	}
+}
+
+// rateKey is the key with a rate of 2 calls a minute that front f spends.
+func rateKey(f front) string {
+	return "rate-key-" + f.name + strings.Repeat("0", 40)
+}
+
+// checkKeyRate spends the rate of rateKey(f), 2 calls a minute, through
+// front f: both calls let through with both policies' fields (on the
+// client's answer from auth itself; behind a proxy on the request to the
+// API), the rate closer to refusing first; the third refused with auth's
+// 429 Too many requests (not the month's, nor the admission's: it carries
+// the fields and the rate's Retry-After), spending nothing of the month.
+func checkKeyRate(t *testing.T, f front) {
+	policy := `"rate";q=2;w=60, "monthly";q=1000;w=` + monthSeconds()
+	allowed := answer{status: 200}
+	if f.viaProxy {
+		allowed.body = "upstream ok"
+	}
+	allowed.check(t, call(t, f, "/api/execute", ptr(rateKey(f))))
+	second := call(t, f, echoRateLimitPath, ptr(rateKey(f)))
+	fields := `"rate";r=0;t=(59|60), "monthly";r=998;t=[1-9][0-9]*`
+	if f.viaProxy {
+		want := regexp.MustCompile(`^upstream ok\nRateLimit: ` + fields + `\nRateLimit-Policy: ` + regexp.QuoteMeta(policy) +
+			`\nRateLimit-Limit: 1000\nRateLimit-Remaining: 998\nRateLimit-Reset: [1-9][0-9]*\n$`)
+		if second.status != 200 || !want.MatchString(second.body) {
+			t.Errorf("second call: %d %q, want 200 matching %s", second.status, second.body, want)
+		}
+	} else {
+		if second.status != 200 || second.header.Get("RateLimit-Policy") != policy ||
+			!regexp.MustCompile(`^`+fields+`$`).MatchString(second.header.Get("RateLimit")) {
+			t.Errorf("second call: %d %v", second.status, second.header)
+		}
+	}
+
+	got := call(t, f, "/api/execute", ptr(rateKey(f)))
+	denied(429, "Too many requests").check(t, got)
+	if ra := got.header.Get("Retry-After"); ra != "59" && ra != "60" {
+		t.Errorf("Retry-After = %q, want the minute's window: 60 (or 59)", ra)
+	}
+	if got := got.header.Get("RateLimit-Policy"); got != policy {
+		t.Errorf("RateLimit-Policy = %q, want %q", got, policy)
+	}
+	if got := got.header.Get("RateLimit"); !regexp.MustCompile(`^` + fields + `$`).MatchString(got) {
+		t.Errorf("RateLimit = %q, want %s", got, fields)
+	}
+	if got := got.header.Get("RateLimit-Remaining"); got != "998" {
+		t.Errorf("RateLimit-Remaining = %q, want the month's 998", got)
 	}
 }
 

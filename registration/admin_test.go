@@ -113,6 +113,25 @@ func TestApprove(t *testing.T) {
 		t.Fatalf("record %s, want %s", got, want)
 	}
 
+	// A key with a rate of its own: the record's Rate field, last.
+	rs.Do("RPUSH", "waiting-list", `{"name":"Rated","email":"rated@example.com","building":"","calls":1}`)
+	rs.Do("RPUSH", "waiting-list", `{"name":"Free","email":"free@example.com","building":"","calls":1}`)
+	for _, c := range []struct{ body, want string }{
+		{`{"email":"rated@example.com","limit":9,"token":"rated-key","rate":"600/m;burst=100"}`,
+			`{"UserEmail":"rated@example.com","MonthlyLimit":9,"Revoked":false,"Rate":"600/m;burst=100"}`},
+		{`{"email":"free@example.com","limit":9,"token":"free-key","rate":"off"}`,
+			`{"UserEmail":"free@example.com","MonthlyLimit":9,"Revoked":false,"Rate":"off"}`},
+	} {
+		tokenOf(t, approve(c.body))
+		key := c.body[strings.Index(c.body, `"token":"`)+9 : strings.Index(c.body, `","rate"`)]
+		if got := rs.Do("GET", key); got != c.want {
+			t.Fatalf("record %s\nwant   %s", got, c.want)
+		}
+	}
+	if l := logs.String(); !strings.Contains(l, `"rate":"600/m;burst=100"`) {
+		t.Error("the rate is not logged with the approval")
+	}
+
 	// Repeating an approve: the token exists (checked first).
 	approve(`{"UserEmail":"old@example.com","MonthlyLimit":7,"Token":"legacy-key-1"}`).
 		want(t, 400, `{"message":"Token already exists"}`)
@@ -120,8 +139,8 @@ func TestApprove(t *testing.T) {
 		want(t, 400, `{"message":"Token already exists"}`)
 	approve(`{"email":"jane@example.com","limit":100}`).want(t, 400, `{"message":"Email does not exists"}`)
 	approve(`{"email":"nobody@example.com","limit":1,"token":"fresh"}`).want(t, 400, `{"message":"Email does not exists"}`)
-	if n := len(outboxEntries(t, rs)); n != 2 {
-		t.Fatalf("%d outbox entries, want 2", n)
+	if n := len(outboxEntries(t, rs)); n != 4 {
+		t.Fatalf("%d outbox entries, want 4", n)
 	}
 	if rs.Do("EXISTS", "fresh") != "0" {
 		t.Fatal("a record was written for an unlisted email")
@@ -156,6 +175,12 @@ func TestApproveValidation(t *testing.T) {
 		{"approve", `{"email":"j@example.com","limit":1,"token":"pesto:x"}`, nil, 400, msg(msgToken)},
 		{"approve", `{"email":"j@example.com","limit":1,"token":"` + strings.Repeat("k", 257) + `"}`, nil, 400, msg(msgToken)},
 		{"approve", `{"email":"j@example.com","limit":1,"token":7}`, nil, 400, msg(msgTokenType)},
+		{"approve", `{"email":"j@example.com","limit":1,"rate":10}`, nil, 400, msg(msgRate)},
+		{"approve", `{"email":"j@example.com","limit":1,"rate":""}`, nil, 400, msg(msgRate)},
+		{"approve", `{"email":"j@example.com","limit":1,"rate":"fast"}`, nil, 400, msg(msgRate)},
+		{"approve", `{"email":"j@example.com","limit":1,"rate":"10/h"}`, nil, 400, msg(msgRate)},
+		{"approve", `{"email":"j@example.com","limit":1,"rate":"10/s;burst=11"}`, nil, 400, msg(msgRate)},
+		{"approve", `{"email":"j@example.com","limit":1,"rate":"1000001/m"}`, nil, 400, msg(msgRate)},
 		{"approve", `{"email":"j@example.com","limit":1,"expires_in":60,"expires_at":"2099-01-01T00:00:00Z"}`, nil, 400, msg(msgExpiresBoth)},
 		{"approve", `{"email":"j@example.com","limit":1,"expires_in":0}`, nil, 400, msg(msgExpiresIn)},
 		{"approve", `{"email":"j@example.com","limit":1,"expires_in":-60}`, nil, 400, msg(msgExpiresIn)},
@@ -311,9 +336,14 @@ func TestRevoke(t *testing.T) {
 	}
 	before := rs.Do("GET", v.Token)
 	rs.Do("SET", "legacy", `{"email":"old@example.com","limit":42,"token":"legacy"}`)
+	rs.Do("SET", "rated", `{"UserEmail":"rated@example.com","MonthlyLimit":42,"Revoked":false,"Rate":"5/s"}`)
 
 	send(t, "PUT", base+"/api/revoke", `{"token":"`+v.Token+`"}`, auth...).want(t, 200, `{"message":"OK"}`)
 	send(t, "PUT", base+"/api/revoke", `{"token":"legacy"}`, auth...).want(t, 200, `{"message":"OK"}`)
+	send(t, "PUT", base+"/api/revoke", `{"token":"rated"}`, auth...).want(t, 200, `{"message":"OK"}`)
+	if got, want := rs.Do("GET", "rated"), `{"UserEmail":"rated@example.com","MonthlyLimit":42,"Revoked":true,"Rate":"5/s"}`; got != want {
+		t.Fatalf("record %s, want %s (its rate kept)", got, want)
+	}
 
 	if got, want := rs.Do("GET", v.Token), strings.Replace(before, `"Revoked":false`, `"Revoked":true`, 1); got != want {
 		t.Fatalf("record %s, want %s", got, want)

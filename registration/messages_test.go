@@ -31,6 +31,7 @@ const (
 	msgToken        = "token must be 1 to 256 printable ASCII characters and not a reserved key"
 	msgTokenMissing = "token is required"
 	msgTokenType    = "token must be a string"
+	msgRate         = "rate must be a rate such as 10/s or 600/m;burst=100 (count 1 to 1000000), or off"
 	msgExpiresBoth  = "give expires_in or expires_at, not both"
 	msgExpiresIn    = "expires_in must be a whole number of seconds from 1 to 315360000"
 	msgExpiresAt    = "expires_at must be an RFC 3339 time such as 2027-01-31T00:00:00Z"

@@ -27,7 +27,8 @@ func TestRotate(t *testing.T) {
 	base, logs := startRegistration(t, map[string]string{"REDIS_URL": rs.URL, "SMTP_URL": srv.URL("tls=none")})
 	auth := []string{"Authorization", adminBearer(t, "alice")}
 	rotate := func(body string) response { return send(t, "PUT", base+"/api/rotate", body, auth...) }
-	const oldRecord = `{"UserEmail":"Jane@Example.com","MonthlyLimit":250,"Revoked":false}`
+	// The key has a rate of its own: its successor keeps it.
+	const oldRecord = `{"UserEmail":"Jane@Example.com","MonthlyLimit":250,"Revoked":false,"Rate":"600/m;burst=100"}`
 	rs.Do("SET", "old-key", oldRecord)
 	rs.Do("SET", "counter/2026-11/Jane@Example.com", "17")
 
@@ -49,7 +50,7 @@ func TestRotate(t *testing.T) {
 		t.Fatal("another key opened the seal")
 	}
 	if got := rs.Do("GET", newKey); got != oldRecord {
-		t.Fatalf("new record %s, want %s (same email and limit)", got, oldRecord)
+		t.Fatalf("new record %s, want %s (same email, limit and rate)", got, oldRecord)
 	}
 	if got := rs.Do("TTL", newKey); got != "-1" {
 		t.Errorf("new key TTL = %s, want -1 (the old one did not expire)", got)

@@ -175,7 +175,8 @@ func TestTargets(t *testing.T) {
 			refRuns:      []wrkResult{run(100, 1000)},
 			manyRuns:     []wrkResult{run(55, 1500)},
 			refManyRuns:  []wrkResult{run(100, 1000)},
-			exact:        exactResult{limit: 10, allowed: 10, counter: 10, overQuota: 5, requests: 15},
+			exact:        exactResult{limit: 10, hammered: hammered{allowed: 10, counter: 10, refused: 5, requests: 15}},
+			rateExact:    rateExactResult{count: 100, run: 5 * time.Second, hammered: hammered{allowed: 550, counter: 550, refused: 9000, requests: 9550}},
 		}
 		return r
 	}
@@ -201,10 +202,15 @@ func TestTargets(t *testing.T) {
 		{"Redis CPU above 1.5× the hot key's", func(r *report) {
 			r.authRuns[0].RedisCPU, r.manyRuns[0].RedisCPU = 700*2*time.Millisecond, 550*3*time.Millisecond+time.Millisecond
 		}, "Redis CPU per allowed call", "**not met**"},
+		{"rate exact", func(*report) {}, "a key's rate exact", "met"},
+		{"rate: one more than its seconds allow", func(r *report) { r.rateExact.allowed, r.rateExact.counter = 601, 601 }, "a key's rate exact", "**not met**"},
+		{"rate: a second without its calls", func(r *report) { r.rateExact.allowed, r.rateExact.counter = 399, 399 }, "a key's rate exact", "**not met**"},
+		{"rate: a refused call counted", func(r *report) { r.rateExact.counter = 551 }, "a key's rate exact", "**not met**"},
+		{"rate never reached", func(r *report) { r.rateExact.refused = 0 }, "a key's rate exact", "**not met**"},
 		{"exact", func(*report) {}, "zero lost", "met"},
 		{"one extra", func(r *report) { r.exact.allowed, r.exact.counter = 11, 11 }, "zero lost", "**not met**"},
 		{"one lost", func(r *report) { r.exact.counter = 9 }, "zero lost", "**not met**"},
-		{"limit never reached", func(r *report) { r.exact.overQuota = 0 }, "zero lost", "**not met**"},
+		{"limit never reached", func(r *report) { r.exact.refused = 0 }, "zero lost", "**not met**"},
 		{"idle RSS", func(*report) {}, "auth idle RSS", "met"},
 		{"idle RSS after calls", func(r *report) { r.auth.afterCalls.rss = 8<<20 + 1 }, "auth idle RSS", "**not met**"},
 		{"load RSS", func(r *report) { r.auth.load.hwm = 25<<20 + 1 }, "auth RSS under load", "**not met**"},

@@ -47,12 +47,22 @@ const (
 	// widest IPv6 multiple, or registration does not start).
 	benchRate       = "100000/s"
 	benchGlobalRate = "1000000/s"
+	// benchKeyRate is KEY_RATE of the auth measured against the targets:
+	// the largest rate, which no load here reaches, so that every call is
+	// checked against its key's window and none refused by it. A second
+	// auth runs with KEY_RATE=off, for the rate's cost.
+	benchKeyRate = "1000000/s"
+	// rateExactCount a second is the rate of the rate-exactness key,
+	// hammered for rateRun through two replicas.
+	rateExactCount = 1000
+	rateRun        = 5 * time.Second
 )
 
 // Emails of the seeded keys. UNMETERED_EMAILS is empty: both are metered.
 const (
 	throughputEmail = "bench-throughput@example.com"
 	exactEmail      = "bench-exact@example.com"
+	rateEmail       = "bench-rate@example.com"
 )
 
 // bench is one run of the harness.
@@ -89,7 +99,7 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 	}
 	defer b.rdb.Close()
 
-	throughputToken, exactToken := randomToken(), randomToken()
+	throughputToken, exactToken, rateToken := randomToken(), randomToken(), randomToken()
 	if err := b.seed(ctx, throughputToken, wire.TokenRecord{UserEmail: throughputEmail, MonthlyLimit: throughputLimit}); err != nil {
 		return nil, err
 	}
@@ -111,7 +121,7 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 	// Start and idle footprint of each server.
 	authEnv := func(port int) []string {
 		return []string{"PORT=" + strconv.Itoa(port), "REDIS_URL=" + redisURL, "LOG_LEVEL=warn",
-			"ENVIRONMENT=bench", "UNMETERED_EMAILS="}
+			"ENVIRONMENT=bench", "UNMETERED_EMAILS=", "KEY_RATE=" + benchKeyRate}
 	}
 	b.progress("starting auth")
 	auth, err := b.startService(ctx, "auth", authBin, authEnv, &rep.auth)
@@ -129,6 +139,13 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 	authHashed, err := b.startService(ctx, "auth-hashed", authBin, func(port int) []string {
 		return append(authEnv(port), "KEY_STORAGE=hashed")
 	}, &rep.authHashed)
+	if err != nil {
+		return nil, err
+	}
+	b.progress("starting auth with KEY_RATE=off")
+	authNoRate, err := b.startService(ctx, "auth-norate", authBin, func(port int) []string {
+		return append(authEnv(port), "KEY_RATE=off") // the last of a name wins
+	}, &rep.authNoRate)
 	if err != nil {
 		return nil, err
 	}
@@ -186,6 +203,8 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 		{ref, "", manyScript, &rep.refManyRuns},
 		{authHashed, tokenHeader, plainScript, &rep.hashedRuns},
 		{authHashed, "", manyScript, &rep.hashedManyRuns},
+		{authNoRate, tokenHeader, plainScript, &rep.noRateRuns},
+		{authNoRate, "", manyScript, &rep.noRateManyRuns},
 	}
 	b.progress("warming up auth and reference (%s each, both loads)", b.o.warmup)
 	for _, k := range kinds {
@@ -224,6 +243,9 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 
 	if !b.o.authOnly {
 		if err := b.exactness(ctx, authEnv, authBin, auth, exactToken, rep); err != nil {
+			return nil, err
+		}
+		if err := b.rateExactness(ctx, authEnv, authBin, auth, rateToken, rep); err != nil {
 			return nil, err
 		}
 	}
@@ -525,21 +547,47 @@ func (b *bench) exactness(ctx context.Context, authEnv func(int) []string, authB
 	if err := b.seed(ctx, token, wire.TokenRecord{UserEmail: exactEmail, MonthlyLimit: limit}); err != nil {
 		return err
 	}
+	b.progress("quota exactness: limit %d, auth ×2, wrk -t1 -c%d -d%s on each", limit, b.o.conns/2, exactRun)
+	var err error
+	rep.exact.hammered, err = b.hammer(ctx, authEnv, authBin, auth, token, exactEmail, exactRun)
+	return err
+}
+
+// rateExactness hammers a key with a rate of rateExactCount a second (and
+// a monthly limit never reached) through two auth replicas at once for
+// rateRun, and compares the 200s with what the rate allows and with the
+// counter in Redis.
+func (b *bench) rateExactness(ctx context.Context, authEnv func(int) []string, authBin string, auth *proc, token string, rep *report) error {
+	rate := wire.Rate{Count: rateExactCount, Per: time.Second}
+	if err := b.seed(ctx, token, wire.TokenRecord{UserEmail: rateEmail, MonthlyLimit: throughputLimit, Rate: rate}); err != nil {
+		return err
+	}
+	b.progress("rate exactness: %s, auth ×2, wrk -t1 -c%d -d%s on each", rate, b.o.conns/2, rateRun)
+	rep.rateExact.count, rep.rateExact.run = rateExactCount, rateRun
+	var err error
+	rep.rateExact.hammered, err = b.hammer(ctx, authEnv, authBin, auth, token, rateEmail, rateRun)
+	return err
+}
+
+// hammer calls token through auth and a second replica at once (wrk -t1
+// on each, half the connections each) for d, and returns what wrk counted
+// and the calls counted meanwhile on email's counter.
+func (b *bench) hammer(ctx context.Context, authEnv func(int) []string, authBin string, auth *proc, token, email string, d time.Duration) (hammered, error) {
+	var h hammered
 	port, err := freePort()
 	if err != nil {
-		return err
+		return h, err
 	}
 	auth2, err := b.sup.start("auth-2", authBin, port, authEnv(port))
 	if err != nil {
-		return err
+		return h, err
 	}
 	defer b.sup.stop(auth2)
 	if _, err := waitReady(ctx, auth2); err != nil {
-		return err
+		return h, err
 	}
 
-	b.progress("quota exactness: limit %d, auth ×2, wrk -t1 -c%d -d%s on each", limit, b.o.conns/2, exactRun)
-	keyBefore := wire.CounterKey(time.Now(), exactEmail)
+	keyBefore := wire.CounterKey(time.Now(), email)
 	var (
 		wg      sync.WaitGroup
 		results [2]wrkResult
@@ -548,33 +596,32 @@ func (b *bench) exactness(ctx context.Context, authEnv func(int) []string, authB
 	for i, p := range []*proc{auth, auth2} {
 		wg.Go(func() {
 			results[i], errs[i] = runWrk(ctx, b.tmp, load{url: url(p, "/"), threads: 1, conns: max(b.o.conns/2, 1),
-				duration: exactRun, header: "X-Pesto-Token: " + token, script: countScript})
+				duration: d, header: "X-Pesto-Token: " + token, script: countScript})
 		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs[:]...); err != nil {
-		return err
+		return h, err
 	}
 	keys := []string{keyBefore}
-	if k := wire.CounterKey(time.Now(), exactEmail); k != keyBefore {
+	if k := wire.CounterKey(time.Now(), email); k != keyBefore {
 		keys = append(keys, k) // the month turned during the run
 	}
-	e := &rep.exact
 	for _, k := range keys {
 		n, err := b.do(ctx, b.rdb.B().Get().Key(k).Build()).AsInt64()
 		if err != nil && !rueidis.IsRedisNil(err) {
-			return fmt.Errorf("GET %s: %w", k, err)
+			return h, fmt.Errorf("GET %s: %w", k, err)
 		}
-		e.counter += n
+		h.counter += n
 	}
 	for _, r := range results {
-		e.requests += r.Requests
-		e.allowed += r.Code(http.StatusOK)
-		e.overQuota += r.Code(http.StatusTooManyRequests)
-		e.socketErrors += r.SocketErrors()
+		h.requests += r.Requests
+		h.allowed += r.Code(http.StatusOK)
+		h.refused += r.Code(http.StatusTooManyRequests)
+		h.socketErrors += r.SocketErrors()
 	}
-	e.other = e.requests - e.allowed - e.overQuota
-	return nil
+	h.other = h.requests - h.allowed - h.refused
+	return h, nil
 }
 
 // registrationLoad measures POST /api/register (unique emails, the

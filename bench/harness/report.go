@@ -40,21 +40,52 @@ type serviceStats struct {
 
 func (s serviceStats) ready() time.Duration { return median(s.readies) }
 
-// exactResult is the quota-exactness run.
-type exactResult struct {
-	limit        int64
+// hammered is what a key called through two replicas at once got: the
+// answers as wrk counted them, and its counter in Redis afterwards.
+type hammered struct {
 	requests     int64 // answered, as wrk counts them
 	allowed      int64 // 200s
-	overQuota    int64 // 429s
+	refused      int64 // 429s
 	other        int64 // any other answer
 	socketErrors int64
 	counter      int64 // the counter in Redis afterwards
 }
 
+// clean reports whether the counter equals the 200s served, the load did
+// go beyond the limit, and nothing else was answered.
+func (h hammered) clean() bool {
+	return h.counter == h.allowed && h.refused > 0 && h.other == 0 && h.socketErrors == 0
+}
+
+// exactResult is the quota-exactness run.
+type exactResult struct {
+	limit int64
+	hammered
+}
+
 // exact reports whether the counter equals the 200s served, exactly the
 // limit was allowed, and the load did go beyond it.
-func (e exactResult) exact() bool {
-	return e.counter == e.allowed && e.allowed == e.limit && e.overQuota > 0 && e.other == 0 && e.socketErrors == 0
+func (e exactResult) exact() bool { return e.clean() && e.allowed == e.limit }
+
+// rateExactResult is the rate-exactness run: a key of count calls a
+// second hammered through two replicas for run.
+type rateExactResult struct {
+	count int64
+	run   time.Duration
+	hammered
+}
+
+// most is what the rate lets through in the run at most: count in each
+// second it touches.
+func (e rateExactResult) most() int64 {
+	return e.count * (int64((e.run+time.Second-1)/time.Second) + 1)
+}
+
+// exact reports whether the counter equals the 200s, they are within what
+// the rate allows and at least its count in each whole second but the
+// first, and the load went beyond it.
+func (e rateExactResult) exact() bool {
+	return e.clean() && e.allowed <= e.most() && e.allowed >= e.count*int64(e.run/time.Second-1)
 }
 
 // routeLoad is the load of one registration route.
@@ -79,7 +110,12 @@ type report struct {
 	// first), under the same two loads
 	authHashed                 serviceStats
 	hashedRuns, hashedManyRuns []wrkResult
+	// auth with KEY_RATE=off (no call checked against a rate), under the
+	// same two loads
+	authNoRate                 serviceStats
+	noRateRuns, noRateManyRuns []wrkResult
 	exact                      exactResult
+	rateExact                  rateExactResult
 	register, trial            routeLoad
 	flood                      floodResult
 }
@@ -97,6 +133,7 @@ func newReport(o options) *report {
 		registration: serviceStats{name: "registration"},
 		reference:    serviceStats{name: "reference"},
 		authHashed:   serviceStats{name: "auth-hashed"},
+		authNoRate:   serviceStats{name: "auth-norate"},
 	}
 }
 
@@ -177,8 +214,15 @@ func (r *report) targets() []target {
 		{
 			name: "zero lost or extra counts (counter = 200s served = limit)",
 			measured: fmt.Sprintf("limit %d: %d × 200, counter %d, %d × 429, %d other, %d socket errors",
-				r.exact.limit, r.exact.allowed, r.exact.counter, r.exact.overQuota, r.exact.other, r.exact.socketErrors),
+				r.exact.limit, r.exact.allowed, r.exact.counter, r.exact.refused, r.exact.other, r.exact.socketErrors),
 			status: verdict(r.exact.exact()),
+		},
+		{
+			name: "a key's rate exact across two replicas (200s within the rate, counter = 200s)",
+			measured: fmt.Sprintf("%d/s for %s: %d × 200 (at most %d), counter %d, %d × 429, %d other, %d socket errors",
+				r.rateExact.count, r.rateExact.run, r.rateExact.allowed, r.rateExact.most(), r.rateExact.counter, r.rateExact.refused,
+				r.rateExact.other, r.rateExact.socketErrors),
+			status: verdict(r.rateExact.exact()),
 		},
 	}
 	ts = append(ts, r.floodTargets()...)
@@ -246,8 +290,8 @@ func (r *report) markdown() string {
 	p("- Date: %s", r.date.Format("2006-01-02 15:04 UTC"))
 	p("- Machine: %d × %s; load average %s at the start, %s at the end", r.nproc, r.cpu, r.loadStart, r.loadEnd)
 	p("- Build: %s, %s; wrk %s; redis-server %s (no persistence); all on loopback", r.goVersion, r.authVersion, r.wrkVersion, r.redisVersion)
-	p("- Load: `wrk -t%d -c%d -d%s`, auth (metered keys with a limit never reached: every call is counted; the hot key, and %d keys) and a do-nothing fiber v3 handler (bench/reference) alternately under each, rounds: %d each after a %s warm-up; medians of the rounds",
-		r.o.threads, r.o.conns, r.o.duration, manyKeys, r.o.rounds, r.o.warmup)
+	p("- Load: `wrk -t%d -c%d -d%s`, auth (metered keys with a limit never reached, and `KEY_RATE=%s`, a rate never reached: every call is counted and checked against its key's rate; the hot key, and %d keys) and a do-nothing fiber v3 handler (bench/reference) alternately under each, rounds: %d each after a %s warm-up; medians of the rounds",
+		r.o.threads, r.o.conns, r.o.duration, benchKeyRate, manyKeys, r.o.rounds, r.o.warmup)
 	p("")
 	p("## Targets")
 	p("")
@@ -268,18 +312,43 @@ func (r *report) markdown() string {
 	r.loadTable(p, "The hot key, KEY_STORAGE=hashed", r.hashedRuns, r.refRuns)
 	r.loadTable(p, fmt.Sprintf("%d keys, KEY_STORAGE=hashed", manyKeys), r.hashedManyRuns, r.refManyRuns)
 	p("")
+	p("The same two loads on a third auth with `KEY_RATE=off`: no call is checked against a rate, and a counter well below its limit is counted with a plain `INCRBY` instead of the counter script. The difference to the first auth is the rate's cost.")
+	r.loadTable(p, "The hot key, KEY_RATE=off", r.noRateRuns, r.refRuns)
+	r.loadTable(p, fmt.Sprintf("%d keys, KEY_RATE=off", manyKeys), r.noRateManyRuns, r.refManyRuns)
+	p("")
+	p("### The key rate's cost")
+	p("")
+	p("Medians of the rounds above, every call checked against its key's rate (`KEY_RATE=%s`) beside `KEY_RATE=off`.", benchKeyRate)
+	p("")
+	p("| load | req/s, rate on / off | auth / reference req/s, on / off | p99, on / off | CPU per call (auth + Redis), on / off |")
+	p("|---|---|---|---|---|")
+	for _, l := range []struct {
+		name          string
+		on, off, refs []wrkResult
+	}{{"the hot key", r.authRuns, r.noRateRuns, r.refRuns}, {fmt.Sprintf("%d keys", manyKeys), r.manyRuns, r.noRateManyRuns, r.refManyRuns}} {
+		on, off, ref := median(rpsOf(l.on)), median(rpsOf(l.off)), median(rpsOf(l.refs))
+		p("| %s | %.0f / %.0f = %.0f%% | %.0f%% / %.0f%% | %s / %s | %s + %s / %s + %s |", l.name, on, off, 100*ratio(on, off),
+			100*ratio(on, ref), 100*ratio(off, ref), us(median(p99Of(l.on))), us(median(p99Of(l.off))),
+			micro(median(cpuOf(l.on, false))), micro(median(cpuOf(l.on, true))), micro(median(cpuOf(l.off, false))), micro(median(cpuOf(l.off, true))))
+	}
+	p("")
 	p("### Where the time per call goes")
 	p("")
 	p("Medians of the rounds. The reference's CPU per call is what any fiber handler pays for HTTP; auth's CPU beyond it is the decision and the Redis round trip on auth's side. " +
 		"Redis's CPU per call includes its system calls; of it, the time of the counter scripts and of the INCRBYs (INFO commandstats; the INCRBYs include those the scripts run), and how many calls one script counted (group commit). " +
-		"A counter well below its limit, as in both loads here, is counted with a plain INCRBY: scripts are then rare (\"n/a\": none ran).")
+		"With a rate, every call is counted by the script, which checks and spends the key's window in the same call; with `KEY_RATE=off` a counter well below its limit, as in both loads here, is counted with a plain INCRBY, and scripts are rare (\"n/a\": none ran).")
 	p("")
 	p("| load | auth / reference req/s | auth p99 / reference p99 | CPU per call: auth + Redis | reference CPU per call | Redis: script time per call | Redis: INCRBY time per call | calls per script |")
 	p("|---|---|---|---|---|---|---|---|")
 	for _, l := range []struct {
 		name      string
 		auth, ref []wrkResult
-	}{{"the hot key", r.authRuns, r.refRuns}, {fmt.Sprintf("%d keys", manyKeys), r.manyRuns, r.refManyRuns}} {
+	}{
+		{"the hot key", r.authRuns, r.refRuns},
+		{fmt.Sprintf("%d keys", manyKeys), r.manyRuns, r.refManyRuns},
+		{"the hot key, KEY_RATE=off", r.noRateRuns, r.refRuns},
+		{fmt.Sprintf("%d keys, KEY_RATE=off", manyKeys), r.noRateManyRuns, r.refManyRuns},
+	} {
 		perScript, scriptTime := "n/a", "n/a"
 		if n := median(scriptsOf(l.auth)); n > 0 {
 			perScript = fmt.Sprintf("%.1f", n)
@@ -297,6 +366,10 @@ func (r *report) markdown() string {
 	p("")
 	p("Quota exactness: a key with limit %d, hammered through two auth replicas at once (wrk -t1 -c%d -d%s on each) "+
 		"well beyond its limit; wrk counted the answers by status in a Lua `response()` callback.", r.exact.limit, max(r.o.conns/2, 1), exactRun)
+	p("")
+	p("Rate exactness: a key with a rate of %d a second (and a limit never reached), hammered the same way for %s: at most %d calls in any second, so at most %d in the run "+
+		"(every second it touches), and at least %d (the rate in all its whole seconds but one); the counter counts the 200s only.",
+		r.rateExact.count, r.rateExact.run, r.rateExact.count, r.rateExact.most(), r.rateExact.count*int64(r.rateExact.run/time.Second-1))
 	p("")
 	p("## Footprint")
 	p("")

@@ -207,12 +207,17 @@ func TestStack(t *testing.T) {
 	step("usage through the gateway, from auth itself", func(t *testing.T) {
 		reset := wire.NextMonth(time.Now()).Format(time.RFC3339)
 		for range 2 { // asking counts no call
+			// The rate: compose's KEY_RATE, 10/s; Jane's three calls may
+			// still be in its window.
 			res := s.do(t, "GET", s.gateway+"/api/usage", nil, "", "X-Pesto-Token", keys[jane.Email])
-			wantJSON(t, res, 200, `{"limit":3,"used":3,"remaining":0,"reset":"`+reset+`"}`)
+			if want := regexp.MustCompile(`^\{"limit":3,"used":3,"remaining":0,"reset":"` + regexp.QuoteMeta(reset) +
+				`","rate":\{"limit":10,"window":1,"remaining":(7,"reset":1|8,"reset":1|9,"reset":1|10,"reset":0)\}\}$`); res.status != 200 || !want.MatchString(res.body) {
+				t.Errorf("got %d %q, want 200 matching %s", res.status, res.body, want)
+			}
 			wantHeader(t, res, "RateLimit-Limit", "3")
 			wantHeader(t, res, "RateLimit-Remaining", "0")
 			res = s.do(t, "GET", s.gateway+"/api/usage", nil, "", "X-Pesto-Token", keys[joe.Email])
-			wantJSON(t, res, 200, `{"limit":100,"used":0,"remaining":100,"reset":"`+reset+`"}`)
+			wantJSON(t, res, 200, `{"limit":100,"used":0,"remaining":100,"reset":"`+reset+`","rate":{"limit":10,"window":1,"remaining":10,"reset":0}}`)
 		}
 		wantDenied(t, s.do(t, "GET", s.gateway+"/api/usage", nil, "", "X-Pesto-Token", "no-such-key-0123456789"), 401, "Token not registered")
 		if got := s.redis(t, "GET", counterKey(jane.Email)); got != "3" {

@@ -63,14 +63,14 @@ func ExampleKeys_Record() {
 	keys := apikey.Keys{Storage: wire.StorageHashed}
 
 	rec, taken, err := keys.Record(ctx, c, "legacy-key")
-	fmt.Println(*rec, taken, err)
+	fmt.Println(rec.UserEmail, rec.MonthlyLimit, rec.Revoked, taken, err)
 	rec, taken, err = keys.Record(ctx, c, "no-such-key")
 	fmt.Println(rec, taken, err)
 
 	_, _, err = keys.LookupTTL(ctx, c, "no-such-key")
 	fmt.Println(errors.Is(err, apikey.ErrNotFound))
 	// Output:
-	// {old@example.com 5 false} true <nil>
+	// old@example.com 5 false true <nil>
 	// <nil> false <nil>
 	// true
 }

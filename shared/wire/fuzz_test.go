@@ -30,6 +30,7 @@ func addFixtureSeeds(f *testing.F, name string) {
 // decoder.
 func FuzzDecodeTokenRecord(f *testing.F) {
 	addFixtureSeeds(f, "token-records.json")
+	addFixtureSeeds(f, "rate-records.json")
 	f.Fuzz(func(t *testing.T, raw string) {
 		rec, err := DecodeTokenRecord(raw)
 		if err != nil {

@@ -122,25 +122,35 @@ type TokenRecord struct {
 	UserEmail    string
 	MonthlyLimit int64
 	Revoked      bool
+	// Rate is the key's own rate, when it has one: a field of ours, which
+	// the old services ignore (they accept unknown fields).
+	Rate Rate
 }
 
 // Encode returns the record exactly as every service writes it:
-// {"UserEmail":"…","MonthlyLimit":N,"Revoked":false}.
+// {"UserEmail":"…","MonthlyLimit":N,"Revoked":false}, and only when the key
+// has a rate of its own ,"Rate":"…" last.
 func (r TokenRecord) Encode() []byte {
-	b := make([]byte, 0, 64+len(r.UserEmail))
+	b := make([]byte, 0, 80+len(r.UserEmail))
 	b = append(b, `{"UserEmail":`...)
 	b = appendString(b, r.UserEmail)
 	b = append(b, `,"MonthlyLimit":`...)
 	b = strconv.AppendInt(b, r.MonthlyLimit, 10)
 	b = append(b, `,"Revoked":`...)
 	b = strconv.AppendBool(b, r.Revoked)
+	if r.Rate != (Rate{}) {
+		b = append(b, `,"Rate":"`...)
+		b = r.Rate.appendTo(b)
+		b = append(b, '"')
+	}
 	return append(b, '}')
 }
 
 // DecodeTokenRecord reads a record as any service wrote it: fields in any
 // order, white space, unknown fields, the lower-case aliases email, limit and
 // token, and a missing Revoked (false). The email is required and the limit
-// must be a JSON integer that fits an int64; a value that names a field twice
+// must be a JSON integer that fits an int64; a Rate, when present and not
+// null, must be a rate (ParseRate); a value that names a field twice
 // (fieldTwice) and anything else is ErrCorrupt.
 func DecodeTokenRecord(raw string) (TokenRecord, error) {
 	if r, ok := decodeCanonical(raw); ok {
@@ -152,6 +162,7 @@ func DecodeTokenRecord(raw string) (TokenRecord, error) {
 		MonthlyLimit *int64  `json:"MonthlyLimit"`
 		Limit        *int64  `json:"limit"`
 		Revoked      *bool   `json:"Revoked"`
+		Rate         *string `json:"Rate"`
 	}
 	if err := strictObject(raw, &v); err != nil {
 		return TokenRecord{}, err
@@ -160,6 +171,12 @@ func DecodeTokenRecord(raw string) (TokenRecord, error) {
 		return TokenRecord{}, err
 	}
 	var r TokenRecord
+	if v.Rate != nil {
+		var err error
+		if r.Rate, err = ParseRate(*v.Rate); err != nil {
+			return TokenRecord{}, corrupt("bad Rate")
+		}
+	}
 	switch {
 	case v.UserEmail != nil:
 		r.UserEmail = *v.UserEmail
@@ -191,6 +208,7 @@ var recordFields = [...]struct{ name, field string }{
 	{"UserEmail", "UserEmail"}, {"email", "UserEmail"},
 	{"MonthlyLimit", "MonthlyLimit"}, {"limit", "MonthlyLimit"},
 	{"Revoked", "Revoked"},
+	{"Rate", "Rate"},
 }
 
 // fieldTwice returns a corrupt error when raw, a valid JSON object, names a
@@ -233,7 +251,7 @@ func fieldTwice(raw string) error {
 // decodeCanonical reads the exact form Encode writes, without allocating,
 // when the email needs no unescaping. It is the hot path of auth.
 func decodeCanonical(raw string) (TokenRecord, bool) {
-	const p1, p2, p3 = `{"UserEmail":"`, `","MonthlyLimit":`, `,"Revoked":`
+	const p1, p2, p3, p4 = `{"UserEmail":"`, `","MonthlyLimit":`, `,"Revoked":`, `,"Rate":"`
 	s, ok := strings.CutPrefix(raw, p1)
 	if !ok {
 		return TokenRecord{}, false
@@ -270,13 +288,32 @@ func decodeCanonical(raw string) (TokenRecord, bool) {
 		return TokenRecord{}, false
 	}
 	r := TokenRecord{UserEmail: email, MonthlyLimit: limit}
-	switch s[end:] {
-	case p3 + "false}":
-	case p3 + "true}":
-		r.Revoked = true
+	s = s[end:]
+	switch {
+	case strings.HasPrefix(s, p3+"false"):
+		s = s[len(p3+"false"):]
+	case strings.HasPrefix(s, p3+"true"):
+		s, r.Revoked = s[len(p3+"true"):], true
 	default:
 		return TokenRecord{}, false
 	}
+	if s == "}" {
+		return r, true
+	}
+	// Then only a Rate that needs no unescaping, last.
+	s, ok = strings.CutPrefix(s, p4)
+	if !ok {
+		return TokenRecord{}, false
+	}
+	spec, ok := strings.CutSuffix(s, `"}`)
+	if !ok || strings.ContainsAny(spec, `"\`) {
+		return TokenRecord{}, false
+	}
+	rate, err := ParseRate(spec)
+	if err != nil {
+		return TokenRecord{}, false
+	}
+	r.Rate = rate
 	return r, true
 }
 

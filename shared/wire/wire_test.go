@@ -9,12 +9,47 @@ import (
 	"time"
 )
 
+// decodeCase is a value found under a token key and what a reader must
+// make of it: a record (a TokenRecord's JSON, its Rate as text), or
+// "corrupt".
+type decodeCase struct {
+	Name string          `json:"name"`
+	Raw  string          `json:"raw"`
+	Want json.RawMessage `json:"want"`
+}
+
+// checkDecodeCases decodes each case, and wants its record or ErrCorrupt;
+// the fast path, where it reads a case, must agree.
+func checkDecodeCases(t *testing.T, cases []decodeCase) {
+	t.Helper()
+	if len(cases) == 0 {
+		t.Fatal("no cases in fixture")
+	}
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			got, err := DecodeTokenRecord(c.Raw)
+			if string(c.Want) == `"corrupt"` {
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("got %+v, %v; want ErrCorrupt", got, err)
+				}
+				return
+			}
+			var want TokenRecord
+			if err := json.Unmarshal(c.Want, &want); err != nil {
+				t.Fatal(err)
+			}
+			if err != nil || got != want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, want)
+			}
+			if fast, ok := decodeCanonical(c.Raw); ok && fast != got {
+				t.Fatalf("fast path %+v, full decoder %+v", fast, got)
+			}
+		})
+	}
+}
+
 type tokenFixtures struct {
-	Cases []struct {
-		Name string          `json:"name"`
-		Raw  string          `json:"raw"`
-		Want json.RawMessage `json:"want"`
-	} `json:"cases"`
+	Cases   []decodeCase `json:"cases"`
 	Written struct {
 		Record TokenRecord `json:"record"`
 		Bytes  string      `json:"bytes"`
@@ -48,27 +83,7 @@ func load(t testing.TB, name string, v any) {
 func TestDecodeTokenRecordFixtures(t *testing.T) {
 	var f tokenFixtures
 	load(t, "token-records.json", &f)
-	if len(f.Cases) == 0 {
-		t.Fatal("no cases in fixture")
-	}
-	for _, c := range f.Cases {
-		t.Run(c.Name, func(t *testing.T) {
-			got, err := DecodeTokenRecord(c.Raw)
-			if string(c.Want) == `"corrupt"` {
-				if !errors.Is(err, ErrCorrupt) {
-					t.Fatalf("got %+v, %v; want ErrCorrupt", got, err)
-				}
-				return
-			}
-			var want TokenRecord
-			if err := json.Unmarshal(c.Want, &want); err != nil {
-				t.Fatal(err)
-			}
-			if err != nil || got != want {
-				t.Fatalf("got %+v, %v; want %+v", got, err, want)
-			}
-		})
-	}
+	checkDecodeCases(t, f.Cases)
 }
 
 // A value that names a field twice is no record, whichever copy a reader
@@ -87,16 +102,17 @@ func TestDecodeTokenRecordFieldTwice(t *testing.T) {
 		`{"email":"a@example.com","limit":5,"token":"k","token":"k"}`,
 		`{"UserEmail":"a@example.com","MonthlyLimit":5,"Revoked":false,"Note":1,"Note":2}`,
 		`{"UserEmail":"a@example.com","MonthlyLimit":5,"Revoked":null,"Revoked":true}`,
+		`{"UserEmail":"a@example.com","MonthlyLimit":5,"Rate":"10/s","rate":"off"}`,
 	} {
 		if got, err := DecodeTokenRecord(raw); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%s: got %+v, %v; want ErrCorrupt", raw, got, err)
 		}
 	}
 	for raw, want := range map[string]TokenRecord{
-		`{"email":"a@example.com","limit":5,"token":"k","Token":"k"}`:                         {"a@example.com", 5, false},
-		`{"UserEmail":"a@example.com","MonthlyLimit":5,"Revoked":false,"Note":{"a":1,"a":2}}`: {"a@example.com", 5, false},
-		`{ "Revoked" : true , "MonthlyLimit" : 5 , "UserEmail" : "a@example.com" }`:           {"a@example.com", 5, true},
-		`{"useremail":"a@example.com","monthlylimit":5,"revoked":true}`:                       {"a@example.com", 5, true},
+		`{"email":"a@example.com","limit":5,"token":"k","Token":"k"}`:                         {UserEmail: "a@example.com", MonthlyLimit: 5, Revoked: false},
+		`{"UserEmail":"a@example.com","MonthlyLimit":5,"Revoked":false,"Note":{"a":1,"a":2}}`: {UserEmail: "a@example.com", MonthlyLimit: 5, Revoked: false},
+		`{ "Revoked" : true , "MonthlyLimit" : 5 , "UserEmail" : "a@example.com" }`:           {UserEmail: "a@example.com", MonthlyLimit: 5, Revoked: true},
+		`{"useremail":"a@example.com","monthlylimit":5,"revoked":true}`:                       {UserEmail: "a@example.com", MonthlyLimit: 5, Revoked: true},
 	} {
 		if got, err := DecodeTokenRecord(raw); err != nil || got != want {
 			t.Errorf("%s: got %+v, %v; want %+v", raw, got, err, want)
@@ -114,10 +130,10 @@ func TestTokenRecordEncode(t *testing.T) {
 		rec  TokenRecord
 		want string
 	}{
-		{TokenRecord{"a@example.com", 0, true}, `{"UserEmail":"a@example.com","MonthlyLimit":0,"Revoked":true}`},
-		{TokenRecord{"a&b@example.com", -1, false}, `{"UserEmail":"a&b@example.com","MonthlyLimit":-1,"Revoked":false}`},
-		{TokenRecord{`q"\@example.com`, 9223372036854775807, false}, `{"UserEmail":"q\"\\@example.com","MonthlyLimit":9223372036854775807,"Revoked":false}`},
-		{TokenRecord{"ü@example.com", 1, false}, `{"UserEmail":"ü@example.com","MonthlyLimit":1,"Revoked":false}`},
+		{TokenRecord{UserEmail: "a@example.com", MonthlyLimit: 0, Revoked: true}, `{"UserEmail":"a@example.com","MonthlyLimit":0,"Revoked":true}`},
+		{TokenRecord{UserEmail: "a&b@example.com", MonthlyLimit: -1, Revoked: false}, `{"UserEmail":"a&b@example.com","MonthlyLimit":-1,"Revoked":false}`},
+		{TokenRecord{UserEmail: `q"\@example.com`, MonthlyLimit: 9223372036854775807, Revoked: false}, `{"UserEmail":"q\"\\@example.com","MonthlyLimit":9223372036854775807,"Revoked":false}`},
+		{TokenRecord{UserEmail: "ü@example.com", MonthlyLimit: 1, Revoked: false}, `{"UserEmail":"ü@example.com","MonthlyLimit":1,"Revoked":false}`},
 	} {
 		got := c.rec.Encode()
 		if string(got) != c.want {
@@ -255,6 +271,7 @@ func TestWellFormedToken(t *testing.T) {
 func BenchmarkDecodeTokenRecord(b *testing.B) {
 	for _, c := range []struct{ name, raw string }{
 		{"canonical", `{"UserEmail":"johndoe@example.com","MonthlyLimit":100,"Revoked":false}`},
+		{"canonical with a rate", `{"UserEmail":"johndoe@example.com","MonthlyLimit":100,"Revoked":false,"Rate":"600/m;burst=100"}`},
 		{"legacy", `{"email":"johndoe@example.com","limit":100,"token":"abc"}`},
 	} {
 		b.Run(c.name, func(b *testing.B) {

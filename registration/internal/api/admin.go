@@ -32,6 +32,7 @@ const (
 	msgLimit        = "limit must be a positive integer"
 	msgLimitMissing = "limit is required"
 	msgToken        = "token must be 1 to 256 printable ASCII characters and not a reserved key"
+	msgRate         = "rate must be a rate such as 10/s or 600/m;burst=100 (count 1 to 1000000), or off"
 	msgPendingLimit = "limit must be an integer from 1 to 1000"
 )
 
@@ -62,7 +63,7 @@ func handlePending(store *waitlist.Store) fiber.Handler {
 }
 
 // handleApprove answers PUT /api/approve: {"email","limit","token"?,
-// "expires_in"? | "expires_at"?}, or the legacy
+// "rate"?, "expires_in"? | "expires_at"?}, or the legacy
 // {"UserEmail","MonthlyLimit","Token"}.
 func handleApprove(log *slog.Logger, store *waitlist.Store, m *regMetrics) fiber.Handler {
 	return func(c fiber.Ctx) error {
@@ -72,6 +73,7 @@ func handleApprove(log *slog.Logger, store *waitlist.Store, m *regMetrics) fiber
 			Limit        json.RawMessage `json:"limit"`
 			MonthlyLimit json.RawMessage `json:"MonthlyLimit"`
 			Token        json.RawMessage `json:"token"`
+			Rate         json.RawMessage `json:"rate"`
 			ExpiresIn    json.RawMessage `json:"expires_in"`
 			ExpiresAt    json.RawMessage `json:"expires_at"`
 		}
@@ -108,6 +110,9 @@ func handleApprove(log *slog.Logger, store *waitlist.Store, m *regMetrics) fiber
 				return badRequest(msgToken)
 			}
 		}
+		if a.Rate, err = rateField(body.Rate); err != nil {
+			return err
+		}
 		if a.Expires, err = parseExpiry(body.ExpiresIn, body.ExpiresAt, time.Now()); err != nil {
 			return err
 		}
@@ -118,12 +123,14 @@ func handleApprove(log *slog.Logger, store *waitlist.Store, m *regMetrics) fiber
 			return err
 		}
 		m.approvals.Inc()
-		if a.Expires.IsZero() {
-			log.Info("approved", "admin", adminSub(c), "token", logging.Token(token), "limit", a.Limit)
-		} else {
-			log.Info("approved", "admin", adminSub(c), "token", logging.Token(token), "limit", a.Limit,
-				"expires", a.Expires.UTC().Format(time.RFC3339))
+		attrs := []any{"admin", adminSub(c), "token", logging.Token(token), "limit", a.Limit}
+		if a.Rate != (wire.Rate{}) {
+			attrs = append(attrs, "rate", a.Rate.String())
 		}
+		if !a.Expires.IsZero() {
+			attrs = append(attrs, "expires", a.Expires.UTC().Format(time.RFC3339))
+		}
+		log.Info("approved", attrs...)
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		out, _ := json.Marshal(struct {
 			Message string `json:"message"`
@@ -131,6 +138,24 @@ func handleApprove(log *slog.Logger, store *waitlist.Store, m *regMetrics) fiber
 		}{"OK", token})
 		return c.Send(out)
 	}
+}
+
+// rateField reads the optional "rate" of an approval: a key's own rate as
+// its record keeps it (wire.ParseRate); absent or null: none (the default
+// applies).
+func rateField(raw json.RawMessage) (wire.Rate, error) {
+	if raw = nullAsAbsent(raw); raw == nil {
+		return wire.Rate{}, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return wire.Rate{}, badRequest(msgRate)
+	}
+	r, err := wire.ParseRate(s)
+	if err != nil {
+		return wire.Rate{}, badRequest(msgRate)
+	}
+	return r, nil
 }
 
 // handleRevoke answers PUT /api/revoke {"token"}: Revoked set in every

@@ -19,8 +19,9 @@ import (
 const msgGrace = "grace must be a whole number of seconds from 0 to 31536000"
 
 // handleRotate answers PUT /api/rotate {"token","grace"?}: a new key for the
-// same email and limit, emailed like an approval; the old key keeps working
-// for grace seconds (default 86400; 0 revokes it at once), then is gone.
+// same email, limit and rate, emailed like an approval; the old key keeps
+// working for grace seconds (default 86400; 0 revokes it at once), then is
+// gone.
 func handleRotate(log *slog.Logger, store *rotation.Store, m *regMetrics) fiber.Handler {
 	return func(c fiber.Ctx) error {
 		var body struct {

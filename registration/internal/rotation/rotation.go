@@ -1,4 +1,4 @@
-// Package rotation gives a key's email and limit to a new key (PUT
+// Package rotation gives a key's email, limit and rate to a new key (PUT
 // /api/rotate): the new key written and emailed through the outbox, the old
 // one given a grace to live (or revoked at once), every step safe to
 // repeat, so that a retry after a timeout or a crash answers the same new
@@ -167,10 +167,10 @@ func New(conn *redisconn.Conn, keys apikey.Keys, seal Seal) *Store {
 	return &Store{conn: conn, keys: keys, seal: seal}
 }
 
-// Rotate gives the email and limit of the key old to a new key and winds
-// old down. Its steps, each safe to repeat, so that a retry after a crash
-// (or a plain retry) completes the first attempt with its new key and one
-// email:
+// Rotate gives the email, limit and rate of the key old to a new key and
+// winds old down. Its steps, each safe to repeat, so that a retry after a
+// crash (or a plain retry) completes the first attempt with its new key and
+// one email:
 //
 //  1. the new key is chosen and remembered under MemoryKey(old);
 //  2. its record is written (SET NX), with old's expiry if old expires;
@@ -259,7 +259,7 @@ func (s *Store) Rotate(ctx context.Context, old string, grace time.Duration) (st
 		_ = c.Do(ctx, c.B().Del().Key(remembered).Build()).Error()
 		return "", apikey.ErrNotFound
 	case !newTaken:
-		fresh := wire.TokenRecord{UserEmail: rec.UserEmail, MonthlyLimit: rec.MonthlyLimit}
+		fresh := wire.TokenRecord{UserEmail: rec.UserEmail, MonthlyLimit: rec.MonthlyLimit, Rate: rec.Rate}
 		left, err := oldForms.TTL(ctx, c)
 		if err != nil {
 			return "", err

@@ -458,6 +458,8 @@ type Approval struct {
 	Email string
 	Limit int64
 	Token string // "" to generate one
+	// Rate is the key's own rate (its record's Rate); the zero Rate: none.
+	Rate wire.Rate
 	// Expires is when the key expires, kept as its record's TTL (the
 	// record's bytes are those of a key that does not); zero: never.
 	Expires time.Time
@@ -521,7 +523,7 @@ func (s *Store) approveOnce(ctx context.Context, a Approval, mayFollow bool) (st
 	if written != nil {
 		limit = written.MonthlyLimit // the first attempt's record is the truth
 	} else {
-		rec := wire.TokenRecord{UserEmail: strings.TrimSpace(signup.Email), MonthlyLimit: a.Limit}
+		rec := wire.TokenRecord{UserEmail: strings.TrimSpace(signup.Email), MonthlyLimit: a.Limit, Rate: a.Rate}
 		var exp apikey.Expiry
 		if !a.Expires.IsZero() {
 			exp = apikey.At(a.Expires)
