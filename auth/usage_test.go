@@ -116,7 +116,7 @@ func TestUsageShowsTheRate(t *testing.T) {
 	rs.Do("SET", "tok-burst", `{"UserEmail":"burst@example.com","MonthlyLimit":100,"Revoked":false,"Rate":"60/m;burst=2"}`)
 	rs.Do("SET", "tok-default", `{"UserEmail":"default@example.com","MonthlyLimit":100,"Revoked":false}`)
 	rs.Do("SET", "tok-off", `{"UserEmail":"off@example.com","MonthlyLimit":100,"Revoked":false,"Rate":"off"}`)
-	app, _ := newTestApp(t, rs, map[string]string{"USAGE_RATE": "1000/s", "KEY_RATE": "7/m"}, endOfMonth)
+	app, _ := newTestApp(t, rs, map[string]string{"USAGE_RATE": "1000/s", "USAGE_GLOBAL_RATE": "1000000/s", "KEY_RATE": "7/m"}, endOfMonth)
 	for range 2 {
 		testCall(t, app, "GET", tokenHeader("tok-rate"))
 	}
