@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,19 +21,21 @@ import (
 // redisCounter counts calls in Redis, on the counting connection: the count
 // and refund functions of the group commit (groupCommit), and the queue of each
 // counter (groupOf). It remembers the value each counter had in its last
-// reply (seen), to count one well below its limit with a plain INCRBY.
+// reply, and its rate window's calls (seen), to count one well below its
+// limits with plain commands.
 type redisCounter struct {
 	conn   *redisconn.Conn // the counting connection (counterOptions)
 	log    *slog.Logger
 	onLost func(key string, n int64, err error) // a refund that failed
 
 	seenMu   sync.Mutex
-	seen     map[uint64]int64 // seenHash of a counter key → its value in the last reply
+	seen     map[uint64]seenCounter // seenHash of a counter key → what its last reply said
+	rid      string                 // this replica's name in the windows' fields (newReplicaID)
 	seenSeed maphash.Seed
 }
 
 func newRedisCounter(conn *redisconn.Conn, log *slog.Logger) *redisCounter {
-	return &redisCounter{conn: conn, log: log, seen: map[uint64]int64{}, seenSeed: maphash.MakeSeed(),
+	return &redisCounter{conn: conn, log: log, seen: map[uint64]seenCounter{}, seenSeed: maphash.MakeSeed(), rid: newReplicaID(),
 		onLost: func(_ string, n int64, err error) {
 			log.Error("refund of calls not answered 200 failed: the counter keeps them", "calls", n, "err", err.Error())
 		}}
@@ -47,18 +52,19 @@ func newRedisCounter(conn *redisconn.Conn, log *slog.Logger) *redisCounter {
 // writes nothing. Past the deadline (Unix microseconds by Redis's clock; 0:
 // none) it counts nothing and returns an empty array.
 //
-// KEYS: the counters, then, when any of their calls carry a rate, the hash
-// of their windows (rateWindowsKey). ARGV: the deadline, the counters'
-// TTL, the hash's, then per counter its limit, its calls, and its rate
-// (rateArg). Returns per counter {used before, granted, the window's room
-// before (-1: no rate), microseconds until its room grows after}. Numbers
-// that repeat (limits, calls) are read once a script.
+// KEYS: the counters, then the window of each counter whose calls carry a
+// rate, in order (rateWindowKey). ARGV: the deadline, the counters' TTL,
+// the calls' time (Unix microseconds, the replica's clock: their slot),
+// then per counter its limit, its calls, and its rate (rateArg). Returns
+// per counter {used before, granted, the window's room before (-1: no
+// rate), microseconds until its room grows after}. Numbers that repeat
+// (limits, calls) are read once a script.
 var counterScript = rueidis.NewLuaScript(rateLua + `
 local deadline_us = tonumber(ARGV[1])
-local ttl_seconds, windows_ttl = ARGV[2], ARGV[3]
+local ttl_seconds = ARGV[2]
+local now = tonumber(ARGV[3])
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-if deadline_us > 0 and now > deadline_us then
+if deadline_us > 0 and tonumber(t[1]) * 1000000 + tonumber(t[2]) > deadline_us then
   return {}
 end
 local counters_n = (#ARGV - 3) / 3
@@ -71,31 +77,16 @@ local function number(s)
   end
   return v
 end
-local windows_key = KEYS[counters_n + 1]
--- Every counter read in one MGET, every window in one HMGET (in chunks:
--- unpack has a stack limit).
+-- Every counter read in one MGET (in chunks: unpack has a stack limit).
 local values = {}
 for first = 1, counters_n, 200 do
   local got = redis.call('MGET', unpack(KEYS, first, math.min(first + 199, counters_n)))
   for j = 1, #got do values[first + j - 1] = got[j] end
 end
-local states = {}
-if windows_key then
-  local rated = {}
-  for i = 1, counters_n do
-    if ARGV[3 + 3 * i] ~= '' then rated[#rated + 1] = i end
-  end
-  for first = 1, #rated, 200 do
-    local fields = {}
-    for j = first, math.min(first + 199, #rated) do fields[#fields + 1] = KEYS[rated[j]] end
-    local got = redis.call('HMGET', windows_key, unpack(fields))
-    for j = 1, #got do states[rated[first + j - 1]] = got[j] end
-  end
-end
 local reply = {}
 local added = {} -- calls counted by this script so far, per counter
-local windows = {} -- windows spent by this script so far, per counter
-local spent = {} -- their names, in order
+local windows = {} -- windows read by this script so far, per hash
+local next_window = counters_n + 1
 for i = 1, counters_n do
   local counter_key = KEYS[i]
   local a = 3 * i
@@ -105,17 +96,18 @@ for i = 1, counters_n do
   local room, wait = -1, 0
   if rate then
     local count, per, burst = rate[1], rate[2], rate[3]
-    local state = windows[counter_key]
-    if state == nil then state = states[i] end
-    local w, first, debt, total = rate_open(state, now, per)
-    room = rate_room(debt, total, count, per, burst)
-    if room < granted then granted = room end
-    if granted > 0 then
-      if windows[counter_key] == nil then spent[#spent + 1] = counter_key end
-      state, debt, total = rate_spend(w, first, debt, total, granted, now, count, per, burst)
-      windows[counter_key] = state
+    local h = KEYS[next_window]
+    next_window = next_window + 1
+    local w = windows[h]
+    if w == nil or w.per ~= per then
+      w = rate_read(h, now, per)
+      w.per = per
+      windows[h] = w
     end
-    wait = rate_wait(w, first, debt, total, now, count, per, burst)
+    room = rate_room(w, count, burst)
+    if room < granted then granted = room end
+    if granted > 0 then rate_spend(h, w, granted, count, burst) end
+    wait = math.ceil(rate_wait(w, count, burst))
   end
   if granted > 0 then
     local after = redis.call('INCRBY', counter_key, granted)
@@ -124,25 +116,6 @@ for i = 1, counters_n do
   end
   local r = 4 * (i - 1)
   reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4] = used, granted, room, wait
-end
-if #spent > 0 then
-  for first = 1, #spent, 200 do
-    local set = {}
-    for j = first, math.min(first + 199, #spent) do
-      set[#set + 1] = spent[j]
-      set[#set + 1] = windows[spent[j]]
-    end
-    redis.call('HSET', windows_key, unpack(set))
-  end
-  redis.call('PEXPIRE', windows_key, windows_ttl)
-  if now % 16 == 0 then -- one script in 16, by Redis's clock
-    local drawn = redis.call('HRANDFIELD', windows_key, 2, 'WITHVALUES')
-    for j = 1, #drawn, 2 do
-      if windows[drawn[j]] == nil and (#drawn[j + 1] < 16 or rate_stale(drawn[j + 1], now)) then
-        redis.call('HDEL', windows_key, drawn[j])
-      end
-    end
-  end
 end
 return reply
 `)
@@ -161,26 +134,36 @@ var counterTTL = strconv.FormatInt(int64(wire.CounterTTL/time.Second), 10)
 
 // countBatch counts the entries of one batch, which share a hash slot, and
 // sets their results (or their err). A counter this replica saw well below
-// its limit (plainCount) is counted with a plain INCRBY unless its calls
-// carry a rate; the others by counterScript; both go out together, in one
-// round trip.
+// its limit (plainCount), and far below its rate when its calls carry one
+// (rateFarBelow), is counted with plain commands; the others by
+// counterScript; both go out together, in one round trip. The calls' time,
+// by which a rate's slot is chosen, is read once a batch.
 func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entries []entry) error {
 	c, err := k.conn.Client()
 	if err != nil {
 		return err
 	}
+	now := time.Now().UnixMicro()
+	cluster := c.Mode() == rueidis.ClientModeCluster
 	plain := make([]int, 0, len(entries))
 	checked := make([]int, 0, len(entries))
 	names := make([]uint64, len(entries)) // each counter's name in seen, hashed once
 	for i := range entries {
-		if !entries[i].pol.rate.On() {
-			names[i] = k.seenHash(entries[i].key)
-		}
+		names[i] = k.seenHash(entries[i].key)
 	}
+	// This replica's plain calls of each window, with these: its own field
+	// of the window, written whole (rate.go).
+	own := make([]ownCalls, len(entries))
 	k.seenMu.Lock()
+	rid := k.rid
 	for i, e := range entries {
-		if used, ok := k.seen[names[i]]; ok && !e.pol.rate.On() && plainCount(used, e.n, e.pol.limit) {
+		s, ok := k.seen[names[i]]
+		if ok && plainCount(s.used, e.n, e.pol.limit) && (!e.pol.rate.On() || s.rated && rateFarBelow(e.pol.rate, s.window, e.n)) &&
+			!slices.Contains(names[:i], names[i]) { // a counter twice in a batch: the script counts the second
 			plain = append(plain, i)
+			if e.pol.rate.On() {
+				own[i] = s.own.add(rateSlotOf(e.pol.rate, now), e.n, now)
+			}
 		} else {
 			checked = append(checked, i)
 		}
@@ -190,16 +173,16 @@ func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entri
 	var scriptErr error
 	switch {
 	case len(plain) == 0:
-		scriptErr = k.countChecked(ctx, c, deadline, entries, checked)
+		scriptErr = k.countChecked(ctx, c, deadline, now, cluster, entries, checked)
 	case len(checked) == 0:
-		k.countPlain(ctx, c, entries, plain)
+		k.countPlain(ctx, c, now, cluster, rid, entries, plain, own)
 	default: // both at once: one round trip
 		done := make(chan struct{})
 		go func() {
-			scriptErr = k.countChecked(ctx, c, deadline, entries, checked)
+			scriptErr = k.countChecked(ctx, c, deadline, now, cluster, entries, checked)
 			close(done)
 		}()
-		k.countPlain(ctx, c, entries, plain)
+		k.countPlain(ctx, c, now, cluster, rid, entries, plain, own)
 		<-done
 	}
 	if scriptErr != nil {
@@ -211,17 +194,47 @@ func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entri
 	k.seenMu.Lock()
 	if len(k.seen) >= seenMax {
 		clear(k.seen) // a month's worth of counters at most; they are read again
+		// A counter seen anew starts its plain calls of a slot from none:
+		// in fields of another name.
+		k.rid = newReplicaID()
 	}
 	for i := range entries {
-		if e := &entries[i]; e.err == nil && !e.pol.rate.On() {
-			k.seen[names[i]] = e.before + e.granted
+		if e := &entries[i]; e.err == nil {
+			s := k.seen[names[i]]
+			s.used = e.before + e.granted
+			if e.pol.rate.On() {
+				// The window's calls after these: what it held before (the
+				// rate less its room; at least the rate when it had none),
+				// and those granted.
+				s.rated, s.window = true, e.pol.rate.Count-e.room+e.granted
+				if own[i] != nil && rid == k.rid {
+					s.own = own[i]
+				}
+			}
+			k.seen[names[i]] = s
 		}
 	}
 	k.seenMu.Unlock()
 	return nil
 }
 
-// seenMax bounds the counters a replica remembers (about 40 bytes each).
+// seenCounter is what a counter's last reply said: its value, and when its
+// calls carry a rate, the calls its window held; and the calls this replica
+// counted in the window with plain commands (its field of the window).
+type seenCounter struct {
+	used   int64
+	window int64
+	rated  bool
+	own    ownCalls
+}
+
+// newReplicaID names this replica's fields of the windows: 8 random
+// letters and digits.
+func newReplicaID() string {
+	return strings.ToLower(rand.Text()[:8])
+}
+
+// seenMax bounds the counters a replica remembers (about 50 bytes each).
 const seenMax = 1 << 16
 
 // seenHash names a counter in seen: 8 bytes instead of the key's ~60 (and
@@ -243,22 +256,20 @@ func plainCount(used, n, limit int64) bool {
 }
 
 // countChecked counts the entries at idx with counterScript.
-func (k *redisCounter) countChecked(ctx context.Context, c rueidis.Client, deadline time.Time, entries []entry, idx []int) error {
-	keys := make([]string, len(idx), len(idx)+1)
+func (k *redisCounter) countChecked(ctx context.Context, c rueidis.Client, deadline time.Time, now int64, cluster bool, entries []entry, idx []int) error {
+	keys := make([]string, len(idx), 2*len(idx))
 	args := make([]string, 3, 3+3*len(idx))
-	args[0], args[1], args[2] = "0", counterTTL, windowsTTL
+	args[0], args[1], args[2] = "0", counterTTL, strconv.FormatInt(now, 10)
 	if !deadline.IsZero() {
 		args[0] = strconv.FormatInt(deadline.UnixMicro(), 10)
 	}
-	rated := false
 	for j, i := range idx {
 		e := &entries[i]
 		keys[j] = e.key
 		args = append(args, strconv.FormatInt(e.pol.limit, 10), strconv.FormatInt(e.n, 10), rateArg(e.pol.rate))
-		rated = rated || e.pol.rate.On()
-	}
-	if rated {
-		keys = append(keys, rateWindowsKey(k.groupOf(keys[0])))
+		if e.pol.rate.On() {
+			keys = append(keys, rateWindowKey(e.key, cluster))
+		}
 	}
 	reply, err := runCounterScript(ctx, c, keys, args)
 	if err != nil {
@@ -281,9 +292,9 @@ type counterReply []rueidis.RedisMessage
 const counterReplyLen = 4
 
 // runCounterScript runs counterScript on keys with args (a deadline, the
-// TTLs, then a limit, a number of calls and a rate per counter) and checks
-// its answer's shape: errLate when it ran past its deadline and counted
-// nothing.
+// counters' TTL, the calls' time, then a limit, a number of calls and a
+// rate per counter) and checks its answer's shape: errLate when it ran past
+// its deadline and counted nothing.
 func runCounterScript(ctx context.Context, c rueidis.Client, keys, args []string) (counterReply, error) {
 	reply, err := counterScript.Exec(ctx, c, keys, args).ToArray()
 	if err != nil {
@@ -311,28 +322,79 @@ func (r counterReply) at(j int, e *entry) error {
 	return nil
 }
 
-// countPlain counts the entries at idx with one INCRBY each. INCRBY's
-// answer says what it counted: the calls that fit under the limit are
-// granted, the excess is given back at once (a counter that passed its
-// limit since this replica last saw it). A counter INCRBY had to create (an
-// operator deleted it) gets its TTL right after.
-func (k *redisCounter) countPlain(ctx context.Context, c rueidis.Client, entries []entry, idx []int) {
-	cmds := make(rueidis.Commands, len(idx))
+// countPlain counts the entries at idx with plain commands: an INCRBY each,
+// and for calls that carry a rate, HSET of this replica's field of their
+// window (r<rid>: own, with these calls), HGETALL of the window and PEXPIRE
+// of it (rate.go). The answers
+// say what was counted: the calls that fit under the limit and the rate are
+// granted, the excess is given back at once (a counter or a window that
+// passed its limit since this replica last saw it). A counter INCRBY had to
+// create (an operator deleted it) gets its TTL right after.
+func (k *redisCounter) countPlain(ctx context.Context, c rueidis.Client, now int64, cluster bool, rid string, entries []entry, idx []int, own []ownCalls) {
+	cmds := make(rueidis.Commands, 0, 4*len(idx))
+	windows := make([]string, len(idx))
 	for j, i := range idx {
-		cmds[j] = c.B().Incrby().Key(entries[i].key).Increment(entries[i].n).Build()
+		e := &entries[i]
+		cmds = append(cmds, c.B().Incrby().Key(e.key).Increment(e.n).Build())
+		if e.pol.rate.On() {
+			windows[j] = rateWindowKey(e.key, cluster)
+			cmds = append(cmds, c.B().Hset().Key(windows[j]).FieldValue().FieldValue("r"+rid, own[i].field()).Build(),
+				c.B().Hgetall().Key(windows[j]).Build(),
+				c.B().Pexpire().Key(windows[j]).Milliseconds(rateWindowMillis(e.pol.rate)).Build())
+		}
 	}
-	for j, res := range c.DoMulti(ctx, cmds...) {
-		e := &entries[idx[j]]
-		after, err := res.AsInt64()
+	results := c.DoMulti(ctx, cmds...)
+	r := 0
+	for j, i := range idx {
+		e := &entries[i]
+		after, err := results[r].AsInt64()
+		r++
+		var w window
+		if e.pol.rate.On() {
+			var fields map[string]string
+			if err == nil {
+				err = results[r].Error()
+			}
+			if err == nil {
+				fields, err = results[r+1].AsStrMap()
+			}
+			r += 3
+			if err == nil {
+				w = readWindow(fields, e.pol.rate, now)
+			}
+		}
 		if err != nil {
 			e.err = err
+			if e.pol.rate.On() && after > 0 { // counted, but its window unread: given back
+				if err := k.refund(ctx, e.key, e.n); err != nil && k.onLost != nil {
+					k.onLost(e.key, e.n, err)
+				}
+			}
 			continue
 		}
 		e.before = after - e.n
 		e.granted = min(e.n, max(e.pol.limit-e.before, 0))
+		if e.pol.rate.On() {
+			e.room = max(e.pol.rate.Count-(w.total-e.n), 0)
+			e.granted = min(e.granted, e.room)
+		}
 		if excess := e.n - e.granted; excess > 0 {
 			if err := k.refund(ctx, e.key, excess); err != nil && k.onLost != nil {
 				k.onLost(e.key, excess, err)
+			}
+			if e.pol.rate.On() {
+				own[i] = own[i].add(w.t, -excess, now)
+				if err := c.Do(ctx, c.B().Hset().Key(windows[j]).FieldValue().FieldValue("r"+rid, own[i].field()).Build()).Error(); err != nil {
+					k.log.Warn("a rate window keeps calls not let through", "calls", excess, "err", err.Error())
+				}
+				w.calls[rateSlots] -= excess
+				w.total -= excess
+			}
+		}
+		if e.pol.rate.On() {
+			e.wait = w.wait(e.pol.rate)
+			if len(w.stale) > 0 {
+				c.Do(ctx, c.B().Hdel().Key(windows[j]).Field(w.stale...).Build())
 			}
 		}
 		if after == e.n {

@@ -22,18 +22,18 @@ func TestCounterScriptDeadline(t *testing.T) {
 	ctx := context.Background()
 	key := counterNov + "late@example.com"
 	past := strconv.FormatInt(time.Now().Add(-time.Second).UnixMicro(), 10)
-	reply, err := counterScript.Exec(ctx, c, []string{key}, []string{past, counterTTL, windowsTTL, "10", "1", ""}).ToArray()
+	reply, err := counterScript.Exec(ctx, c, []string{key}, []string{past, counterTTL, nowArg(), "10", "1", ""}).ToArray()
 	if err != nil || len(reply) != 0 || rs.Do("EXISTS", key) != "0" {
 		t.Fatalf("past the deadline: %v %v, counter exists: %s", reply, err, rs.Do("EXISTS", key))
 	}
 	future := strconv.FormatInt(time.Now().Add(time.Minute).UnixMicro(), 10)
-	reply, err = counterScript.Exec(ctx, c, []string{key}, []string{future, counterTTL, windowsTTL, "10", "3", ""}).ToArray()
+	reply, err = counterScript.Exec(ctx, c, []string{key}, []string{future, counterTTL, nowArg(), "10", "3", ""}).ToArray()
 	if err != nil || len(reply) != counterReplyLen || rs.Do("GET", key) != "3" {
 		t.Fatalf("before the deadline: %v %v, counter %s", reply, err, rs.Do("GET", key))
 	}
 	// One counter twice in a batch (its record changed in between): the
 	// second entry sees what the first counted.
-	got, err := counterScript.Exec(ctx, c, []string{key, key}, []string{future, counterTTL, windowsTTL, "6", "4", "", "10", "4", ""}).AsIntSlice()
+	got, err := counterScript.Exec(ctx, c, []string{key, key}, []string{future, counterTTL, nowArg(), "6", "4", "", "10", "4", ""}).AsIntSlice()
 	if err != nil || !slices.Equal(got, []int64{3, 3, -1, 0, 6, 4, -1, 0}) || rs.Do("GET", key) != "10" {
 		t.Fatalf("one counter twice: %v %v, counter %s", got, err, rs.Do("GET", key))
 	}
@@ -185,3 +185,6 @@ func TestPlainCountRecreatesTheTTL(t *testing.T) {
 		t.Fatalf("counter %q TTL %s, want 1 and 3456000", got, ttl)
 	}
 }
+
+// nowArg is counterScript's argument of the calls' time: now.
+func nowArg() string { return strconv.FormatInt(time.Now().UnixMicro(), 10) }

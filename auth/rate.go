@@ -1,62 +1,336 @@
 package main
 
 import (
+	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
-
-	"github.com/redis/rueidis"
+	"time"
 
 	"pesto/shared/wire"
 )
 
 // A key's rate beside its monthly quota (wire.Rate): at most Count calls in
 // any window of Per, and, with a Burst, at most Burst of them at once, then
-// one every Per/Count. It is checked in Redis, in the same script call and
-// round trip as the monthly count (counterScript), so that it is exact
-// across replicas and a call it refuses spends no monthly quota.
+// one every Per/Count. It is checked in Redis, in the same round trip as the
+// monthly count, so that it is exact across replicas, and a call it refuses
+// spends no monthly quota.
 //
-// The window of an email's calls in a month is a field of a hash, named by
-// its monthly counter's key; the windows of a batch's counters share one
-// hash (rateWindowsKey), read with one HMGET and written with one HSET by
-// the script that counts them: a field a command is far cheaper than a key
-// a command (make bench). A window is written only by a call let through.
-// It holds the calls let through in the last window as runs, at most one
-// per twentieth of the window, each with the time of its latest call: a
-// call counts until that time plus the window, never less than its own, so
-// within any window of Per at most Count calls are let through, exactly; a
-// call may be refused at most a twentieth of the window (50 ms of a
-// second) before a log of every call would let it in, and Retry-After says
-// when it is. The burst is a generic cell rate: a debt of Per/Count a call, paid
-// back as time passes, at most Burst calls deep. A window whose calls have
-// all left it is stale: one in 16 of the scripts that write a hash deletes
-// the stale windows among two of its fields drawn at random, and the hash
-// expires a minute after its last write.
+// The window of an email's calls in a month is a Redis hash of its own,
+// named by the month's counter (rateWindowKey). A call's time is when auth
+// counts it, by the replica's clock (replicas on one host share it), and
+// its slot that time in twentieths of Per (50 ms of a second) since the
+// epoch. Per slot with calls the hash holds the calls counterScript let
+// through in field "<slot>" and the latest of their times in "<slot>t"; and
+// each replica's calls counted with plain commands in a field of its own,
+// "r<id>": "<slot>:<calls>:<latest time>,…" for its slots of the last
+// window and a half, which it alone writes, whole, in the order it counts
+// (ownCalls). A call at time x counts the slots after
+// x-Per's, and x-Per's own when its latest call is after x-Per: every call
+// of the last Per and none older than a slot, so that within any window of
+// Per at most Count calls are let through, exactly; Retry-After is when the
+// oldest of them leave it (their slot's latest time plus Per). Slots up to
+// a window after x's are counted too: the calls of replicas whose batch
+// reached Redis first. A field "b" holds the burst's theoretical arrival
+// time (a generic cell rate, Unix microseconds), when the rate has a burst.
+//
+// Far below its rate (rateFarBelow) a key is counted with plain commands in
+// the batch's round trip: HSET of this replica's field, then HGETALL of the
+// window, which holds every call counted before these (and perhaps some
+// counted just after: never fewer); the rare excess is given back at once.
+// Near its rate, or with a burst, it is counted by counterScript, which
+// writes nothing for a refused call. Every write pushes the hash's expiry to
+// two windows and a slot ahead (rateWindowMillis). The script's fields out
+// of the slots a call may still count (rateKeep) are deleted once a window
+// holds more than rateMaxFields, a replica's field once all its slots are.
 
-// rateWindowsKey is the hash of the rate windows of a group of the group
-// commit (groupCommit, redisCounter.groupOf): pesto:rate:{<tag>}, the tag a
-// string in the group's Redis Cluster slot (a script's keys must share
-// one); on a single Redis, one hash for all.
-func rateWindowsKey(group uint16) string { return windowsKeys.of(group) }
+// rateSlots is the slots of a window; a call counts the slots of the last
+// window and those up to a window after its own.
+const rateSlots = 20
 
-// windowsKeys keeps the name of each group's hash of windows: at most one
-// per slot, 16384.
-var windowsKeys = &windowsKeyCache{keys: map[uint16]string{}}
+// rateKeep is how many slots either side of a call's own are kept: the
+// window, and half a window more for the calls that reach Redis late (a
+// batch held up by a stalled Redis).
+const rateKeep = rateSlots + rateSlots/2
 
-type windowsKeyCache struct {
-	mu   sync.Mutex
-	keys map[uint16]string
+// rateMaxFields is how many fields a window may hold before those out of
+// rateKeep are deleted.
+const rateMaxFields = 64
+
+// rateBurstField is the field of the burst's theoretical arrival time.
+const rateBurstField = "b"
+
+// rateWindowKey is the hash of the rate window of the counter
+// counterKey: pesto:rate:<counter>, and on a Redis Cluster
+// pesto:rate:{<tag>}<counter>, the tag a string in the counter's slot (a
+// script's keys must share one).
+func rateWindowKey(counterKey string, cluster bool) string {
+	if !cluster {
+		return wire.OwnPrefix + "rate:" + counterKey
+	}
+	return wire.OwnPrefix + "rate:{" + slotTags.of(hashSlot(counterKey)) + "}" + counterKey
 }
 
-func (c *windowsKeyCache) of(slot uint16) string {
+// slotTags keeps the tag of each Redis Cluster slot: at most 16384.
+var slotTags = &slotTagCache{tags: map[uint16]string{}}
+
+type slotTagCache struct {
+	mu   sync.Mutex
+	tags map[uint16]string
+}
+
+func (c *slotTagCache) of(slot uint16) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	key, ok := c.keys[slot]
+	tag, ok := c.tags[slot]
 	if !ok {
-		key = wire.OwnPrefix + "rate:{" + slotTag(slot) + "}"
-		c.keys[slot] = key
+		tag = slotTag(slot)
+		c.tags[slot] = tag
 	}
-	return key
+	return tag
+}
+
+// rateSlotOf is the slot of the time at (Unix microseconds) under rate r.
+func rateSlotOf(r wire.Rate, at int64) int64 { return at / rateSlotMicros(r) }
+
+// rateSlotMicros is the length of r's slot in microseconds.
+func rateSlotMicros(r wire.Rate) int64 { return r.Per.Microseconds() / rateSlots }
+
+// rateWindowMillis is how long a window outlives its last write, in
+// milliseconds: two windows and a slot, past every slot a call may count.
+func rateWindowMillis(r wire.Rate) int64 { return (2*r.Per + r.Per/rateSlots).Milliseconds() }
+
+// rateFarBelow reports whether n calls on a window last seen holding seen
+// calls may be counted with plain commands: the rate has no burst, and even
+// with the other replicas' calls since then (up to an eighth of the rate)
+// they stay within it.
+func rateFarBelow(r wire.Rate, seen, n int64) bool {
+	return r.Burst == 0 && seen+n <= r.Count-r.Count/8
+}
+
+// window is a rate window as read from Redis, for a call at now: the calls
+// of the slots it counts and the latest of their times, oldest first (slot
+// t-rateSlots first), and the burst's theoretical arrival time.
+type window struct {
+	t, now, per int64 // now's slot; now and Per in microseconds
+	calls       [2*rateSlots + 1]int64
+	latest      [2*rateSlots + 1]int64
+	total       int64
+	tat         int64 // 0: none
+	stale       []string
+}
+
+// readWindow reads a window's fields (HGETALL) for a call at now (Unix
+// microseconds). The fields that no call counts any more are listed in
+// stale: the script's fields out of rateKeep, when there are more than
+// rateMaxFields; a replica's whose slots all are. A field that names no
+// slot is ignored.
+func readWindow(fields map[string]string, r wire.Rate, now int64) window {
+	w := window{t: rateSlotOf(r, now), now: now, per: r.Per.Microseconds()}
+	for name, v := range fields {
+		switch {
+		case name == rateBurstField:
+			w.tat, _ = strconv.ParseInt(v, 10, 64)
+		case name != "" && name[0] == 'r':
+			if !w.addOwnField(v) {
+				w.stale = append(w.stale, name)
+			}
+		default:
+			w.addScriptField(name, v, len(fields) > rateMaxFields)
+		}
+	}
+	w.settle(r)
+	return w
+}
+
+// addScriptField adds the script's field name ("<slot>" or "<slot>t") of
+// value v; out of rateKeep it is stale when many is set.
+func (w *window) addScriptField(name, v string, many bool) {
+	digits := 0
+	for digits < len(name) && name[digits] >= '0' && name[digits] <= '9' {
+		digits++
+	}
+	u, err := strconv.ParseInt(name[:digits], 10, 64)
+	if err != nil {
+		return
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return
+	}
+	switch d := u - w.t + rateSlots; {
+	case d >= 0 && d <= 2*rateSlots:
+		switch name[digits:] {
+		case "t":
+			w.latest[d] = max(w.latest[d], n)
+		case "":
+			w.calls[d] += n
+		}
+	case many && (d < rateSlots-rateKeep || d > rateSlots+rateKeep):
+		w.stale = append(w.stale, name)
+	}
+}
+
+// addOwnField adds a replica's field (ownCalls.field), and reports
+// whether any of its slots is still kept (rateKeep). An item that is not
+// three numbers ends the field.
+func (w *window) addOwnField(v string) (kept bool) {
+	for len(v) > 0 {
+		var u, n, l int64
+		var ok bool
+		if u, v, ok = cutNumber(v, ':'); !ok {
+			break
+		}
+		if n, v, ok = cutNumber(v, ':'); !ok {
+			break
+		}
+		if l, v, ok = cutNumber(v, ','); !ok {
+			break
+		}
+		d := u - w.t + rateSlots
+		kept = kept || d >= rateSlots-rateKeep && d <= rateSlots+rateKeep
+		if d >= 0 && d <= 2*rateSlots {
+			w.calls[d] += n
+			w.latest[d] = max(w.latest[d], l)
+		}
+	}
+	return kept
+}
+
+// cutNumber reads the decimal number (1 to 18 digits) at the start of v,
+// then sep or the end: the number and what follows sep.
+func cutNumber(v string, sep byte) (n int64, rest string, ok bool) {
+	i := 0
+	for ; i < len(v) && i < 18 && v[i] >= '0' && v[i] <= '9'; i++ {
+		n = n*10 + int64(v[i]-'0')
+	}
+	switch {
+	case i == 0:
+		return 0, "", false
+	case i == len(v):
+		return n, "", true
+	case v[i] == sep:
+		return n, v[i+1:], true
+	}
+	return 0, "", false
+}
+
+// ownSlot is the calls a replica counted with plain commands in one slot of
+// a window, and the latest of their times.
+type ownSlot struct{ slot, calls, latest int64 }
+
+// ownCalls is a replica's plain calls of one window, oldest slot first: its
+// field's value.
+type ownCalls []ownSlot
+
+// add returns o with n more calls (fewer when negative) in slot t at time
+// now, without the slots out of rateKeep; o itself is left as it was.
+func (o ownCalls) add(t, n, now int64) ownCalls {
+	out := make(ownCalls, 0, len(o)+1)
+	for _, s := range o {
+		if s.slot >= t-rateKeep && s.slot != t {
+			out = append(out, s)
+		}
+	}
+	cur := ownSlot{slot: t, latest: now}
+	if i := slices.IndexFunc(o, func(s ownSlot) bool { return s.slot == t }); i >= 0 {
+		cur.calls, cur.latest = o[i].calls, max(o[i].latest, now)
+	}
+	cur.calls += n
+	return append(out, cur)
+}
+
+// field is o as its field's value: "<slot>:<calls>:<latest>,…".
+func (o ownCalls) field() string {
+	b := make([]byte, 0, 40*len(o))
+	for i, s := range o {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, s.slot, 10)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, s.calls, 10)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, s.latest, 10)
+	}
+	return string(b)
+}
+
+// settle gives each slot with calls of unknown times its end for their
+// time, drops x-Per's slot when its calls are all older than Per, and sums
+// the rest.
+func (w *window) settle(r wire.Rate) {
+	slot := rateSlotMicros(r)
+	for i, c := range w.calls {
+		if c > 0 && w.latest[i] == 0 {
+			w.latest[i] = (w.t-rateSlots+int64(i)+1)*slot - 1
+		}
+	}
+	if w.latest[0] <= w.now-w.per { // x-Per's slot, its calls all older than Per
+		w.calls[0] = 0
+	}
+	w.total = 0
+	for _, c := range w.calls {
+		w.total += c
+	}
+}
+
+// room is how many calls r lets through now on w.
+func (w *window) room(r wire.Rate) int64 {
+	room := max(r.Count-w.total, 0)
+	if r.Burst > 0 {
+		room = min(room, w.burstRoom(r))
+	}
+	return room
+}
+
+// burstRoom is how many calls the burst lets through now: B·T of credit,
+// less what the theoretical arrival time is ahead of now, in cells of T.
+func (w *window) burstRoom(r wire.Rate) int64 {
+	cell := float64(w.per) / float64(r.Count)
+	ahead := max(w.tat-w.now, 0)
+	return min(r.Burst, max(int64(math.Floor((float64(r.Burst)*cell-float64(ahead))/cell+1e-9)), 0))
+}
+
+// wait is how long until r lets more through on w than now: for a window
+// with no room, until the next call may go.
+func (w *window) wait(r wire.Rate) time.Duration {
+	byWindow := w.windowWait(r)
+	if r.Burst == 0 {
+		return byWindow
+	}
+	cell := float64(w.per) / float64(r.Count)
+	tokens := w.burstRoom(r)
+	var byBurst time.Duration
+	if tokens < r.Burst {
+		// The next cell frees up when the arrival time is B-tokens-1 cells ahead.
+		at := float64(w.tat) - float64(r.Burst-tokens-1)*cell - float64(w.now)
+		byBurst = time.Duration(math.Ceil(at)) * time.Microsecond
+	}
+	switch windowRoom := max(r.Count-w.total, 0); {
+	case windowRoom < tokens:
+		return byWindow
+	case tokens < windowRoom:
+		return byBurst
+	}
+	return max(byWindow, byBurst)
+}
+
+// windowWait is how long until the window's room grows: until its oldest
+// calls leave it (their slot's latest time plus Per), as many as it takes
+// to make room for one.
+func (w *window) windowWait(r wire.Rate) time.Duration {
+	if w.total == 0 {
+		return 0
+	}
+	need, left := max(w.total-r.Count+1, 1), int64(0)
+	for i, c := range w.calls {
+		if left += c; left >= need {
+			return time.Duration(max(w.latest[i]+w.per-w.now, 0)) * time.Microsecond
+		}
+	}
+	return 0
 }
 
 // rateArg is the script's argument of a rate: "<count>:<window in
@@ -86,24 +360,20 @@ var (
 
 const maxRateArgsKept = 256
 
-// rateLua is the window of a key's rate, in the Lua of the scripts that
-// use it (counterScript checks and spends it, rateInfoScript reads it).
-// Times are microseconds of Redis's clock. A window's state is
-//
-//	struct '>ddddd': the time it was written, its window, the burst's debt then, the calls in its runs, the time of its last run
-//	then runs of '>dd', oldest first: the time of the run's latest call, the calls in it
+// rateLua is the window of a key's rate in counterScript's Lua, the same
+// arithmetic as window's methods (TestRateLuaMatchesGo). Times are Unix
+// microseconds by the replica's clock (ARGV).
 //
 // rate_of reads a rate's argument (rateArg), once per script and argument:
-// {count, window, burst}, or false for none. rate_open reads a state into
-// an array of its numbers w (one struct call) and returns it with the
-// index of its first run still in the window, the debt now and the calls
-// in the window; rate_room is how many calls may go now; rate_spend lets
-// n through and returns the new state (one struct call), the debt and the
-// calls; rate_wait is the time until rate_room grows (when it is 0: until
-// the next call may go); rate_stale tells a state whose calls have all
-// left it. A state is read and written whole, with as few strings made as
-// can be: this runs for every call with a rate.
-const rateLua = `
+// {count, window, burst}, or false for none. rate_read reads a window
+// (HGETALL) for a call at now into {t, calls and latest (slot
+// offset →), total, tat}, deleting the fields out of the kept slots once
+// there are too many; rate_room is how many calls may go now; rate_spend
+// lets n through (HINCRBY of the slot's calls, its latest time, and the
+// arrival time with a burst); rate_wait is the time until rate_room grows
+// (when it is 0: until the next call may go).
+var rateLua = `
+local rate_slots, rate_keep, rate_max_fields = ` + strconv.Itoa(rateSlots) + `, ` + strconv.Itoa(rateKeep) + `, ` + strconv.Itoa(rateMaxFields) + `
 local rate_args = {}
 local function rate_of(arg)
   local r = rate_args[arg]
@@ -116,101 +386,103 @@ local function rate_of(arg)
   return r
 end
 
-local rate_formats = {}
-local function rate_format(runs)
-  local f = rate_formats[runs]
-  if not f then
-    f = '>ddddd' .. string.rep('dd', runs)
-    rate_formats[runs] = f
+local function rate_settle(w)
+  local slot = w.per / rate_slots
+  for d = -rate_slots, rate_slots do
+    if w.calls[d] > 0 and w.latest[d] == 0 then w.latest[d] = (w.t + d + 1) * slot - 1 end
   end
-  return f
+  if w.latest[-rate_slots] <= w.now - w.per then w.calls[-rate_slots] = 0 end
+  w.total = 0
+  for d = -rate_slots, rate_slots do w.total = w.total + w.calls[d] end
 end
 
-local function rate_open(state, now, per)
-  local w
-  if state and #state >= 56 and (#state - 40) % 16 == 0 then
-    w = {struct.unpack(rate_format((#state - 40) / 16), state)}
-    w[#w] = nil -- struct.unpack's next position
-  else
-    w = {now, per, 0, 0, 0}
-  end
-  local first, total, horizon, last = 6, w[4], now - per, #w - 1
-  while first <= last and w[first] <= horizon do
-    total = total - w[first + 1]
-    first = first + 2
-  end
-  local debt = w[3] - (now - w[1])
-  if debt < 0 then debt = 0 end
-  return w, first, debt, total
-end
-
-local function rate_tokens(debt, count, per, burst)
-  if burst >= count then return count end
-  local tokens = math.floor(burst - debt * count / per + 1e-9)
-  if tokens < 0 then return 0 end
-  return tokens
-end
-
-local function rate_room(debt, total, count, per, burst)
-  local room = count - total
-  if burst < count then room = math.min(room, rate_tokens(debt, count, per, burst)) end
-  if room < 0 then return 0 end
-  return room
-end
-
-local function rate_spend(w, first, debt, total, n, now, count, per, burst)
-  local last = #w - 1
-  if last >= first and math.floor(w[last] * 20 / per) >= math.floor(now * 20 / per) then
-    if now > w[last] then w[last] = now end
-    w[last + 1] = w[last + 1] + n
-  else
-    last = math.max(last + 2, first)
-    w[last], w[last + 1] = now, n
-  end
-  total = total + n
-  if burst < count then debt = debt + n * per / count end
-  return struct.pack(rate_format((last - first) / 2 + 1), now, per, debt, total, w[last], unpack(w, first, last + 1)), debt, total
-end
-
-local function rate_stale(state, now)
-  local written, per = struct.unpack('>dd', state)
-  return now > written + per
-end
-
-local function rate_wait(w, first, debt, total, now, count, per, burst)
-  local window = 0
-  if total > 0 then
-    local need, leaving = total - count + 1, 0
-    for i = first, #w - 1, 2 do
-      leaving = leaving + w[i + 1]
-      if leaving >= need then
-        window = w[i] + per - now
-        break
+local function rate_read(h, now, per)
+  local w = {t = math.floor(now / (per / rate_slots)), now = now, per = per, calls = {}, latest = {}, total = 0, tat = 0}
+  for d = -rate_slots, rate_slots do w.calls[d], w.latest[d] = 0, 0 end
+  local all = redis.call('HGETALL', h)
+  local stale = {}
+  for j = 1, #all, 2 do
+    local name, value = all[j], all[j + 1]
+    if name == 'b' then
+      w.tat = tonumber(value) or 0
+    elseif string.sub(name, 1, 1) == 'r' then
+      local kept = false
+      for slot, calls, latest in string.gmatch(value, '(%d+):(%d+):(%d+)') do
+        local d = tonumber(slot) - w.t
+        if d >= -rate_keep and d <= rate_keep then kept = true end
+        if d >= -rate_slots and d <= rate_slots then
+          w.calls[d] = w.calls[d] + tonumber(calls)
+          w.latest[d] = math.max(w.latest[d], tonumber(latest))
+        end
+      end
+      if not kept then stale[#stale + 1] = name end
+    else
+      local digits, kind = string.match(name, '^(%d+)(.*)$')
+      local u, v = tonumber(digits), tonumber(value)
+      if u and v then
+        local d = u - w.t
+        if d >= -rate_slots and d <= rate_slots then
+          if kind == 't' then w.latest[d] = math.max(w.latest[d], v)
+          elseif kind == '' then w.calls[d] = w.calls[d] + v end
+        elseif #all > 2 * rate_max_fields and (d < -rate_keep or d > rate_keep) then
+          stale[#stale + 1] = name
+        end
       end
     end
   end
-  if burst >= count then return math.ceil(window) end
-  local tokens = rate_tokens(debt, count, per, burst)
-  local cell = 0
-  if tokens < burst then cell = debt - (burst - tokens - 1) * per / count end
-  local by_window = count - total
-  if by_window < tokens then return math.ceil(window) end
-  if tokens < by_window then return math.ceil(cell) end
-  return math.ceil(math.max(window, cell))
+  if #stale > 0 then redis.call('HDEL', h, unpack(stale)) end
+  rate_settle(w)
+  return w
+end
+
+local function rate_burst_room(w, count, burst)
+  local cell = w.per / count
+  local ahead = math.max(w.tat - w.now, 0)
+  return math.min(burst, math.max(math.floor((burst * cell - ahead) / cell + 1e-9), 0))
+end
+
+local function rate_room(w, count, burst)
+  local room = math.max(count - w.total, 0)
+  if burst < count then room = math.min(room, rate_burst_room(w, count, burst)) end
+  return room
+end
+
+local function rate_spend(h, w, n, count, burst)
+  local slot = string.format('%.0f', w.t)
+  redis.call('HINCRBY', h, slot, n)
+  w.calls[0] = w.calls[0] + n
+  w.total = w.total + n
+  if w.latest[0] < w.now then
+    w.latest[0] = w.now
+    redis.call('HSET', h, slot .. 't', string.format('%.0f', w.now))
+  end
+  if burst < count then
+    w.tat = math.ceil(math.max(w.tat, w.now) + n * w.per / count)
+    redis.call('HSET', h, 'b', string.format('%.0f', w.tat))
+  end
+  redis.call('PEXPIRE', h, string.format('%.0f', math.floor((2 * w.per + w.per / rate_slots) / 1000)))
+end
+
+local function rate_window_wait(w, count)
+  if w.total == 0 then return 0 end
+  local need, left = math.max(w.total - count + 1, 1), 0
+  for d = -rate_slots, rate_slots do
+    left = left + w.calls[d]
+    if left >= need then return math.max(w.latest[d] + w.per - w.now, 0) end
+  end
+  return 0
+end
+
+local function rate_wait(w, count, burst)
+  local by_window = rate_window_wait(w, count)
+  if burst >= count then return by_window end
+  local cell = w.per / count
+  local tokens = rate_burst_room(w, count, burst)
+  local by_burst = 0
+  if tokens < burst then by_burst = math.ceil(w.tat - (burst - tokens - 1) * cell - w.now) end
+  local window_room = math.max(count - w.total, 0)
+  if window_room < tokens then return by_window end
+  if tokens < window_room then return by_burst end
+  return math.max(by_window, by_burst)
 end
 `
-
-// rateInfoScript reads a rate's window without spending it: KEYS the hash
-// of windows; ARGV the window's field (the counter's key), then the rate
-// (rateArg). Returns {room, microseconds until room grows}.
-var rateInfoScript = rueidis.NewLuaScript(rateLua + `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local count, per, burst = unpack(rate_of(ARGV[2]))
-local w, first, debt, total = rate_open(redis.call('HGET', KEYS[1], ARGV[1]), now, per)
-return {rate_room(debt, total, count, per, burst), rate_wait(w, first, debt, total, now, count, per, burst)}
-`)
-
-// windowsTTL is how long, in milliseconds, a hash of windows outlives its
-// last write: the longest window (a minute) and a little more.
-const windowsTTL = "61000"

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"math"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -310,7 +312,7 @@ func TestRateRefusalWritesNothing(t *testing.T) {
 	}
 }
 
-// The windows of a counter's calls are in a hash of its Redis Cluster slot,
+// A counter's window is a hash in the counter's Redis Cluster slot,
 // whatever the email (one with braces too), so that one script holds both;
 // and such a key is counted and limited on a Cluster.
 func TestRateWindowSharesTheCounterSlot(t *testing.T) {
@@ -320,8 +322,8 @@ func TestRateWindowSharesTheCounterSlot(t *testing.T) {
 		counter := counterNov + email
 		want := rs.Do("CLUSTER", "KEYSLOT", counter)
 		slot, _ := strconv.Atoi(want)
-		if got := rs.Do("CLUSTER", "KEYSLOT", rateWindowsKey(uint16(slot))); got != want || hashSlot(counter) != uint16(slot) {
-			t.Errorf("%s: windows %q in slot %s, counter in %s", email, rateWindowsKey(uint16(slot)), got, want)
+		if got := rs.Do("CLUSTER", "KEYSLOT", rateWindowKey(counter, true)); got != want || hashSlot(counter) != uint16(slot) {
+			t.Errorf("%s: window %q in slot %s, counter in %s", email, rateWindowKey(counter, true), got, want)
 		}
 	}
 	rs.Do("SET", "tok-braces", `{"UserEmail":"a}b@example.com","MonthlyLimit":100,"Revoked":false,"Rate":"1/m"}`)
@@ -333,31 +335,63 @@ func TestRateWindowSharesTheCounterSlot(t *testing.T) {
 		t.Fatalf("second call: %d %q, want the rate's 429", got.Status, got.Body)
 	}
 	if !hasWindow(rs, counterNov+"a}b@example.com") {
-		t.Error("no window in the counter's slot's hash")
+		t.Error("no window in the counter's slot")
 	}
 }
 
-// A window whose calls have all left it is deleted by a later script that
-// writes its hash and draws it; the hash expires a minute after its last
-// write.
-func TestStaleWindowsAreDeleted(t *testing.T) {
-	rs := redistest.StartStandalone(t)
-	windows := rateWindowsKey(0)
-	rs.Do("HSET", windows, "counter/2026-11/gone@example.com", "short", "counter/2026-11/old@example.com",
-		string([]byte{0x42, 0, 0, 0, 0, 0, 0, 0})+strings.Repeat("\x00", 24)) // written at the epoch: stale
-	rs.Do("SET", "tok", `{"UserEmail":"live@example.com","MonthlyLimit":100,"Revoked":false,"Rate":"1000/s"}`)
-	app, _ := newTestApp(t, rs, nil, endOfMonth)
-	servicetest.Poll(t, 5*time.Second, "the stale windows deleted", func() bool {
-		if got := testCall(t, app, "GET", tokenHeader("tok")); got.Status != 200 {
-			t.Fatalf("call: %d %q", got.Status, got.Body)
-		}
-		return rs.Do("HLEN", windows) == "1"
-	})
-	if !hasWindow(rs, counterNov+"live@example.com") {
-		t.Error("the live window was deleted")
-	}
-	if ttl, _ := strconv.Atoi(rs.Do("PTTL", windows)); ttl < 59000 || ttl > 61000 {
-		t.Errorf("PTTL = %d, want about a minute", ttl)
+// A window holds the script's fields per slot with calls, named by the
+// slot's number, and a field per replica; once it holds more than
+// rateMaxFields, the script's fields out of the slots a call may count are
+// deleted, and a replica's field as soon as all its slots are; it expires
+// two windows and a slot after its last write.
+func TestStaleWindowFieldsAreDeleted(t *testing.T) {
+	for _, path := range []string{"script", "plain"} {
+		t.Run(path, func(t *testing.T) {
+			rs := redistest.StartStandalone(t)
+			rs.Do("SET", "tok", `{"UserEmail":"live@example.com","MonthlyLimit":1000000,"Revoked":false,"Rate":"1000/s"}`)
+			app, _ := newTestApp(t, rs, nil, endOfMonth)
+			window := rateWindowKey(counterNov+"live@example.com", false)
+			if path == "plain" { // the replica has seen the window far below its rate
+				if got := testCall(t, app, "GET", tokenHeader("tok")); got.Status != 200 {
+					t.Fatalf("call: %d %q", got.Status, got.Body)
+				}
+			}
+			now := rateSlotOf(wire.Rate{Count: 1000, Per: time.Second}, time.Now().UnixMicro())
+			old := []string{"HSET", window}
+			for i := range rateMaxFields / 2 {
+				slot := strconv.FormatInt(now-1000-int64(i), 10)
+				old = append(old, slot, "1", slot+"t", "1")
+			}
+			rs.Do(old...)
+			// A replica's field whose slots have all left the window (a
+			// replica gone), and one of a replica still counting.
+			gone := strconv.FormatInt(now-1000, 10)
+			rs.Do("HSET", window, "junk", "7", "rgone", gone+":3:1,"+gone+"1:2:1", "rlive", gone+":3:1,"+strconv.FormatInt(now, 10)+":1:1")
+			if got := testCall(t, app, "GET", tokenHeader("tok")); got.Status != 200 {
+				t.Fatalf("call: %d %q", got.Status, got.Body)
+			}
+			fields := strings.Fields(rs.Do("HKEYS", window))
+			live := 0
+			for _, f := range fields {
+				if f == "junk" || strings.HasPrefix(f, "r") {
+					continue
+				}
+				digits := strings.IndexFunc(f, func(r rune) bool { return r < '0' || r > '9' })
+				if digits < 0 {
+					digits = len(f)
+				}
+				if u, _ := strconv.ParseInt(f[:digits], 10, 64); u < now-rateKeep {
+					t.Errorf("field %s left, of a slot out of the window", f)
+				}
+				live++
+			}
+			if !slices.Contains(fields, "junk") || !slices.Contains(fields, "rlive") || slices.Contains(fields, "rgone") || live != 2 {
+				t.Errorf("fields %v: want the live slot's two, the live replicas' and junk", fields)
+			}
+			if ttl, _ := strconv.Atoi(rs.Do("PTTL", window)); ttl < 1900 || ttl > 2050 {
+				t.Errorf("PTTL = %d, want about 2050 ms", ttl)
+			}
+		})
 	}
 }
 
@@ -365,25 +399,19 @@ func TestStaleWindowsAreDeleted(t *testing.T) {
 // counter counterKey.
 func rateRoom(t *testing.T, rs *redistest.Server, counterKey string, rate wire.Rate) int64 {
 	t.Helper()
-	v, err := rateInfoScript.Exec(context.Background(), rs.Client(), []string{rateWindowsKey(testGroupOf(rs, counterKey))},
-		[]string{counterKey, rateArg(rate)}).AsIntSlice()
+	c := rs.Client()
+	window := rateWindowKey(counterKey, c.Mode() == rueidis.ClientModeCluster)
+	fields, err := c.Do(context.Background(), c.B().Hgetall().Key(window).Build()).AsStrMap()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return v[0]
+	w := readWindow(fields, rate, time.Now().UnixMicro())
+	return w.room(rate)
 }
 
 // hasWindow reports whether the counter counterKey has a window.
 func hasWindow(rs *redistest.Server, counterKey string) bool {
-	return rs.Do("HEXISTS", rateWindowsKey(testGroupOf(rs, counterKey)), counterKey) == "1"
-}
-
-// testGroupOf is the group commit's group of a counter on rs.
-func testGroupOf(rs *redistest.Server, counterKey string) uint16 {
-	if rs.Client().Mode() == rueidis.ClientModeCluster {
-		return hashSlot(counterKey)
-	}
-	return 0
+	return rs.Do("EXISTS", rateWindowKey(counterKey, rs.Client().Mode() == rueidis.ClientModeCluster)) == "1"
 }
 
 // The keys of one email share its window, as they share its month; a new
@@ -442,6 +470,160 @@ func TestVerdictOf(t *testing.T) {
 	} {
 		if got := c.e.verdictOf(c.i); got != c.want {
 			t.Errorf("%s: got %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}
+
+// A key this replica saw far below its rate is counted with plain commands,
+// not the script: the first call reads its window through the script, the
+// next ones write this replica's field of it and read it back, and the
+// answers stay exact.
+func TestRateFarBelowSkipsTheScript(t *testing.T) {
+	rs := redistest.StartStandalone(t)
+	rs.Do("SET", "tok", `{"UserEmail":"far@example.com","MonthlyLimit":100,"Revoked":false,"Rate":"1000/s"}`)
+	app, _ := newTestApp(t, rs, nil, endOfMonth)
+	for i := 1; i <= 10; i++ {
+		got := testCall(t, app, "GET", tokenHeader("tok"))
+		if want := `"rate";r=` + strconv.Itoa(1000-i) + ";t=1"; got.Status != 200 || !strings.Contains(got.Header.Get("RateLimit"), want) {
+			t.Fatalf("call %d: %d, RateLimit %q, want %q in it", i, got.Status, got.Header.Get("RateLimit"), want)
+		}
+	}
+	if n := commandCalls(t, rs, "evalsha"); n != 1 {
+		t.Errorf("the counter script ran %d times for 10 calls far below the rate, want 1 (the first)", n)
+	}
+	if n := commandCalls(t, rs, "hset"); n != 10 {
+		t.Errorf("HSET ran %d times, want 10: one a plain call, and the script's of its slot's time", n)
+	}
+	key := rateWindowKey(counterNov+"far@example.com", false)
+	var own []string
+	for f, v := range hgetall(t, rs, key) {
+		if strings.HasPrefix(f, "r") {
+			own = append(own, v)
+		}
+	}
+	total := int64(0)
+	for _, v := range own {
+		w := window{t: rateSlotOf(wire.Rate{Count: 1000, Per: time.Second}, time.Now().UnixMicro())}
+		w.addOwnField(v)
+		for _, c := range w.calls {
+			total += c
+		}
+	}
+	if len(own) != 1 || total != 9 {
+		t.Errorf("this replica's fields %q hold %d calls, want one field with 9", own, total)
+	}
+	if got := rs.Do("GET", counterNov+"far@example.com"); got != "10" {
+		t.Errorf("counter = %q, want 10", got)
+	}
+}
+
+// Other replicas fill a window behind this one's back: the plain call that
+// passes the rate is refused, the month's counter and this replica's field
+// given back at once, and from then on the window is checked by the
+// script, which writes nothing for a refused call.
+func TestPlainRatePassingGivesTheExcessBack(t *testing.T) {
+	rs := redistest.StartStandalone(t, "--appendonly", "yes", "--appendfsync", "always")
+	rs.Do("SET", "tok", `{"UserEmail":"full@example.com","MonthlyLimit":100,"Revoked":false,"Rate":"8/m"}`)
+	app, _ := newTestApp(t, rs, nil, endOfMonth)
+	counter, window := counterNov+"full@example.com", rateWindowKey(counterNov+"full@example.com", false)
+	if got := testCall(t, app, "GET", tokenHeader("tok")); got.Status != 200 {
+		t.Fatalf("first call: %d", got.Status)
+	}
+	now := time.Now().UnixMicro()
+	slot := rateSlotOf(wire.Rate{Count: 8, Per: time.Minute}, now)
+	rs.Do("HSET", window, "rother", strconv.FormatInt(slot, 10)+":7:"+strconv.FormatInt(now, 10)) // the window full
+	got := testCall(t, app, "GET", tokenHeader("tok"))
+	if got.Status != 429 || got.Body != tooManyRequests || got.Header.Get("Retry-After") != "60" {
+		t.Fatalf("past the rate: %d %q Retry-After %q, want 429 Too many requests, 60", got.Status, got.Body, got.Header.Get("Retry-After"))
+	}
+	if n := commandCalls(t, rs, "evalsha"); n != 2 {
+		t.Fatalf("scripts ran %d times, want 2 (the first call's count, the month's refund): the refused call was counted with plain commands", n)
+	}
+	if got := rs.Do("GET", counter); got != "1" {
+		t.Fatalf("counter = %q after the refused call, want 1", got)
+	}
+	w := readWindow(hgetall(t, rs, window), wire.Rate{Count: 8, Per: time.Minute}, time.Now().UnixMicro())
+	if w.total != 8 {
+		t.Fatalf("the window holds %d calls after the refused call, want 8", w.total)
+	}
+	aof := rs.Do("INFO", "persistence")
+	for range 5 {
+		if got := testCall(t, app, "GET", tokenHeader("tok")); got.Status != 429 || got.Body != tooManyRequests {
+			t.Fatalf("over the rate: %d %q", got.Status, got.Body)
+		}
+	}
+	if after := rs.Do("INFO", "persistence"); aofLine(after) != aofLine(aof) {
+		t.Fatalf("refused calls wrote to Redis: %s → %s", aofLine(aof), aofLine(after))
+	}
+}
+
+// hgetall is a hash's fields and values.
+func hgetall(t *testing.T, rs *redistest.Server, key string) map[string]string {
+	t.Helper()
+	c := rs.Client()
+	m, err := c.Do(context.Background(), c.B().Hgetall().Key(key).Build()).AsStrMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// The script's window arithmetic (rateLua) is window's: on windows of every
+// shape (the script's slots, replicas' fields, slots without a time, a
+// burst's arrival time), the room before a call and the wait after it are
+// the same, to the microsecond.
+func TestRateLuaMatchesGo(t *testing.T) {
+	rs := redistest.StartStandalone(t)
+	c := rs.Client()
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 300 {
+		r := wire.Rate{Count: 1 + rng.Int64N(12), Per: []time.Duration{time.Second, time.Minute}[rng.IntN(2)]}
+		if rng.IntN(3) == 0 && r.Count > 1 {
+			r.Burst = 1 + rng.Int64N(r.Count-1)
+		}
+		now := time.Now().UnixMicro() + rng.Int64N(1_000_000)
+		slotLen := rateSlotMicros(r)
+		t0 := now / slotLen
+		counter := "counter/2026-11/lua" + strconv.Itoa(i) + "@example.com"
+		window := rateWindowKey(counter, false)
+		for range rng.IntN(6) {
+			u := t0 - int64(rng.IntN(rateSlots+3)) + int64(rng.IntN(2))
+			calls := 1 + rng.Int64N(3)
+			switch rng.IntN(3) {
+			case 0: // the script's, with a time
+				rs.Do("HINCRBY", window, strconv.FormatInt(u, 10), strconv.FormatInt(calls, 10))
+				rs.Do("HSET", window, strconv.FormatInt(u, 10)+"t", strconv.FormatInt(u*slotLen+rng.Int64N(slotLen), 10))
+			case 1: // the script's, without
+				rs.Do("HINCRBY", window, strconv.FormatInt(u, 10), strconv.FormatInt(calls, 10))
+			default: // a replica's
+				rs.Do("HSET", window, "r"+strconv.Itoa(rng.IntN(3)), strconv.FormatInt(u, 10)+":"+strconv.FormatInt(calls, 10)+":"+strconv.FormatInt(u*slotLen+rng.Int64N(slotLen), 10))
+			}
+		}
+		if r.Burst > 0 && rng.IntN(2) == 0 {
+			rs.Do("HSET", window, "b", strconv.FormatInt(now+rng.Int64N(int64(r.Per/time.Microsecond)), 10))
+		}
+		w := readWindow(hgetall(t, rs, window), r, now)
+		n := 1 + rng.Int64N(4)
+		reply, err := counterScript.Exec(ctx, c, []string{counter, window},
+			[]string{"0", counterTTL, strconv.FormatInt(now, 10), "1000000", strconv.FormatInt(n, 10), rateArg(r)}).AsIntSlice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := w.room(r)
+		granted := min(n, room)
+		if granted > 0 {
+			w.calls[rateSlots] += granted
+			w.total += granted
+			w.latest[rateSlots] = max(w.latest[rateSlots], now)
+			if r.Burst > 0 {
+				w.tat = int64(math.Ceil(float64(max(w.tat, now)) + float64(granted)*float64(r.Per.Microseconds())/float64(r.Count)))
+			}
+		}
+		wait := w.wait(r).Microseconds()
+		if reply[1] != granted || reply[2] != room || reply[3] < wait-1 || reply[3] > wait+1 {
+			t.Fatalf("case %d, rate %v, %d calls, window %v: script granted %d, room %d, wait %d µs; Go %d, %d, %d µs",
+				i, r, n, hgetall(t, rs, window), reply[1], reply[2], reply[3], granted, room, wait)
 		}
 	}
 }

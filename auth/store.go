@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
@@ -38,13 +37,12 @@ type redisStore struct {
 	cacheTTL time.Duration
 	keys     apikey.Keys // records, in either form
 	counts   *groupCommit
-	groupOf  func(counterKey string) uint16 // the group commit's group of a counter
 }
 
 func newRedisStore(conn, counters *redisconn.Conn, cacheTTL time.Duration, storage wire.KeyStorage, log *slog.Logger) *redisStore {
 	k := newRedisCounter(counters, log)
 	return &redisStore{conn: conn, cacheTTL: cacheTTL, keys: apikey.Keys{Storage: storage, Log: log},
-		counts: newGroupCommit(k.countBatch, k.refund, k.groupOf, k.onLost), groupOf: k.groupOf}
+		counts: newGroupCommit(k.countBatch, k.refund, k.groupOf, k.onLost)}
 }
 
 // Record finds token's record in either form, through the client-side
@@ -114,20 +112,19 @@ func (s *redisStore) Used(ctx context.Context, key string) (int64, error) {
 	return n, err
 }
 
-// RateLeft reads the counter's rate window (rateInfoScript).
+// RateLeft reads the counter's rate window (HGETALL; window).
 func (s *redisStore) RateLeft(ctx context.Context, key string, rate wire.Rate) (int64, time.Duration, error) {
 	c, err := s.conn.Client()
 	if err != nil {
 		return 0, 0, err
 	}
-	v, err := rateInfoScript.Exec(ctx, c, []string{rateWindowsKey(s.groupOf(key))}, []string{key, rateArg(rate)}).AsIntSlice()
+	window := rateWindowKey(key, c.Mode() == rueidis.ClientModeCluster)
+	fields, err := c.Do(ctx, c.B().Hgetall().Key(window).Build()).AsStrMap()
 	if err != nil {
 		return 0, 0, err
 	}
-	if len(v) != 2 {
-		return 0, 0, fmt.Errorf("rate info script: %d values, want 2", len(v))
-	}
-	return v[0], time.Duration(v[1]) * time.Microsecond, nil
+	w := readWindow(fields, rate, time.Now().UnixMicro())
+	return w.room(rate), w.wait(rate), nil
 }
 
 // Allow runs the shared rate limit script.
