@@ -176,7 +176,7 @@ func TestTargets(t *testing.T) {
 			manyRuns:     []wrkResult{run(55, 1500)},
 			refManyRuns:  []wrkResult{run(100, 1000)},
 			exact:        exactResult{limit: 10, hammered: hammered{allowed: 10, counter: 10, refused: 5, requests: 15}},
-			rateExact:    rateExactResult{count: 100, run: 5 * time.Second, hammered: hammered{allowed: 550, counter: 550, refused: 9000, requests: 9550}},
+			rateExact:    rateExactResult{count: 100, run: 5 * time.Second, unread: 64, hammered: hammered{allowed: 550, counter: 550, refused: 9000, requests: 9550}},
 		}
 		return r
 	}
@@ -205,7 +205,10 @@ func TestTargets(t *testing.T) {
 		{"rate exact", func(*report) {}, "a key's rate exact", "met"},
 		{"rate: one more than its seconds allow", func(r *report) { r.rateExact.allowed, r.rateExact.counter = 601, 601 }, "a key's rate exact", "**not met**"},
 		{"rate: a second without its calls", func(r *report) { r.rateExact.allowed, r.rateExact.counter = 399, 399 }, "a key's rate exact", "**not met**"},
-		{"rate: a refused call counted", func(r *report) { r.rateExact.counter = 551 }, "a key's rate exact", "**not met**"},
+		{"rate: calls wrk left unread counted", func(r *report) { r.rateExact.allowed = 486 }, "a key's rate exact", "met"},
+		{"rate: more counted than wrk could leave unread", func(r *report) { r.rateExact.allowed = 485 }, "a key's rate exact", "**not met**"},
+		{"rate: fewer counted than answered 200", func(r *report) { r.rateExact.counter = 549 }, "a key's rate exact", "**not met**"},
+		{"rate: counted beyond its seconds", func(r *report) { r.rateExact.counter = 601 }, "a key's rate exact", "**not met**"},
 		{"rate never reached", func(r *report) { r.rateExact.refused = 0 }, "a key's rate exact", "**not met**"},
 		{"exact", func(*report) {}, "zero lost", "met"},
 		{"one extra", func(r *report) { r.exact.allowed, r.exact.counter = 11, 11 }, "zero lost", "**not met**"},

@@ -563,7 +563,7 @@ func (b *bench) rateExactness(ctx context.Context, authEnv func(int) []string, a
 		return err
 	}
 	b.progress("rate exactness: %s, auth ×2, wrk -t1 -c%d -d%s on each", rate, b.o.conns/2, rateRun)
-	rep.rateExact.count, rep.rateExact.run = rateExactCount, rateRun
+	rep.rateExact.count, rep.rateExact.run, rep.rateExact.unread = rateExactCount, rateRun, int64(2*max(b.o.conns/2, 1))
 	var err error
 	rep.rateExact.hammered, err = b.hammer(ctx, authEnv, authBin, auth, token, rateEmail, rateRun)
 	return err
