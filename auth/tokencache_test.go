@@ -266,6 +266,7 @@ func TestTokenCacheMemory(t *testing.T) {
 	// Small buffers: what the closed client frees, if it frees it during
 	// the measurement, is then far below the error allowed (rueidis's
 	// default 1 MiB of buffers is about the heap of the 10,000 entries).
+	goroutines := runtime.NumGoroutine()
 	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{rs.Addr}, DisableCache: true,
 		ReadBufferEachConn: 1 << 10, WriteBufferEachConn: 1 << 10})
 	if err != nil {
@@ -276,6 +277,11 @@ func TestTokenCacheMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	client.Close()
+	// Its goroutines gone, what they held is freed before the measurement,
+	// not during it.
+	servicetest.Poll(t, 5*time.Second, "the closed client's goroutines to end", func() bool {
+		return runtime.NumGoroutine() <= goroutines
+	})
 	const n = 10000
 	keys := make([]string, n)
 	for i := range keys {
