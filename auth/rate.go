@@ -26,13 +26,13 @@ import (
 // each replica's calls counted with plain commands in a field of its own,
 // "r<id>": "<slot>:<calls>:<latest time>,…" for its slots of the last
 // window and a half, which it alone writes, whole, in the order it counts
-// (ownCalls). A call at time x counts the slots after
-// x-Per's, and x-Per's own when its latest call is after x-Per: every call
-// of the last Per and none older than a slot, so that within any window of
-// Per at most Count calls are let through, exactly; Retry-After is when the
-// oldest of them leave it (their slot's latest time plus Per). Slots up to
-// a window after x's are counted too: the calls of replicas whose batch
-// reached Redis first. A field "b" holds the burst's theoretical arrival
+// (ownCalls). A call at time x counts the slots after x-Per's, and x-Per's
+// own when its latest call is after x-Per: every call of the last Per and
+// none older than a slot, so that within any window of Per at most Count
+// calls are let through, exactly; Retry-After is when the oldest of them
+// leave it (their slot's latest time plus Per). Slots up to a window after
+// x's are counted too: the calls of replicas whose batch reached Redis
+// first. A field "b" holds the burst's theoretical arrival
 // time (a generic cell rate, Unix microseconds), when the rate has a burst.
 //
 // Far below its rate (rateFarBelow) a key is counted with plain commands in
@@ -114,11 +114,14 @@ func rateFarBelow(r wire.Rate, seen, n int64) bool {
 // t-rateSlots first), and the burst's theoretical arrival time.
 type window struct {
 	t, now, per int64 // now's slot; now and Per in microseconds
-	calls       [2*rateSlots + 1]int64
-	latest      [2*rateSlots + 1]int64
-	total       int64
-	tat         int64 // 0: none
-	stale       []string
+	// present is the latest time known: now, or a later call's that
+	// another replica counted first (a time taken before this reply).
+	present int64
+	calls   [2*rateSlots + 1]int64
+	latest  [2*rateSlots + 1]int64
+	total   int64
+	tat     int64 // 0: none
+	stale   []string
 }
 
 // readWindow reads a window's fields (HGETALL) for a call at now (Unix
@@ -261,6 +264,10 @@ func (o ownCalls) field() string {
 // time, drops x-Per's slot when its calls are all older than Per, and sums
 // the rest.
 func (w *window) settle(r wire.Rate) {
+	w.present = w.now
+	for _, l := range w.latest {
+		w.present = max(w.present, l)
+	}
 	slot := rateSlotMicros(r)
 	for i, c := range w.calls {
 		if c > 0 && w.latest[i] == 0 {
@@ -319,7 +326,8 @@ func (w *window) wait(r wire.Rate) time.Duration {
 
 // windowWait is how long until the window's room grows: until its oldest
 // calls leave it (their slot's latest time plus Per), as many as it takes
-// to make room for one.
+// to make room for one, from the present (a call that waits that long from
+// its answer is counted at a time later still).
 func (w *window) windowWait(r wire.Rate) time.Duration {
 	if w.total == 0 {
 		return 0
@@ -327,7 +335,7 @@ func (w *window) windowWait(r wire.Rate) time.Duration {
 	need, left := max(w.total-r.Count+1, 1), int64(0)
 	for i, c := range w.calls {
 		if left += c; left >= need {
-			return time.Duration(max(w.latest[i]+w.per-w.now, 0)) * time.Microsecond
+			return time.Duration(max(w.latest[i]+w.per-w.present, 0)) * time.Microsecond
 		}
 	}
 	return 0
@@ -387,6 +395,8 @@ local function rate_of(arg)
 end
 
 local function rate_settle(w)
+  w.present = w.now
+  for d = -rate_slots, rate_slots do w.present = math.max(w.present, w.latest[d]) end
   local slot = w.per / rate_slots
   for d = -rate_slots, rate_slots do
     if w.calls[d] > 0 and w.latest[d] == 0 then w.latest[d] = (w.t + d + 1) * slot - 1 end
@@ -468,7 +478,7 @@ local function rate_window_wait(w, count)
   local need, left = math.max(w.total - count + 1, 1), 0
   for d = -rate_slots, rate_slots do
     left = left + w.calls[d]
-    if left >= need then return math.max(w.latest[d] + w.per - w.now, 0) end
+    if left >= need then return math.max(w.latest[d] + w.per - w.present, 0) end
   end
   return 0
 end

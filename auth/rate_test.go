@@ -635,3 +635,20 @@ func TestRateLuaMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// A window whose calls another replica counted at a time after this one's
+// (its batch reached Redis first) tells a refused call to wait a window from
+// the latest time known, not from its own older one: Retry-After 1 for a
+// rate per second, never 2.
+func TestRateWaitFromTheLatestTimeKnown(t *testing.T) {
+	r := wire.Rate{Count: 5, Per: time.Second}
+	now := time.Now().UnixMicro()
+	slot := strconv.FormatInt(rateSlotOf(r, now+3000), 10)
+	w := readWindow(map[string]string{"rother": slot + ":5:" + strconv.FormatInt(now+3000, 10)}, r, now)
+	if room, wait := w.room(r), w.wait(r); room != 0 || wait != time.Second {
+		t.Errorf("room %d, wait %v; want 0 and 1s", room, wait)
+	}
+	if got := rateStateOf(r, 0, w.wait(r)).reset; got != 1 {
+		t.Errorf("Retry-After %d, want 1", got)
+	}
+}
