@@ -12,7 +12,9 @@ package redistest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -230,9 +232,30 @@ func (n *node) ready() error {
 		if ping(n.addr) == nil {
 			return nil
 		}
+		if n.exited() {
+			return fmt.Errorf("redis-server on %s: %w", n.addr, errExited)
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	return fmt.Errorf("redis-server on %s did not answer PING within 10s", n.addr)
+}
+
+// errExited: a node's redis-server ended before it answered (another
+// process took its port between FreePort and its bind).
+var errExited = errors.New("exited before it answered")
+
+// exited reports whether the node's process has ended (a zombie, not yet
+// waited for).
+func (n *node) exited() bool {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(n.cmd.Process.Pid) + "/stat")
+	if err != nil {
+		return false // no /proc: the deadline decides
+	}
+	i := bytes.LastIndexByte(stat, ')') // the command may hold spaces and parentheses
+	return i > 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
 
 func (n *node) stop() {

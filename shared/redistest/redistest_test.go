@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +149,27 @@ func TestSparesEndWithTheProcess(t *testing.T) {
 				os.RemoveAll(root)
 			}
 		})
+	}
+}
+
+// A node whose port another process holds ends at once, and ready says so
+// at once (errExited), rather than after its 10 s: a spare cluster's node
+// is then started again on another port (respawnSpare).
+func TestNodeWhosePortIsTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	n := &node{port: port, addr: "127.0.0.1:" + strconv.Itoa(port), dir: t.TempDir()}
+	n.cmd = n.command()
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer n.stop()
+	start := time.Now()
+	if err := n.ready(); !errors.Is(err, errExited) || time.Since(start) > 5*time.Second {
+		t.Fatalf("ready: %v after %v, want errExited at once", err, time.Since(start))
 	}
 }

@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -101,7 +102,17 @@ func startSpareCluster() *spareCluster {
 	go func() {
 		defer close(c.done)
 		for _, n := range c.nodes {
-			if c.err = n.ready(); c.err != nil {
+			// A node whose port another process took meanwhile is started
+			// again on another.
+			for try := 0; ; try++ {
+				if c.err = n.ready(); c.err == nil || !errors.Is(c.err, errExited) || try == 2 {
+					break
+				}
+				if c.err = respawnSpare(n); c.err != nil {
+					break
+				}
+			}
+			if c.err != nil {
 				return
 			}
 		}
@@ -115,22 +126,35 @@ func startSpare() (*node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n := &node{dir: dir, args: clusterArgs}
+	return n, spawnSpare(n)
+}
+
+// spawnSpare starts n's redis-server on a free port, on the forking thread.
+func spawnSpare(n *node) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
+	n.port = ln.Addr().(*net.TCPAddr).Port
+	n.addr = "127.0.0.1:" + strconv.Itoa(n.port)
 	ln.Close()
-	n := &node{port: port, addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir, args: clusterArgs}
 	cmd := n.command()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	started := make(chan error)
 	spares.fork <- func() { started <- cmd.Start() }
 	if err := <-started; err != nil {
-		return nil, fmt.Errorf("start redis-server: %w", err)
+		return fmt.Errorf("start redis-server: %w", err)
 	}
 	n.cmd = cmd
-	return n, nil
+	return nil
+}
+
+// respawnSpare waits for n's ended process and starts it again on another
+// port.
+func respawnSpare(n *node) error {
+	n.stop()
+	return spawnSpare(n)
 }
 
 // stopSpares stops the spares no test took and removes their directories.
