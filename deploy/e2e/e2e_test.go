@@ -298,9 +298,11 @@ func TestStack(t *testing.T) {
 		// Both replicas have used their connections to Redis; the restart
 		// closes them. Once Redis answers again, no call is answered 500
 		// (issue "A Redis restart costs no call"). 30 calls: within the
-		// gateway's admission of one client (32 at once).
+		// gateway's admission of one client (32 at once). The key is held to
+		// no rate (compose's KEY_RATE would let 10 a second through): its
+		// month alone decides.
 		const key, email, limit, calls = "e2e-restart-key-0123456789", "restart-e2e@example.com", 20, 30
-		s.redis(t, "SET", key, fmt.Sprintf(`{"UserEmail":%q,"MonthlyLimit":%d,"Revoked":false}`, email, limit))
+		s.redis(t, "SET", key, fmt.Sprintf(`{"UserEmail":%q,"MonthlyLimit":%d,"Revoked":false,"Rate":"off"}`, email, limit))
 		for range 4 {
 			s.wantAllowed(t, "GET", "/api/ping", key)
 		}
