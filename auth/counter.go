@@ -159,7 +159,7 @@ func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entri
 	for i, e := range entries {
 		s, ok := k.seen[names[i]]
 		if ok && plainCount(s.used, e.n, e.pol.limit) && (!e.pol.rate.On() || s.rated && rateFarBelow(e.pol.rate, s.window, e.n)) &&
-			!slices.Contains(names[:i], names[i]) { // a counter twice in a batch: the script counts the second
+			!(e.pol.rate.On() && slices.Contains(names[:i], names[i])) { // a rated counter twice in a batch: the script counts the second (this replica writes one field a window)
 			plain = append(plain, i)
 			if e.pol.rate.On() {
 				own[i] = s.own.add(rateSlotOf(e.pol.rate, now), e.n, now)

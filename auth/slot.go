@@ -7,7 +7,7 @@ import (
 
 // Redis Cluster's hash slots, which the group commit groups counters by
 // (redisCounter.groupOf) and which the hashes of rate windows are named for
-// (rateWindowsKey): a script's keys must share one.
+// (rateWindowKey): a script's keys must share one.
 
 // hashSlot is Redis Cluster's slot of key: CRC16 (XMODEM) of the key, or of
 // its hash tag ({…}) when it has a non-empty one, modulo 16384.
