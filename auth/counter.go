@@ -30,7 +30,7 @@ type redisCounter struct {
 
 	seenMu   sync.Mutex
 	seen     map[uint64]seenCounter // seenHash of a counter key → what its last reply said
-	rid      string                 // this replica's name in the windows' fields (newReplicaID)
+	rid      string                 // this replica's field of the windows: "r<id>" (newReplicaID)
 	seenSeed maphash.Seed
 }
 
@@ -154,6 +154,9 @@ func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entri
 	// This replica's plain calls of each window, with these: its own field
 	// of the window, written whole (rate.go).
 	own := make([]ownCalls, len(entries))
+	// Whether a plain write pushes its window's expiry (ratePushDue), and
+	// whether that push was done.
+	push, pushed := make([]bool, len(entries)), make([]bool, len(entries))
 	k.seenMu.Lock()
 	rid := k.rid
 	for i, e := range entries {
@@ -162,7 +165,11 @@ func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entri
 			!(e.pol.rate.On() && slices.Contains(names[:i], names[i])) { // a rated counter twice in a batch: the script counts the second (this replica writes one field a window)
 			plain = append(plain, i)
 			if e.pol.rate.On() {
-				own[i] = s.own.add(rateSlotOf(e.pol.rate, now), e.n, now)
+				t := rateSlotOf(e.pol.rate, now)
+				own[i] = s.own.add(t, e.n, now)
+				// A field this write makes (none written in rateKeep) may
+				// make the window: its expiry is pushed with it.
+				push[i] = ratePushDue(e.pol.rate, s.pushed, now) || len(s.own) == 0 || s.own[len(s.own)-1].slot < t-rateKeep
 			}
 		} else {
 			checked = append(checked, i)
@@ -175,14 +182,14 @@ func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entri
 	case len(plain) == 0:
 		scriptErr = k.countChecked(ctx, c, deadline, now, cluster, entries, checked)
 	case len(checked) == 0:
-		k.countPlain(ctx, c, now, cluster, rid, entries, plain, own)
+		k.countPlain(ctx, c, now, cluster, rid, entries, plain, own, push, pushed)
 	default: // both at once: one round trip
 		done := make(chan struct{})
 		go func() {
 			scriptErr = k.countChecked(ctx, c, deadline, now, cluster, entries, checked)
 			close(done)
 		}()
-		k.countPlain(ctx, c, now, cluster, rid, entries, plain, own)
+		k.countPlain(ctx, c, now, cluster, rid, entries, plain, own, push, pushed)
 		<-done
 	}
 	if scriptErr != nil {
@@ -210,6 +217,9 @@ func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entri
 				if own[i] != nil && rid == k.rid {
 					s.own = own[i]
 				}
+				if pushed[i] || own[i] == nil && e.granted > 0 { // a plain push, or the script's
+					s.pushed = now
+				}
 			}
 			k.seen[names[i]] = s
 		}
@@ -226,12 +236,13 @@ type seenCounter struct {
 	window int64
 	rated  bool
 	own    ownCalls
+	pushed int64 // when this replica last pushed the window's expiry (Unix microseconds)
 }
 
-// newReplicaID names this replica's fields of the windows: 8 random
-// letters and digits.
+// newReplicaID names this replica's field of the windows: "r" and 8
+// random letters and digits.
 func newReplicaID() string {
-	return strings.ToLower(rand.Text()[:8])
+	return "r" + strings.ToLower(rand.Text()[:8])
 }
 
 // seenMax bounds the counters a replica remembers (about 50 bytes each).
@@ -324,13 +335,13 @@ func (r counterReply) at(j int, e *entry) error {
 
 // countPlain counts the entries at idx with plain commands: an INCRBY each,
 // and for calls that carry a rate, HSET of this replica's field of their
-// window (r<rid>: own, with these calls), HGETALL of the window and PEXPIRE
-// of it (rate.go). The answers
+// window (rid: own, with these calls), HGETALL of the window, and PEXPIRE
+// of it where push says so (ratePushDue; pushed says it was done). The answers
 // say what was counted: the calls that fit under the limit and the rate are
 // granted, the excess is given back at once (a counter or a window that
 // passed its limit since this replica last saw it). A counter INCRBY had to
 // create (an operator deleted it) gets its TTL right after.
-func (k *redisCounter) countPlain(ctx context.Context, c rueidis.Client, now int64, cluster bool, rid string, entries []entry, idx []int, own []ownCalls) {
+func (k *redisCounter) countPlain(ctx context.Context, c rueidis.Client, now int64, cluster bool, rid string, entries []entry, idx []int, own []ownCalls, push, pushed []bool) {
 	cmds := make(rueidis.Commands, 0, 4*len(idx))
 	windows := make([]string, len(idx))
 	for j, i := range idx {
@@ -338,9 +349,11 @@ func (k *redisCounter) countPlain(ctx context.Context, c rueidis.Client, now int
 		cmds = append(cmds, c.B().Incrby().Key(e.key).Increment(e.n).Build())
 		if e.pol.rate.On() {
 			windows[j] = rateWindowKey(e.key, cluster)
-			cmds = append(cmds, c.B().Hset().Key(windows[j]).FieldValue().FieldValue("r"+rid, own[i].field()).Build(),
-				c.B().Hgetall().Key(windows[j]).Build(),
-				c.B().Pexpire().Key(windows[j]).Milliseconds(rateWindowMillis(e.pol.rate)).Build())
+			cmds = append(cmds, c.B().Hset().Key(windows[j]).FieldValue().FieldValue(rid, own[i].field()).Build(),
+				c.B().Hgetall().Key(windows[j]).Build())
+			if push[i] {
+				cmds = append(cmds, c.B().Pexpire().Key(windows[j]).Milliseconds(rateWindowMillis(e.pol.rate)).Build())
+			}
 		}
 	}
 	results := c.DoMulti(ctx, cmds...)
@@ -352,13 +365,26 @@ func (k *redisCounter) countPlain(ctx context.Context, c rueidis.Client, now int
 		var w window
 		if e.pol.rate.On() {
 			var fields map[string]string
+			var created int64 // 1: HSET created this replica's field
 			if err == nil {
-				err = results[r].Error()
+				created, err = results[r].AsInt64()
 			}
 			if err == nil {
 				fields, err = results[r+1].AsStrMap()
 			}
-			r += 3
+			r += 2
+			if push[i] {
+				pushed[i] = err == nil && results[r].Error() == nil
+				r++
+			} else if err == nil && created == 1 {
+				// The window was deleted since this replica's last push:
+				// HSET made it anew, without an expiry.
+				if perr := c.Do(ctx, c.B().Pexpire().Key(windows[j]).Milliseconds(rateWindowMillis(e.pol.rate)).Build()).Error(); perr != nil {
+					k.log.Warn("a rate window made anew has no expiry until its next push", "err", perr.Error())
+				} else {
+					pushed[i] = true
+				}
+			}
 			if err == nil {
 				w = readWindow(fields, e.pol.rate, now)
 			}
@@ -384,7 +410,7 @@ func (k *redisCounter) countPlain(ctx context.Context, c rueidis.Client, now int
 			}
 			if e.pol.rate.On() {
 				own[i] = own[i].add(w.t, -excess, now)
-				if err := c.Do(ctx, c.B().Hset().Key(windows[j]).FieldValue().FieldValue("r"+rid, own[i].field()).Build()).Error(); err != nil {
+				if err := c.Do(ctx, c.B().Hset().Key(windows[j]).FieldValue().FieldValue(rid, own[i].field()).Build()).Error(); err != nil {
 					k.log.Warn("a rate window keeps calls not let through", "calls", excess, "err", err.Error())
 				}
 				w.calls[rateSlots] -= excess

@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,10 +41,20 @@ import (
 // window, which holds every call counted before these (and perhaps some
 // counted just after: never fewer); the rare excess is given back at once.
 // Near its rate, or with a burst, it is counted by counterScript, which
-// writes nothing for a refused call. Every write pushes the hash's expiry to
-// two windows and a slot ahead (rateWindowMillis). The script's fields out
+// writes nothing for a refused call. The script's fields out
 // of the slots a call may still count (rateKeep) are deleted once a window
 // holds more than rateMaxFields, a replica's field once all its slots are.
+//
+// A window outlives its last expiry push by three windows and a slot
+// (rateWindowMillis). The script pushes it on every call it lets through; a
+// replica counting with plain commands pushes it only when its own last
+// push is a window and a quarter old or more (ratePushDue), so that a key
+// called often costs one PEXPIRE a window and a quarter, not one a call:
+// the calls it writes meanwhile still outlive every window that counts them
+// (a window and a slot) by three quarters of a window, and its field, whose newest slot
+// is then younger than rateKeep, is never taken for stale, so the hash is
+// never emptied under it. A field HSET had to create when no push was due
+// (an operator deleted the window) gets its expiry at once.
 
 // rateSlots is the slots of a window; a call counts the slots of the last
 // window and those up to a window after its own.
@@ -97,9 +108,21 @@ func rateSlotOf(r wire.Rate, at int64) int64 { return at / rateSlotMicros(r) }
 // rateSlotMicros is the length of r's slot in microseconds.
 func rateSlotMicros(r wire.Rate) int64 { return r.Per.Microseconds() / rateSlots }
 
-// rateWindowMillis is how long a window outlives its last write, in
-// milliseconds: two windows and a slot, past every slot a call may count.
-func rateWindowMillis(r wire.Rate) int64 { return (2*r.Per + r.Per/rateSlots).Milliseconds() }
+// rateWindowMillis is how long a window outlives its last expiry push, in
+// milliseconds: three windows and a slot, past every slot a call written
+// up to ratePushEvery after the push may count.
+func rateWindowMillis(r wire.Rate) int64 { return (3*r.Per + r.Per/rateSlots).Milliseconds() }
+
+// ratePushEvery is how long after its last expiry push a replica writes a
+// window without pushing its expiry again: a window and a quarter.
+func ratePushEvery(r wire.Rate) int64 { return (r.Per + r.Per/4).Microseconds() }
+
+// ratePushDue reports whether a replica that last pushed a window's expiry
+// at pushed (Unix microseconds; 0: never, or not known) pushes it with a
+// write at now.
+func ratePushDue(r wire.Rate, pushed, now int64) bool {
+	return pushed == 0 || now-pushed >= ratePushEvery(r) || now < pushed
+}
 
 // rateFarBelow reports whether n calls on a window last seen holding seen
 // calls may be counted with plain commands: the rate has no burst, and even
@@ -246,18 +269,20 @@ func (o ownCalls) add(t, n, now int64) ownCalls {
 
 // field is o as its field's value: "<slot>:<calls>:<latest>,…".
 func (o ownCalls) field() string {
-	b := make([]byte, 0, 40*len(o))
+	var b strings.Builder
+	b.Grow(40 * len(o))
+	var num [20]byte
 	for i, s := range o {
 		if i > 0 {
-			b = append(b, ',')
+			b.WriteByte(',')
 		}
-		b = strconv.AppendInt(b, s.slot, 10)
-		b = append(b, ':')
-		b = strconv.AppendInt(b, s.calls, 10)
-		b = append(b, ':')
-		b = strconv.AppendInt(b, s.latest, 10)
+		b.Write(strconv.AppendInt(num[:0], s.slot, 10))
+		b.WriteByte(':')
+		b.Write(strconv.AppendInt(num[:0], s.calls, 10))
+		b.WriteByte(':')
+		b.Write(strconv.AppendInt(num[:0], s.latest, 10))
 	}
-	return string(b)
+	return b.String()
 }
 
 // settle gives each slot with calls of unknown times its end for their
@@ -470,7 +495,7 @@ local function rate_spend(h, w, n, count, burst)
     w.tat = math.ceil(math.max(w.tat, w.now) + n * w.per / count)
     redis.call('HSET', h, 'b', string.format('%.0f', w.tat))
   end
-  redis.call('PEXPIRE', h, string.format('%.0f', math.floor((2 * w.per + w.per / rate_slots) / 1000)))
+  redis.call('PEXPIRE', h, string.format('%.0f', math.floor((3 * w.per + w.per / rate_slots) / 1000)))
 end
 
 local function rate_window_wait(w, count)

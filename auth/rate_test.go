@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -14,6 +16,7 @@ import (
 	"github.com/gofiber/fiber/v3"
 	"github.com/redis/rueidis"
 
+	"pesto/shared/redisconn"
 	"pesto/shared/redistest"
 	"pesto/shared/servicetest"
 	"pesto/shared/wire"
@@ -396,8 +399,8 @@ func TestStaleWindowFieldsAreDeleted(t *testing.T) {
 			if !slices.Contains(fields, "junk") || !slices.Contains(fields, "rlive") || slices.Contains(fields, "rgone") || live != 2 {
 				t.Errorf("fields %v: want the live slot's two, the live replicas' and junk", fields)
 			}
-			if ttl, _ := strconv.Atoi(rs.Do("PTTL", window)); ttl < 1900 || ttl > 2050 {
-				t.Errorf("PTTL = %d, want about 2050 ms", ttl)
+			if ttl, _ := strconv.Atoi(rs.Do("PTTL", window)); ttl < 2900 || ttl > 3050 {
+				t.Errorf("PTTL = %d, want about 3050 ms (rateWindowMillis)", ttl)
 			}
 		})
 	}
@@ -650,5 +653,104 @@ func TestRateWaitFromTheLatestTimeKnown(t *testing.T) {
 	}
 	if got := rateStateOf(r, 0, w.wait(r)).reset; got != 1 {
 		t.Errorf("Retry-After %d, want 1", got)
+	}
+}
+
+// A replica counting a key far below its rate with plain commands pushes
+// its window's expiry only once a window and a quarter (ratePushDue), not
+// on every call (and with the write that makes its field of the window);
+// a window deleted meanwhile (by an operator), which HSET makes anew
+// without an expiry, gets its expiry at once.
+func TestPlainWritesPushTheExpiryWhenDue(t *testing.T) {
+	rs := redistest.StartStandalone(t)
+	cfg, err := loadConfig(servicetest.Env(withDefaults(map[string]string{"REDIS_URL": rs.URL})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	conn := redisconn.Dial(cfg.counterOptions(), log)
+	t.Cleanup(conn.Close)
+	k := newRedisCounter(conn, log)
+	rate := wire.Rate{Count: 1000, Per: time.Second}
+	counter := counterNov + "push@example.com"
+	window := rateWindowKey(counter, false)
+	count := func(what string) {
+		t.Helper()
+		e := []entry{{key: counter, n: 1, pol: policy{limit: 1 << 40, rate: rate}}}
+		if err := k.countBatch(context.Background(), time.Time{}, e); err != nil || e[0].err != nil || e[0].granted != 1 {
+			t.Fatalf("%s: granted %d, err %v %v", what, e[0].granted, err, e[0].err)
+		}
+	}
+	pttl := func() int {
+		n, _ := strconv.Atoi(rs.Do("PTTL", window))
+		return n
+	}
+	count("first call (the script)")
+	for i := range 5 {
+		count("plain call " + strconv.Itoa(i))
+	}
+	if n := commandCalls(t, rs, "hgetall"); n != 6 {
+		t.Fatalf("HGETALL ran %d times, want 6 (the script's and five plain calls')", n)
+	}
+	if n := commandCalls(t, rs, "pexpire"); n != 2 {
+		t.Errorf("PEXPIRE ran %d times for one script call and five plain calls within a window, want 2 (the script's, and the plain write that made this replica's field)", n)
+	}
+	if ms := pttl(); ms < 2500 || ms > 3050 {
+		t.Errorf("PTTL = %d ms, want at most rateWindowMillis (3050) and no less than its push left", ms)
+	}
+
+	rs.Do("DEL", window)
+	count("after the window was deleted")
+	if n := commandCalls(t, rs, "pexpire"); n != 3 {
+		t.Errorf("PEXPIRE ran %d times, want 3: the window made anew gets its expiry", n)
+	}
+	if ms := pttl(); ms < 2900 || ms > 3050 {
+		t.Errorf("PTTL = %d ms of the window made anew, want about 3050", ms)
+	}
+
+	// A window and a quarter after the last push, as far as this replica knows.
+	k.seenMu.Lock()
+	for name, s := range k.seen {
+		s.pushed -= ratePushEvery(rate)
+		k.seen[name] = s
+	}
+	k.seenMu.Unlock()
+	count("a window and a quarter later")
+	if n := commandCalls(t, rs, "pexpire"); n != 4 {
+		t.Errorf("PEXPIRE ran %d times, want 4: a push is due", n)
+	}
+	count("right after that")
+	if n := commandCalls(t, rs, "pexpire"); n != 4 {
+		t.Errorf("PEXPIRE ran %d times, want still 4", n)
+	}
+	if got := rs.Do("GET", counter); got != "9" {
+		t.Errorf("counter = %q, want 9", got)
+	}
+}
+
+func TestRatePushDue(t *testing.T) {
+	r := wire.Rate{Count: 10, Per: time.Minute}
+	every := ratePushEvery(r)
+	if every != 75_000_000 {
+		t.Fatalf("ratePushEvery = %d µs, want 75 s", every)
+	}
+	for _, tc := range []struct {
+		pushed, now int64
+		want        bool
+	}{
+		{0, 1_000_000_000, true},              // never pushed (or seen cleared)
+		{1_000_000_000, 1_000_000_000, false}, // just pushed
+		{1_000_000_000, 1_000_000_000 + every - 1, false},
+		{1_000_000_000, 1_000_000_000 + every, true},
+		{1_000_000_000, 999_999_999, true}, // the clock went back
+	} {
+		if got := ratePushDue(r, tc.pushed, tc.now); got != tc.want {
+			t.Errorf("ratePushDue(pushed %d, now %d) = %v, want %v", tc.pushed, tc.now, got, tc.want)
+		}
+	}
+	// Calls written up to a push interval after the last push outlive every
+	// window that counts them (a window and a slot after their time).
+	if left := rateWindowMillis(r)*1000 - every; left < (r.Per + r.Per/rateSlots).Microseconds() {
+		t.Errorf("a window outlives a call written %d µs after its push by %d µs, less than a window and a slot", every, left)
 	}
 }
