@@ -40,8 +40,9 @@ type front struct {
 	viaProxy bool
 	// notFound is the proxy's answer to a path it does not route, and
 	// authDown its answer when auth cannot be reached. The recipes answer
-	// JSON; Traefik has no static answers: its own 404 text, and a 500
-	// with no body (the SDKs read any 500 as "retry later").
+	// JSON; Traefik has no static answers: its own 404 text (the SDKs read
+	// no 404's body), and its 500 with no body, which the admission plugin
+	// gives the recipes' JSON body (the JavaScript SDK parses every 500's).
 	notFound, authDown answer
 }
 
@@ -93,7 +94,7 @@ func TestProxies(t *testing.T) {
 		{name: "caddy", url: "http://" + startCaddy(t, caddyBin, authAddr, apiAddr, registrationAddr), viaProxy: true,
 			notFound: jsonNotFound, authDown: jsonAuthDown},
 		{name: "traefik", url: "http://" + startTraefik(t, traefikBin, authAddr, apiAddr, registrationAddr), viaProxy: true,
-			notFound: traefikAbsent, authDown: answer{status: 500}},
+			notFound: traefikAbsent, authDown: jsonAuthDown},
 	}
 	for i, f := range fronts {
 		// One call allowed per month: the first is let through, the second
@@ -212,7 +213,7 @@ func TestProxies(t *testing.T) {
 		})
 	}
 
-	// Auth down: the proxies answer the SDKs' "retry later", never a 200.
+	// Auth down: every proxy answers the JSON 500 the SDKs read as the server's error, never a 200.
 	stopAuth()
 	for _, f := range fronts[1:] {
 		t.Run(f.name+"/auth down", func(t *testing.T) {

@@ -26,6 +26,18 @@
 // middleware, the only way to change their body, would also replace auth's
 // own 429s, which carry the quota headers.
 //
+// An admitted request whose answer is a 500 with no body (Traefik's own,
+// when the auth hook cannot be reached) gets the body the other proxies'
+// recipes give it, which the JavaScript SDK can parse (it reads every 500's
+// body as JSON; an empty one made it throw a parse error instead of its
+// InternalServerError):
+//
+//	HTTP/1.1 500 Internal Server Error
+//	Content-Type: application/json
+//	X-Pesto-Error: Internal server error
+//
+//	{"message":"Internal server error"}
+//
 // At most MaxClients clients are remembered; when that many are, those with
 // nothing in flight and a full bucket are forgotten (at most once a second),
 // and a client beyond them is admitted without being counted: a flood from
@@ -70,6 +82,9 @@ func CreateConfig() *Config {
 
 // tooMany is the body of a refused request.
 const tooMany = `{"message":"Too many requests"}`
+
+// internalError is the body of a 500 that had none.
+const internalError = `{"message":"Internal server error"}`
 
 // client is what is known of one client.
 type client struct {
@@ -135,7 +150,67 @@ func (a *Admission) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	if c != nil {
 		defer a.done(c)
 	}
-	a.next.ServeHTTP(rw, req)
+	w := &bodiedErrors{ResponseWriter: rw}
+	a.next.ServeHTTP(w, req)
+	w.finish()
+}
+
+// bodiedErrors holds back a 500's header until its body comes, and gives a
+// 500 that ends with none the body internalError.
+type bodiedErrors struct {
+	http.ResponseWriter
+	held    bool // a 500 whose header is not written yet
+	written bool // the header is written
+}
+
+func (w *bodiedErrors) WriteHeader(code int) {
+	if w.written || w.held {
+		return
+	}
+	if code == http.StatusInternalServerError {
+		w.held = true
+		return
+	}
+	w.written = true
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *bodiedErrors) Write(b []byte) (int, error) {
+	if len(b) == 0 && w.held && !w.written {
+		return 0, nil // still no body
+	}
+	w.release()
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush writes a held header first: the answer is being streamed.
+func (w *bodiedErrors) Flush() {
+	w.release()
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// release writes the held 500's header as it was.
+func (w *bodiedErrors) release() {
+	if w.held && !w.written {
+		w.ResponseWriter.WriteHeader(http.StatusInternalServerError)
+	}
+	w.written = true
+}
+
+// finish gives a 500 that ended with no body its body.
+func (w *bodiedErrors) finish() {
+	if !w.held || w.written {
+		return
+	}
+	w.written = true
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Pesto-Error", "Internal server error")
+	h.Del("Content-Length")
+	w.ResponseWriter.WriteHeader(http.StatusInternalServerError)
+	_, _ = w.ResponseWriter.Write([]byte(internalError))
 }
 
 // admit takes one request of client who. It returns the client's record

@@ -235,3 +235,61 @@ func TestBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// A 500 with no body (Traefik's, when the auth hook is down) gets the JSON
+// body the SDKs parse; every other answer passes as it was written.
+func TestEmptyInternalErrorGetsItsBody(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		next        http.HandlerFunc
+		status      int
+		body, ctype string
+	}{
+		{"500 with no body", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Length", "0")
+			w.WriteHeader(http.StatusInternalServerError)
+		}, 500, internalError, "application/json"},
+		{"500 with an empty write", func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write(nil)
+		}, 500, internalError, "application/json"},
+		{"500 with a body of its own", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write([]byte("upstream says no"))
+		}, 500, "upstream says no", "text/plain"},
+		{"200 with a body", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"ok":true}`))
+		}, 200, `{"ok":true}`, "application/json"},
+		{"502 with no body", func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusBadGateway)
+		}, 502, "", ""},
+		{"429 with no body", func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusTooManyRequests)
+		}, 429, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, _ := newAdmission(t, config(50, 100, 32), tc.next)
+			w := serve(a, request("192.0.2.1:1234"))
+			if w.Code != tc.status || w.Body.String() != tc.body || w.Header().Get("Content-Type") != tc.ctype {
+				t.Errorf("got %d %q (%q), want %d %q (%q)", w.Code, w.Body.String(), w.Header().Get("Content-Type"), tc.status, tc.body, tc.ctype)
+			}
+			if tc.body == internalError && (w.Header().Get("X-Pesto-Error") != "Internal server error" || w.Header().Get("Content-Length") != "") {
+				t.Errorf("headers %v, want X-Pesto-Error and no Content-Length of the empty answer", w.Header())
+			}
+		})
+	}
+}
+
+// A streamed answer's header goes out at its first flush.
+func TestFlushWritesTheHeldHeader(t *testing.T) {
+	a, _ := newAdmission(t, config(50, 100, 32), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+		w.(http.Flusher).Flush()
+	}))
+	w := serve(a, request("192.0.2.1:1234"))
+	if w.Code != 500 || w.Body.Len() != 0 || !w.Flushed {
+		t.Errorf("got %d %q flushed %v, want the 500 as written, flushed", w.Code, w.Body.String(), w.Flushed)
+	}
+}
