@@ -354,7 +354,7 @@ func TestRateWindowSharesTheCounterSlot(t *testing.T) {
 // slot's number, and a field per replica; once it holds more than
 // rateMaxFields, the script's fields out of the slots a call may count are
 // deleted, and a replica's field as soon as all its slots are; it expires
-// two windows and a slot after its last write.
+// three windows and a slot after its expiry's last push.
 func TestStaleWindowFieldsAreDeleted(t *testing.T) {
 	for _, path := range []string{"script", "plain"} {
 		t.Run(path, func(t *testing.T) {
