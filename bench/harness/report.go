@@ -20,10 +20,13 @@ const (
 	minManyThroughputRatio = 0.55
 	maxManyRedisRatio      = 1.5
 	maxP99Ratio            = 1.5
-	maxIdleRSS             = 8 << 20
-	maxLoadRSS             = 25 << 20
-	maxBinary              = 12_000_000 // "12 MB", read strictly as 10^6 bytes
-	maxReady               = 100 * time.Millisecond
+	// maxIdleAnon: SPEC §7 bounds a service's idle anonymous memory
+	// (RssAnon: heap, stacks, the runtime); the binary's own pages are
+	// shared page cache, not counted idle.
+	maxIdleAnon = 2 << 20
+	maxLoadRSS  = 25 << 20
+	maxBinary   = 12_000_000 // "12 MB", read strictly as 10^6 bytes
+	maxReady    = 100 * time.Millisecond
 )
 
 // serviceStats is the footprint of one server.
@@ -233,16 +236,17 @@ func (r *report) targets() []target {
 	ts = append(ts, r.floodTargets()...)
 	for _, s := range []serviceStats{r.auth, r.registration} {
 		if s.na != "" {
-			for _, what := range []string{"idle RSS ≤ 8 MiB", "RSS under load ≤ 25 MiB", "start to ready ≤ 100 ms"} {
+			for _, what := range []string{"idle anonymous memory (RssAnon) ≤ 2 MiB", "RSS under load ≤ 25 MiB", "start to ready ≤ 100 ms"} {
 				ts = append(ts, target{name: s.name + " " + what, measured: s.na, status: "n/a"})
 			}
 		} else {
-			idle := max(s.idle.rss, s.afterCalls.rss)
+			idle := max(s.idle.anon, s.afterCalls.anon)
 			ts = append(ts,
 				target{
-					name:     s.name + " idle RSS ≤ 8 MiB",
-					measured: fmt.Sprintf("%s after start, %s after %d calls", mib(s.idle.rss), mib(s.afterCalls.rss), idleCalls),
-					status:   verdict(idle <= maxIdleRSS),
+					name: s.name + " idle anonymous memory (RssAnon) ≤ 2 MiB",
+					measured: fmt.Sprintf("%s after start, %s after %d calls (VmRSS %s and %s, the rest the binary's pages)",
+						mib(s.idle.anon), mib(s.afterCalls.anon), idleCalls, mib(s.idle.rss), mib(s.afterCalls.rss)),
+					status: verdict(idle <= maxIdleAnon),
 				},
 				r.loadTarget(s),
 				target{
