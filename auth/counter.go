@@ -30,7 +30,7 @@ type redisCounter struct {
 
 	seenMu   sync.Mutex
 	seen     map[uint64]seenCounter // seenHash of a counter key → what its last reply said
-	rid      string                 // this replica's field of the windows: "r<id>" (newReplicaID)
+	rid      string                 // this replica's field of the windows: "p<id>" (newReplicaID)
 	seenSeed maphash.Seed
 }
 
@@ -239,10 +239,10 @@ type seenCounter struct {
 	pushed int64 // when this replica last pushed the window's expiry (Unix microseconds)
 }
 
-// newReplicaID names this replica's field of the windows: "r" and 8
+// newReplicaID names this replica's field of the windows: "p" and 8
 // random letters and digits.
 func newReplicaID() string {
-	return "r" + strings.ToLower(rand.Text()[:8])
+	return "p" + strings.ToLower(rand.Text()[:8])
 }
 
 // seenMax bounds the counters a replica remembers (about 50 bytes each).
@@ -349,7 +349,7 @@ func (k *redisCounter) countPlain(ctx context.Context, c rueidis.Client, now int
 		cmds = append(cmds, c.B().Incrby().Key(e.key).Increment(e.n).Build())
 		if e.pol.rate.On() {
 			windows[j] = rateWindowKey(e.key, cluster)
-			cmds = append(cmds, c.B().Hset().Key(windows[j]).FieldValue().FieldValue(rid, own[i].field()).Build(),
+			cmds = append(cmds, c.B().Hset().Key(windows[j]).FieldValue().FieldValue(rid, own[i].field(rateSlotMicros(e.pol.rate))).Build(),
 				c.B().Hgetall().Key(windows[j]).Build())
 			if push[i] {
 				cmds = append(cmds, c.B().Pexpire().Key(windows[j]).Milliseconds(rateWindowMillis(e.pol.rate)).Build())
@@ -410,7 +410,7 @@ func (k *redisCounter) countPlain(ctx context.Context, c rueidis.Client, now int
 			}
 			if e.pol.rate.On() {
 				own[i] = own[i].add(w.t, -excess, now)
-				if err := c.Do(ctx, c.B().Hset().Key(windows[j]).FieldValue().FieldValue(rid, own[i].field()).Build()).Error(); err != nil {
+				if err := c.Do(ctx, c.B().Hset().Key(windows[j]).FieldValue().FieldValue(rid, own[i].field(rateSlotMicros(e.pol.rate))).Build()).Error(); err != nil {
 					k.log.Warn("a rate window keeps calls not let through", "calls", excess, "err", err.Error())
 				}
 				w.calls[rateSlots] -= excess

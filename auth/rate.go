@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"math"
 	"slices"
 	"strconv"
@@ -25,9 +26,12 @@ import (
 // epoch. Per slot with calls the hash holds the calls counterScript let
 // through in field "<slot>" and the latest of their times in "<slot>t"; and
 // each replica's calls counted with plain commands in a field of its own,
-// "r<id>": "<slot>:<calls>:<latest time>,…" for its slots of the last
-// window and a half, which it alone writes, whole, in the order it counts
-// (ownCalls). A call at time x counts the slots after x-Per's, and x-Per's
+// "p<id>", for its slots of the last window and a half, oldest first, which
+// it alone writes, whole (ownCalls.field: "<slot>:<calls>:<offset>", then
+// "<slots after the one before>:<calls>:<offset>" for each later slot,
+// comma-separated; the offset is the latest call's time into its slot, in
+// microseconds, so that a key called a few times a second keeps a field of
+// a few dozen bytes, which Redis keeps in its compact listpack form). A call at time x counts the slots after x-Per's, and x-Per's
 // own when its latest call is after x-Per: every call of the last Per and
 // none older than a slot, so that within any window of Per at most Count
 // calls are let through, exactly; Retry-After is when the oldest of them
@@ -158,7 +162,7 @@ func readWindow(fields map[string]string, r wire.Rate, now int64) window {
 		switch {
 		case name == rateBurstField:
 			w.tat, _ = strconv.ParseInt(v, 10, 64)
-		case name != "" && name[0] == 'r':
+		case name != "" && name[0] == 'p':
 			if !w.addOwnField(v) {
 				w.stale = append(w.stale, name)
 			}
@@ -202,18 +206,25 @@ func (w *window) addScriptField(name, v string, many bool) {
 // whether any of its slots is still kept (rateKeep). An item that is not
 // three numbers ends the field.
 func (w *window) addOwnField(v string) (kept bool) {
-	for len(v) > 0 {
-		var u, n, l int64
+	slotLen := w.per / rateSlots
+	for u := int64(-1); len(v) > 0; {
+		var step, n, off int64
 		var ok bool
-		if u, v, ok = cutNumber(v, ':'); !ok {
+		if step, v, ok = cutNumber(v, ':'); !ok {
 			break
 		}
 		if n, v, ok = cutNumber(v, ':'); !ok {
 			break
 		}
-		if l, v, ok = cutNumber(v, ','); !ok {
+		if off, v, ok = cutNumber(v, ','); !ok {
 			break
 		}
+		if u < 0 {
+			u = step
+		} else {
+			u += step
+		}
+		l := u*slotLen + off
 		d := u - w.t + rateSlots
 		kept = kept || d >= rateSlots-rateKeep && d <= rateSlots+rateKeep
 		if d >= 0 && d <= 2*rateSlots {
@@ -247,40 +258,48 @@ func cutNumber(v string, sep byte) (n int64, rest string, ok bool) {
 type ownSlot struct{ slot, calls, latest int64 }
 
 // ownCalls is a replica's plain calls of one window, oldest slot first: its
-// field's value.
+// field's value (field).
 type ownCalls []ownSlot
 
 // add returns o with n more calls (fewer when negative) in slot t at time
-// now, without the slots out of rateKeep; o itself is left as it was.
+// now, in slot order, without the slots older than rateKeep before t (a
+// later slot stays: a batch whose time was taken late, or a clock set back,
+// adds an older slot while the newer ones still count); o itself is left as
+// it was.
 func (o ownCalls) add(t, n, now int64) ownCalls {
 	out := make(ownCalls, 0, len(o)+1)
+	cur := ownSlot{slot: t, calls: n, latest: now}
 	for _, s := range o {
-		if s.slot >= t-rateKeep && s.slot != t {
+		switch {
+		case s.slot == t:
+			cur.calls, cur.latest = s.calls+n, max(s.latest, now)
+		case s.slot >= t-rateKeep:
 			out = append(out, s)
 		}
 	}
-	cur := ownSlot{slot: t, latest: now}
-	if i := slices.IndexFunc(o, func(s ownSlot) bool { return s.slot == t }); i >= 0 {
-		cur.calls, cur.latest = o[i].calls, max(o[i].latest, now)
-	}
-	cur.calls += n
-	return append(out, cur)
+	i, _ := slices.BinarySearchFunc(out, t, func(s ownSlot, t int64) int { return cmp.Compare(s.slot, t) })
+	return slices.Insert(out, i, cur)
 }
 
-// field is o as its field's value: "<slot>:<calls>:<latest>,…".
-func (o ownCalls) field() string {
+// field is o as its field's value, for slots of slotLen microseconds:
+// "<slot>:<calls>:<offset>" for the oldest slot, then
+// ",<slots after the one before>:<calls>:<offset>" for each later one, the
+// offset the latest call's time into its slot.
+func (o ownCalls) field(slotLen int64) string {
 	var b strings.Builder
-	b.Grow(40 * len(o))
+	b.Grow(12 + 12*len(o))
 	var num [20]byte
+	prev := int64(0)
 	for i, s := range o {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.Write(strconv.AppendInt(num[:0], s.slot, 10))
+		b.Write(strconv.AppendInt(num[:0], s.slot-prev, 10))
 		b.WriteByte(':')
 		b.Write(strconv.AppendInt(num[:0], s.calls, 10))
 		b.WriteByte(':')
-		b.Write(strconv.AppendInt(num[:0], s.latest, 10))
+		b.Write(strconv.AppendInt(num[:0], min(max(s.latest-s.slot*slotLen, 0), slotLen-1), 10))
+		prev = s.slot
 	}
 	return b.String()
 }
@@ -440,14 +459,15 @@ local function rate_read(h, now, per)
     local name, value = all[j], all[j + 1]
     if name == 'b' then
       w.tat = tonumber(value) or 0
-    elseif string.sub(name, 1, 1) == 'r' then
-      local kept = false
-      for slot, calls, latest in string.gmatch(value, '(%d+):(%d+):(%d+)') do
-        local d = tonumber(slot) - w.t
+    elseif string.sub(name, 1, 1) == 'p' then
+      local kept, slot = false, nil
+      for step, calls, offset in string.gmatch(value, '(%d+):(%d+):(%d+)') do
+        if slot == nil then slot = tonumber(step) else slot = slot + tonumber(step) end
+        local d = slot - w.t
         if d >= -rate_keep and d <= rate_keep then kept = true end
         if d >= -rate_slots and d <= rate_slots then
           w.calls[d] = w.calls[d] + tonumber(calls)
-          w.latest[d] = math.max(w.latest[d], tonumber(latest))
+          w.latest[d] = math.max(w.latest[d], slot * (per / rate_slots) + tonumber(offset))
         end
       end
       if not kept then stale[#stale + 1] = name end

@@ -377,14 +377,14 @@ func TestStaleWindowFieldsAreDeleted(t *testing.T) {
 			// A replica's field whose slots have all left the window (a
 			// replica gone), and one of a replica still counting.
 			gone := strconv.FormatInt(now-1000, 10)
-			rs.Do("HSET", window, "junk", "7", "rgone", gone+":3:1,"+gone+"1:2:1", "rlive", gone+":3:1,"+strconv.FormatInt(now, 10)+":1:1")
+			rs.Do("HSET", window, "junk", "7", "pgone", gone+":3:1,5:2:1", "plive", gone+":3:1,1000:1:1")
 			if got := testCall(t, app, "GET", tokenHeader("tok")); got.Status != 200 {
 				t.Fatalf("call: %d %q", got.Status, got.Body)
 			}
 			fields := strings.Fields(rs.Do("HKEYS", window))
 			live := 0
 			for _, f := range fields {
-				if f == "junk" || strings.HasPrefix(f, "r") {
+				if f == "junk" || strings.HasPrefix(f, "p") {
 					continue
 				}
 				digits := strings.IndexFunc(f, func(r rune) bool { return r < '0' || r > '9' })
@@ -396,7 +396,7 @@ func TestStaleWindowFieldsAreDeleted(t *testing.T) {
 				}
 				live++
 			}
-			if !slices.Contains(fields, "junk") || !slices.Contains(fields, "rlive") || slices.Contains(fields, "rgone") || live != 2 {
+			if !slices.Contains(fields, "junk") || !slices.Contains(fields, "plive") || slices.Contains(fields, "pgone") || live != 2 {
 				t.Errorf("fields %v: want the live slot's two, the live replicas' and junk", fields)
 			}
 			if ttl, _ := strconv.Atoi(rs.Do("PTTL", window)); ttl < 2900 || ttl > 3050 {
@@ -508,13 +508,13 @@ func TestRateFarBelowSkipsTheScript(t *testing.T) {
 	key := rateWindowKey(counterNov+"far@example.com", false)
 	var own []string
 	for f, v := range hgetall(t, rs, key) {
-		if strings.HasPrefix(f, "r") {
+		if strings.HasPrefix(f, "p") {
 			own = append(own, v)
 		}
 	}
 	total := int64(0)
 	for _, v := range own {
-		w := window{t: rateSlotOf(wire.Rate{Count: 1000, Per: time.Second}, time.Now().UnixMicro())}
+		w := window{t: rateSlotOf(wire.Rate{Count: 1000, Per: time.Second}, time.Now().UnixMicro()), per: time.Second.Microseconds()}
 		w.addOwnField(v)
 		for _, c := range w.calls {
 			total += c
@@ -542,7 +542,7 @@ func TestPlainRatePassingGivesTheExcessBack(t *testing.T) {
 	}
 	now := time.Now().UnixMicro()
 	slot := rateSlotOf(wire.Rate{Count: 8, Per: time.Minute}, now)
-	rs.Do("HSET", window, "rother", strconv.FormatInt(slot, 10)+":7:"+strconv.FormatInt(now, 10)) // the window full
+	rs.Do("HSET", window, "pother", ownCalls{}.add(slot, 7, now).field(rateSlotMicros(wire.Rate{Count: 8, Per: time.Minute}))) // the window full
 	got := testCall(t, app, "GET", tokenHeader("tok"))
 	if got.Status != 429 || got.Body != tooManyRequests || got.Header.Get("Retry-After") != "60" {
 		t.Fatalf("past the rate: %d %q Retry-After %q, want 429 Too many requests, 60", got.Status, got.Body, got.Header.Get("Retry-After"))
@@ -598,6 +598,7 @@ func TestRateLuaMatchesGo(t *testing.T) {
 		t0 := now / slotLen
 		counter := "counter/2026-11/lua" + strconv.Itoa(i) + "@example.com"
 		window := rateWindowKey(counter, false)
+		own := map[string]ownCalls{}
 		for range rng.IntN(6) {
 			u := t0 - int64(rng.IntN(rateSlots+3)) + int64(rng.IntN(2))
 			calls := 1 + rng.Int64N(3)
@@ -607,8 +608,10 @@ func TestRateLuaMatchesGo(t *testing.T) {
 				rs.Do("HSET", window, strconv.FormatInt(u, 10)+"t", strconv.FormatInt(u*slotLen+rng.Int64N(slotLen), 10))
 			case 1: // the script's, without
 				rs.Do("HINCRBY", window, strconv.FormatInt(u, 10), strconv.FormatInt(calls, 10))
-			default: // a replica's
-				rs.Do("HSET", window, "r"+strconv.Itoa(rng.IntN(3)), strconv.FormatInt(u, 10)+":"+strconv.FormatInt(calls, 10)+":"+strconv.FormatInt(u*slotLen+rng.Int64N(slotLen), 10))
+			default: // a replica's: its field holds all its slots
+				id := "p" + strconv.Itoa(rng.IntN(3))
+				own[id] = own[id].add(u, calls, u*slotLen+rng.Int64N(slotLen))
+				rs.Do("HSET", window, id, own[id].field(slotLen))
 			}
 		}
 		if r.Burst > 0 && rng.IntN(2) == 0 {
@@ -646,8 +649,8 @@ func TestRateLuaMatchesGo(t *testing.T) {
 func TestRateWaitFromTheLatestTimeKnown(t *testing.T) {
 	r := wire.Rate{Count: 5, Per: time.Second}
 	now := time.Now().UnixMicro()
-	slot := strconv.FormatInt(rateSlotOf(r, now+3000), 10)
-	w := readWindow(map[string]string{"rother": slot + ":5:" + strconv.FormatInt(now+3000, 10)}, r, now)
+	field := ownCalls{}.add(rateSlotOf(r, now+3000), 5, now+3000).field(rateSlotMicros(r))
+	w := readWindow(map[string]string{"pother": field}, r, now)
 	if room, wait := w.room(r), w.wait(r); room != 0 || wait != time.Second {
 		t.Errorf("room %d, wait %v; want 0 and 1s", room, wait)
 	}
@@ -752,5 +755,54 @@ func TestRatePushDue(t *testing.T) {
 	// window that counts them (a window and a slot after their time).
 	if left := rateWindowMillis(r)*1000 - every; left < (r.Per + r.Per/rateSlots).Microseconds() {
 		t.Errorf("a window outlives a call written %d µs after its push by %d µs, less than a window and a slot", every, left)
+	}
+}
+
+// A replica's field holds its slots in order, each call's latest time to
+// the microsecond, and reads back as written; slots older than rateKeep
+// before a call's are dropped, newer ones kept; a key called a few times a
+// second keeps a field short enough for Redis's compact listpack (64
+// bytes).
+func TestOwnFieldRoundTrip(t *testing.T) {
+	r := wire.Rate{Count: 10, Per: time.Second}
+	slotLen := rateSlotMicros(r)
+	now := time.Now().UnixMicro()
+	t0 := rateSlotOf(r, now)
+	at := func(slot, into int64) int64 { return slot*slotLen + into }
+	var o ownCalls
+	o = o.add(t0-7, 2, at(t0-7, 49_999))
+	o = o.add(t0, 1, at(t0, 10))
+	o = o.add(t0-3, 4, at(t0-3, 0)) // a batch whose clock was behind
+	o = o.add(t0, 2, at(t0, 5))     // an earlier time in the same slot
+	o = o.add(t0-40, 1, at(t0-40, 1)) // out of rateKeep at the next call's
+	o = o.add(t0, 0, at(t0, 20))
+	want := ownCalls{{t0 - 7, 2, at(t0-7, 49_999)}, {t0 - 3, 4, at(t0-3, 0)}, {t0, 3, at(t0, 20)}}
+	if !slices.Equal(o, want) {
+		t.Fatalf("ownCalls %v, want %v", o, want)
+	}
+	field := o.field(slotLen)
+	if wantField := strconv.FormatInt(t0-7, 10) + ":2:49999,4:4:0,3:3:20"; field != wantField {
+		t.Errorf("field %q, want %q", field, wantField)
+	}
+	if len(field) > 64 {
+		t.Errorf("field of three slots is %d bytes, more than a listpack value's 64", len(field))
+	}
+	w := readWindow(map[string]string{"pother": field}, r, at(t0, 30))
+	for d, c := range w.calls {
+		slot := t0 - rateSlots + int64(d)
+		var wc, wl int64
+		for _, s := range want {
+			if s.slot == slot {
+				wc, wl = s.calls, s.latest
+			}
+		}
+		if c != wc || c > 0 && w.latest[d] != wl {
+			t.Errorf("slot %d: %d calls, latest %d; want %d, %d", slot, c, w.latest[d], wc, wl)
+		}
+	}
+	// A call whose time is well behind (a clock set back) keeps the newer
+	// slots, which other replicas' calls still count.
+	if o = o.add(t0-2*rateKeep, 1, at(t0-2*rateKeep, 0)); len(o) != 4 || o[0].slot != t0-2*rateKeep {
+		t.Errorf("after a call %d slots back: %v, want it first and the three newer slots kept", 2*rateKeep, o)
 	}
 }
