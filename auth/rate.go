@@ -21,43 +21,44 @@ import (
 //
 // The window of an email's calls in a month is a Redis hash of its own,
 // named by the month's counter (rateWindowKey). A call's time is when auth
-// counts it, by the replica's clock (replicas on one host share it), and
-// its slot that time in twentieths of Per (50 ms of a second) since the
-// epoch. Per slot with calls the hash holds the calls counterScript let
-// through in field "<slot>" and the latest of their times in "<slot>t"; and
-// each replica's calls counted with plain commands in a field of its own,
+// counts it, by the replica's clock (replicas on one host share it), and its
+// slot that time in twentieths of Per (50 ms of a second) since the epoch.
+// Per slot with calls the hash holds the calls counterScript let through in
+// field "<slot>" and the latest of their times in "<slot>t"; and each
+// replica's calls counted with plain commands in a field of its own,
 // "p<id>", for its slots of the last window and a half, oldest first, which
 // it alone writes, whole (ownCalls.field: "<slot>:<calls>:<offset>", then
 // "<slots after the one before>:<calls>:<offset>" for each later slot,
 // comma-separated; the offset is the latest call's time into its slot, in
-// microseconds, so that a key called a few times a second keeps a field of
-// a few dozen bytes, which Redis keeps in its compact listpack form). A call at time x counts the slots after x-Per's, and x-Per's
-// own when its latest call is after x-Per: every call of the last Per and
-// none older than a slot, so that within any window of Per at most Count
-// calls are let through, exactly; Retry-After is when the oldest of them
-// leave it (their slot's latest time plus Per). Slots up to a window after
-// x's are counted too: the calls of replicas whose batch reached Redis
-// first. A field "b" holds the burst's theoretical arrival
-// time (a generic cell rate, Unix microseconds), when the rate has a burst.
+// microseconds, so that a key called a few times a second keeps a field of a
+// few dozen bytes, which Redis keeps in its compact listpack form). A call
+// at time x counts the slots after x-Per's, and x-Per's own when its latest
+// call is after x-Per: every call of the last Per and none older than a
+// slot, so that within any window of Per at most Count calls are let
+// through, exactly; Retry-After is when the oldest of them leave it (their
+// slot's latest time plus Per). Slots up to a window after x's are counted
+// too: the calls of replicas whose batch reached Redis first. A field "b"
+// holds the burst's theoretical arrival time (a generic cell rate, Unix
+// microseconds), when the rate has a burst.
 //
 // Far below its rate (rateFarBelow) a key is counted with plain commands in
 // the batch's round trip: HSET of this replica's field, then HGETALL of the
 // window, which holds every call counted before these (and perhaps some
 // counted just after: never fewer); the rare excess is given back at once.
 // Near its rate, or with a burst, it is counted by counterScript, which
-// writes nothing for a refused call. The script's fields out
-// of the slots a call may still count (rateKeep) are deleted once a window
-// holds more than rateMaxFields, a replica's field once all its slots are.
+// writes nothing for a refused call. The script's fields out of the slots a
+// call may still count (rateKeep) are deleted once a window holds more than
+// rateMaxFields, a replica's field once all its slots are.
 //
 // A window outlives its last expiry push by three windows and a slot
 // (rateWindowMillis). The script pushes it on every call it lets through; a
-// replica counting with plain commands pushes it only when its own last
-// push is a window and a quarter old or more (ratePushDue), so that a key
-// called often costs one PEXPIRE a window and a quarter, not one a call:
-// the calls it writes meanwhile still outlive every window that counts them
-// (a window and a slot) by three quarters of a window, and its field, whose newest slot
-// is then younger than rateKeep, is never taken for stale, so the hash is
-// never emptied under it. A field HSET had to create when no push was due
+// replica counting with plain commands pushes it only when its own last push
+// is a window and a quarter old or more (ratePushDue), so that a key called
+// often costs one PEXPIRE a window and a quarter, not one a call: the calls
+// it writes meanwhile still outlive every window that counts them (a window
+// and a slot) by three quarters of a window, and its field, whose newest
+// slot is then younger than rateKeep, is never taken for stale, so the hash
+// is never emptied under it. A field HSET had to create when no push was due
 // (an operator deleted the window) gets its expiry at once.
 
 // rateSlots is the slots of a window; a call counts the slots of the last

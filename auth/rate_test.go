@@ -772,8 +772,8 @@ func TestOwnFieldRoundTrip(t *testing.T) {
 	var o ownCalls
 	o = o.add(t0-7, 2, at(t0-7, 49_999))
 	o = o.add(t0, 1, at(t0, 10))
-	o = o.add(t0-3, 4, at(t0-3, 0)) // a batch whose clock was behind
-	o = o.add(t0, 2, at(t0, 5))     // an earlier time in the same slot
+	o = o.add(t0-3, 4, at(t0-3, 0))   // a batch whose clock was behind
+	o = o.add(t0, 2, at(t0, 5))       // an earlier time in the same slot
 	o = o.add(t0-40, 1, at(t0-40, 1)) // out of rateKeep at the next call's
 	o = o.add(t0, 0, at(t0, 20))
 	want := ownCalls{{t0 - 7, 2, at(t0-7, 49_999)}, {t0 - 3, 4, at(t0-3, 0)}, {t0, 3, at(t0, 20)}}
