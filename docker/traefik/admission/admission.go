@@ -45,6 +45,7 @@
 package admission
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"math"
@@ -190,6 +191,20 @@ func (w *bodiedErrors) Flush() {
 		f.Flush()
 	}
 }
+
+// Hijack hands the connection over (a protocol upgrade), when the writer
+// beneath can.
+func (w *bodiedErrors) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("admission: the connection cannot be taken over")
+	}
+	w.written = true
+	return h.Hijack()
+}
+
+// Unwrap is the writer beneath, for http.ResponseController.
+func (w *bodiedErrors) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // release writes the held 500's header as it was.
 func (w *bodiedErrors) release() {

@@ -1,7 +1,9 @@
 package admission
 
 import (
+	"bufio"
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -291,5 +293,38 @@ func TestFlushWritesTheHeldHeader(t *testing.T) {
 	w := serve(a, request("192.0.2.1:1234"))
 	if w.Code != 500 || w.Body.Len() != 0 || !w.Flushed {
 		t.Errorf("got %d %q flushed %v, want the 500 as written, flushed", w.Code, w.Body.String(), w.Flushed)
+	}
+}
+
+// hijackable is a writer whose connection can be taken over.
+type hijackable struct {
+	*httptest.ResponseRecorder
+	taken bool
+}
+
+func (h *hijackable) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h.taken = true
+	return nil, nil, nil
+}
+
+// A protocol upgrade still takes the connection over through the plugin;
+// a writer that cannot says so.
+func TestHijackPassesThrough(t *testing.T) {
+	a, _ := newAdmission(t, config(50, 100, 32), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if _, _, err := w.(http.Hijacker).Hijack(); err != nil {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	h := &hijackable{ResponseRecorder: httptest.NewRecorder()}
+	a.ServeHTTP(h, request("192.0.2.1:1234"))
+	if !h.taken || h.Body.Len() != 0 {
+		t.Errorf("taken %v, body %q: want the connection taken over and nothing written", h.taken, h.Body.String())
+	}
+	w := serve(a, request("192.0.2.1:1234"))
+	if w.Code != 500 || w.Body.String() != internalError {
+		t.Errorf("a writer that cannot be taken over: %d %q", w.Code, w.Body.String())
+	}
+	if got := http.NewResponseController(&bodiedErrors{ResponseWriter: h}).Flush(); got != nil {
+		t.Errorf("Flush through the controller: %v", got)
 	}
 }
