@@ -165,11 +165,8 @@ func (k *redisCounter) countBatch(ctx context.Context, deadline time.Time, entri
 			!(e.pol.rate.On() && slices.Contains(names[:i], names[i])) { // a rated counter twice in a batch: the script counts the second (this replica writes one field a window)
 			plain = append(plain, i)
 			if e.pol.rate.On() {
-				t := rateSlotOf(e.pol.rate, now)
-				own[i] = s.own.add(t, e.n, now)
-				// A field this write makes (none written in rateKeep) may
-				// make the window: its expiry is pushed with it.
-				push[i] = ratePushDue(e.pol.rate, s.pushed, now) || len(s.own) == 0 || s.own[len(s.own)-1].slot < t-rateKeep
+				own[i] = s.own.add(rateSlotOf(e.pol.rate, now), e.n, now)
+				push[i] = ratePushDue(e.pol.rate, s.pushed, s.own, now)
 			}
 		} else {
 			checked = append(checked, i)

@@ -113,20 +113,29 @@ func rateSlotOf(r wire.Rate, at int64) int64 { return at / rateSlotMicros(r) }
 // rateSlotMicros is the length of r's slot in microseconds.
 func rateSlotMicros(r wire.Rate) int64 { return r.Per.Microseconds() / rateSlots }
 
-// rateWindowMillis is how long a window outlives its last expiry push, in
-// milliseconds: three windows and a slot, past every slot a call written
+// rateLifeWindows is how many windows (and a slot) a window outlives its
+// last expiry push, in Go and in the script: past every slot a call written
 // up to ratePushEvery after the push may count.
-func rateWindowMillis(r wire.Rate) int64 { return (3*r.Per + r.Per/rateSlots).Milliseconds() }
+const rateLifeWindows = 3
+
+// rateWindowMillis is how long a window outlives its last expiry push, in
+// milliseconds (rateLifeWindows).
+func rateWindowMillis(r wire.Rate) int64 {
+	return (rateLifeWindows*r.Per + r.Per/rateSlots).Milliseconds()
+}
 
 // ratePushEvery is how long after its last expiry push a replica writes a
 // window without pushing its expiry again: a window and a quarter.
 func ratePushEvery(r wire.Rate) int64 { return (r.Per + r.Per/4).Microseconds() }
 
 // ratePushDue reports whether a replica that last pushed a window's expiry
-// at pushed (Unix microseconds; 0: never, or not known) pushes it with a
-// write at now.
-func ratePushDue(r wire.Rate, pushed, now int64) bool {
-	return pushed == 0 || now-pushed >= ratePushEvery(r) || now < pushed
+// at pushed (Unix microseconds; 0: never, or not known), and whose field
+// of it held own, pushes it with its write at now: a push interval after
+// the last, or a write that makes the field (none of own's slots within
+// rateKeep), which may make the window.
+func ratePushDue(r wire.Rate, pushed int64, own ownCalls, now int64) bool {
+	return pushed == 0 || now-pushed >= ratePushEvery(r) || now < pushed ||
+		len(own) == 0 || own[len(own)-1].slot < rateSlotOf(r, now)-rateKeep
 }
 
 // rateFarBelow reports whether n calls on a window last seen holding seen
@@ -426,7 +435,7 @@ const maxRateArgsKept = 256
 // arrival time with a burst); rate_wait is the time until rate_room grows
 // (when it is 0: until the next call may go).
 var rateLua = `
-local rate_slots, rate_keep, rate_max_fields = ` + strconv.Itoa(rateSlots) + `, ` + strconv.Itoa(rateKeep) + `, ` + strconv.Itoa(rateMaxFields) + `
+local rate_slots, rate_keep, rate_max_fields, rate_life_windows = ` + strconv.Itoa(rateSlots) + `, ` + strconv.Itoa(rateKeep) + `, ` + strconv.Itoa(rateMaxFields) + `, ` + strconv.Itoa(rateLifeWindows) + `
 local rate_args = {}
 local function rate_of(arg)
   local r = rate_args[arg]
@@ -516,7 +525,7 @@ local function rate_spend(h, w, n, count, burst)
     w.tat = math.ceil(math.max(w.tat, w.now) + n * w.per / count)
     redis.call('HSET', h, 'b', string.format('%.0f', w.tat))
   end
-  redis.call('PEXPIRE', h, string.format('%.0f', math.floor((3 * w.per + w.per / rate_slots) / 1000)))
+  redis.call('PEXPIRE', h, string.format('%.0f', math.floor((rate_life_windows * w.per + w.per / rate_slots) / 1000)))
 end
 
 local function rate_window_wait(w, count)

@@ -747,9 +747,17 @@ func TestRatePushDue(t *testing.T) {
 		{1_000_000_000, 1_000_000_000 + every, true},
 		{1_000_000_000, 999_999_999, true}, // the clock went back
 	} {
-		if got := ratePushDue(r, tc.pushed, tc.now); got != tc.want {
+		own := ownCalls{{slot: rateSlotOf(r, tc.now), calls: 1, latest: tc.now}} // its field holds a call of now's slot
+		if got := ratePushDue(r, tc.pushed, own, tc.now); got != tc.want {
 			t.Errorf("ratePushDue(pushed %d, now %d) = %v, want %v", tc.pushed, tc.now, got, tc.want)
 		}
+	}
+	// A write that makes this replica's field may make the window.
+	if !ratePushDue(r, 1_000_000_000, nil, 1_000_000_000) {
+		t.Error("a field written anew: no push due, want one")
+	}
+	if old := (ownCalls{{slot: rateSlotOf(r, 1_000_000_000) - rateKeep - 1, calls: 1}}); !ratePushDue(r, 1_000_000_000, old, 1_000_000_000) {
+		t.Error("a field whose slots all left rateKeep (another replica may have deleted it): no push due, want one")
 	}
 	// Calls written up to a push interval after the last push outlive every
 	// window that counts them (a window and a slot after their time).
